@@ -1,0 +1,30 @@
+//! # banter-application
+//!
+//! The use cases of banter — join a room, post, type, leave, read history, list rooms, read
+//! presence — written once against the domain's ports. [`Chat`] is generic over the store,
+//! the broadcaster, the presence registry and the clock; the binary picks the adapters.
+//!
+//! The subtle rule of the service lives here: a connection subscribes to its room before it
+//! reads its snapshot, and its [`RoomFeed`] orders and de-duplicates by seq, so that no message
+//! falls between the snapshot and the live stream and none arrives twice.
+//!
+//! May depend on: `banter-domain`, `futures-util` (combinators, no executor), `governor` (the
+//! token bucket) and `tracing`. Never on an adapter or an executor.
+//!
+//! Tests use hand-written fakes of the ports (in `tests/fakes`) rather than a mocking
+//! library: the fakes keep real state (a store that assigns seqs, a broadcaster that fans
+//! out), so tests assert outcomes instead of call sequences, and can inject failures and
+//! reorderings that the real adapters only show under load.
+
+mod chat;
+mod feed;
+mod rate;
+mod session;
+
+pub use chat::{
+    Chat, ChatSettings, DraftField, JoinError, Joined, PostDraft, PostError, PostRefusal,
+    ReadError, RoomOverview, RoomPresence, RoomsPage, Start, Welcome,
+};
+pub use feed::{FeedError, FeedSettings, RoomFeed, Sequencer};
+pub use rate::{GovernorClock, PostBucket, RateLimit};
+pub use session::Session;

@@ -1,0 +1,362 @@
+//! Hand-written fakes of the ports: real state, plus switches to inject failures and races.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banter_domain::ports::{
+    BroadcastError, Clock, EventBroadcaster, EventSubscription, MessageStore, PresenceError,
+    PresenceRegistry, StoreError, SubscriptionError,
+};
+use banter_domain::{
+    Appended, EventEnvelope, HistoryPage, HistoryQuery, Message, NewMessage, OccupiedRoom,
+    OnlinePage, PageLimit, PresenceBook, PresenceChange, RoomEvent, RoomName, Seq, StoredRoom,
+    StoredRoomsPage, Timestamp, Username,
+};
+use tokio::sync::mpsc;
+
+/// A clock that only moves when told to (or when something sleeps on it).
+#[derive(Clone, Debug, Default)]
+pub struct FakeClock {
+    elapsed: Arc<Mutex<Duration>>,
+}
+
+impl FakeClock {
+    pub fn advance(&self, by: Duration) {
+        *self.elapsed.lock().unwrap() += by;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Timestamp {
+        let base = 1_795_857_302_000_i64;
+        let ms = self.elapsed.lock().unwrap().as_millis() as i64;
+        Timestamp::from_unix_millis(base + ms).unwrap()
+    }
+
+    fn monotonic(&self) -> Duration {
+        *self.elapsed.lock().unwrap()
+    }
+
+    // Sleeping moves the fake time forward at once, like a paused runtime that auto-advances.
+    async fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+        tokio::task::yield_now().await;
+    }
+}
+
+#[derive(Default)]
+struct StoreState {
+    rooms: BTreeMap<RoomName, Vec<Message>>,
+}
+
+/// Hook run inside `history`, before the read: lets a test commit a message "concurrently".
+pub type HistoryHook = Box<dyn FnMut(&FakeStore) + Send>;
+
+/// A store that keeps messages in memory with gapless seqs and idempotent client ids.
+#[derive(Clone)]
+pub struct FakeStore {
+    state: Arc<Mutex<StoreState>>,
+    clock: FakeClock,
+    pub failing: Arc<AtomicBool>,
+    pub history_reads: Arc<AtomicUsize>,
+    before_history: Arc<Mutex<Option<HistoryHook>>>,
+    after_history: Arc<Mutex<Option<HistoryHook>>>,
+}
+
+impl FakeStore {
+    pub fn new(clock: FakeClock) -> Self {
+        Self {
+            state: Arc::default(),
+            clock,
+            failing: Arc::default(),
+            history_reads: Arc::default(),
+            before_history: Arc::default(),
+            after_history: Arc::default(),
+        }
+    }
+
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Runs `hook` once, at the start of the next history read.
+    pub fn before_next_history(&self, hook: impl FnMut(&FakeStore) + Send + 'static) {
+        *self.before_history.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// Runs `hook` once, right after the next history read.
+    pub fn after_next_history(&self, hook: impl FnMut(&FakeStore) + Send + 'static) {
+        *self.after_history.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// Stores directly, as another node would; nothing is published.
+    pub fn insert(&self, post: NewMessage) -> Message {
+        match self.append_now(post) {
+            Appended::Stored(m) | Appended::Duplicate(m) => m,
+        }
+    }
+
+    pub fn messages(&self, room: &RoomName) -> Vec<Message> {
+        self.state
+            .lock()
+            .unwrap()
+            .rooms
+            .get(room)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn append_now(&self, post: NewMessage) -> Appended {
+        let mut state = self.state.lock().unwrap();
+        let messages = state.rooms.entry(post.room.clone()).or_default();
+        if let Some(original) = messages.iter().find(|m| post.is_resend_of(m)) {
+            return Appended::Duplicate(original.clone());
+        }
+        let message = Message {
+            room: post.room,
+            seq: Seq::new(messages.len() as u64 + 1).unwrap(),
+            username: post.username,
+            content: post.content,
+            timestamp: self.clock.now(),
+            client_id: post.client_id,
+        };
+        messages.push(message.clone());
+        Appended::Stored(message)
+    }
+
+    fn check_up(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable {
+                reason: "switched off by the test".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl MessageStore for FakeStore {
+    async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
+        self.check_up()?;
+        Ok(self.append_now(post))
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        let hook = self.before_history.lock().unwrap().take();
+        if let Some(mut hook) = hook {
+            hook(self);
+        }
+        self.check_up()?;
+        self.history_reads.fetch_add(1, Ordering::SeqCst);
+        let all = self.messages(room);
+        let last_seq = all.last().map_or(Seq::ZERO, |m| m.seq);
+        let (page, has_more): (Vec<Message>, bool) = match query {
+            HistoryQuery::Latest { limit } => {
+                let start = all.len().saturating_sub(limit.get());
+                (all[start..].to_vec(), start > 0)
+            }
+            HistoryQuery::Before { before, limit } => {
+                let older: Vec<Message> = all.into_iter().filter(|m| m.seq < before).collect();
+                let start = older.len().saturating_sub(limit.get());
+                (older[start..].to_vec(), start > 0)
+            }
+            HistoryQuery::After { after, limit } => {
+                let newer: Vec<Message> = all.into_iter().filter(|m| m.seq > after).collect();
+                let more = newer.len() > limit.get();
+                (newer.into_iter().take(limit.get()).collect(), more)
+            }
+        };
+        let last_seq = match query {
+            HistoryQuery::Latest { .. } => page.last().map_or(Seq::ZERO, |m| m.seq),
+            _ => last_seq,
+        };
+        let hook = self.after_history.lock().unwrap().take();
+        if let Some(mut hook) = hook {
+            hook(self);
+        }
+        Ok(HistoryPage {
+            messages: page,
+            has_more,
+            last_seq,
+        })
+    }
+
+    async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: PageLimit,
+    ) -> Result<StoredRoomsPage, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let mut rooms = state
+            .rooms
+            .iter()
+            .filter(|(name, _)| after.is_none_or(|a| *name > a))
+            .map(|(name, messages)| StoredRoom {
+                room: name.clone(),
+                last_seq: messages.last().map_or(Seq::ZERO, |m| m.seq),
+                last_message_at: messages.last().map(|m| m.timestamp),
+            });
+        let page: Vec<StoredRoom> = rooms.by_ref().take(limit.get()).collect();
+        Ok(StoredRoomsPage {
+            rooms: page,
+            has_more: rooms.next().is_some(),
+        })
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.check_up()
+    }
+}
+
+type Subscriber = mpsc::UnboundedSender<Arc<EventEnvelope>>;
+
+/// A broadcaster with one unbounded queue per subscriber, a log of what was published, and a
+/// switch that swallows the next publications (as a lost broker message would).
+#[derive(Clone, Default)]
+pub struct FakeBroadcaster {
+    subscribers: Arc<Mutex<HashMap<RoomName, Vec<Subscriber>>>>,
+    pub published: Arc<Mutex<Vec<RoomEvent>>>,
+    swallow_next: Arc<AtomicUsize>,
+}
+
+impl FakeBroadcaster {
+    pub fn swallow_next(&self, count: usize) {
+        self.swallow_next.store(count, Ordering::SeqCst);
+    }
+
+    pub fn published(&self) -> Vec<RoomEvent> {
+        self.published.lock().unwrap().clone()
+    }
+
+    /// Delivers an event to the room's subscribers as if it came from the broker.
+    pub fn inject(&self, event: RoomEvent) {
+        let envelope = EventEnvelope::new(event);
+        let mut subscribers = self.subscribers.lock().unwrap();
+        if let Some(list) = subscribers.get_mut(envelope.event().room()) {
+            list.retain(|tx| tx.send(Arc::clone(&envelope)).is_ok());
+        }
+    }
+}
+
+pub struct FakeSubscription {
+    rx: mpsc::UnboundedReceiver<Arc<EventEnvelope>>,
+}
+
+impl EventSubscription for FakeSubscription {
+    async fn next(&mut self) -> Result<Arc<EventEnvelope>, SubscriptionError> {
+        self.rx.recv().await.ok_or(SubscriptionError::Closed)
+    }
+}
+
+impl FakeSubscription {
+    /// An event already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Arc<EventEnvelope>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl EventBroadcaster for FakeBroadcaster {
+    type Subscription = FakeSubscription;
+
+    async fn subscribe(&self, room: &RoomName) -> Result<FakeSubscription, BroadcastError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap()
+            .entry(room.clone())
+            .or_default()
+            .push(tx);
+        Ok(FakeSubscription { rx })
+    }
+
+    async fn publish(&self, event: RoomEvent) -> Result<(), BroadcastError> {
+        self.published.lock().unwrap().push(event.clone());
+        let swallowed = self
+            .swallow_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if !swallowed {
+            self.inject(event);
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BroadcastError> {
+        Ok(())
+    }
+}
+
+/// Presence in a [`PresenceBook`], with a failure switch.
+#[derive(Clone, Default)]
+pub struct FakePresence {
+    book: Arc<Mutex<PresenceBook>>,
+    pub failing: Arc<AtomicBool>,
+}
+
+impl FakePresence {
+    fn check_up(&self) -> Result<(), PresenceError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(PresenceError::Unavailable {
+                reason: "switched off by the test".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn is_online(&self, room: &RoomName, user: &Username) -> bool {
+        self.book.lock().unwrap().is_online(room, user)
+    }
+}
+
+impl PresenceRegistry for FakePresence {
+    async fn connect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, PresenceError> {
+        self.check_up()?;
+        Ok(self.book.lock().unwrap().connect(room, user))
+    }
+
+    async fn disconnect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, PresenceError> {
+        self.check_up()?;
+        Ok(self.book.lock().unwrap().disconnect(room, user))
+    }
+
+    async fn online(
+        &self,
+        room: &RoomName,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<OnlinePage, PresenceError> {
+        self.check_up()?;
+        Ok(self.book.lock().unwrap().online(room, after, limit))
+    }
+
+    async fn occupied_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<Vec<OccupiedRoom>, PresenceError> {
+        self.check_up()?;
+        Ok(self.book.lock().unwrap().occupied_rooms(after, limit))
+    }
+
+    async fn heartbeat(&self) -> Result<(), PresenceError> {
+        self.check_up()
+    }
+}

@@ -1,0 +1,30 @@
+//! # banter-domain
+//!
+//! The pure core of banter: the value types of the chat (rooms, usernames, message content,
+//! client ids, seqs, timestamps), the rules of presence and typing as plain state, the domain
+//! events, and the ports — the traits through which the core reaches storage, the broadcaster,
+//! the presence registry and the clock.
+//!
+//! May depend on: `serde`, `thiserror`, `time` (formatting only) and `validator`. Never on an
+//! executor or anything that does I/O (no tokio, poem, diesel, bb8 or Redis client): adapters
+//! implement the ports, the application drives them.
+
+mod content;
+mod events;
+mod message;
+mod names;
+pub mod ports;
+mod presence;
+mod typing;
+mod values;
+
+pub use content::{Content, ContentError};
+pub use events::{EventEnvelope, PresenceEvent, RoomEvent};
+pub use message::{
+    Appended, HistoryPage, HistoryQuery, Message, NewMessage, PageLimit, PageLimitOutOfRange,
+    StoredRoom, StoredRoomsPage,
+};
+pub use names::{ClientId, NameError, RoomName, Username};
+pub use presence::{OccupiedRoom, OnlinePage, PresenceBook, PresenceChange, WELCOME_ONLINE_CAP};
+pub use typing::{TypingBook, TypingChange, TypingRules};
+pub use values::{Seq, SeqOutOfRange, Timestamp, TimestampError};

@@ -1,0 +1,203 @@
+//! The ports: what the core needs from the outside world, as traits.
+//!
+//! Every port is `Send + Sync + Clone + 'static` so one value can be shared by every connection
+//! task, and every method returns `impl Future<Output = …> + Send` (async functions in traits,
+//! with the `Send` bound spelled out so the futures can run on a multi-threaded executor). The
+//! core is generic over the ports: no boxing, no `dyn`, and fakes in tests are plain structs.
+//! Nothing here names an executor; adapters bring their own.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    Appended, EventEnvelope, HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage,
+    PageLimit, PresenceChange, RoomEvent, RoomName, StoredRoomsPage, Timestamp, Username,
+};
+
+/// The store could not do what was asked; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable, refused the statement or failed to commit.
+    #[error("storage unavailable: {reason}")]
+    Unavailable { reason: String },
+}
+
+/// Where messages are kept.
+pub trait MessageStore: Send + Sync + Clone + 'static {
+    /// Stores `post` as the next message of its room, or finds the original of a resend.
+    ///
+    /// The store assigns `seq` (the room's previous last seq + 1, without gaps, in commit
+    /// order, also when several processes share the database) and `timestamp` (at commit),
+    /// and answers only once the message is durably committed.
+    ///
+    /// A post with a `client_id` that this user already used in this room returns
+    /// [`Appended::Duplicate`] with the stored original, and stores nothing — also when the two
+    /// posts race.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the message could not be committed; then
+    /// nothing of it is stored, and resending it is safe.
+    fn append(&self, post: NewMessage)
+    -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Reads a page of `room`'s history, oldest first, with `has_more` in the direction of
+    /// travel. A room without messages gives an empty page with `last_seq` zero. For
+    /// [`HistoryQuery::Latest`], `last_seq` is the seq of the page's last message.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
+
+    /// Rooms that have messages, sorted by name, starting after `after`.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: PageLimit,
+    ) -> impl Future<Output = Result<StoredRoomsPage, StoreError>> + Send;
+
+    /// Whether the store answers at all (readiness).
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when it does not.
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The broker could not take or deliver an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BroadcastError {
+    #[error("broadcast unavailable: {reason}")]
+    Unavailable { reason: String },
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The subscriber read too slowly and its bounded queue overflowed; `missed` events were
+    /// dropped for it alone. It should start again from the store.
+    #[error("fell behind by {missed} events")]
+    Lagged { missed: u64 },
+    /// The broadcaster shut down or lost its broker.
+    #[error("subscription closed")]
+    Closed,
+}
+
+/// One subscriber's stream of a room's events.
+pub trait EventSubscription: Send + 'static {
+    /// The next event, in the order the broadcaster received them from this process.
+    ///
+    /// MUST be cancel-safe: dropping the future before it completes loses no event, so the
+    /// caller can race it against a timer.
+    ///
+    /// # Errors
+    /// MUST return [`SubscriptionError::Lagged`] once the subscriber fell further behind than
+    /// its queue holds, and [`SubscriptionError::Closed`] when no event can come any more.
+    fn next(
+        &mut self,
+    ) -> impl Future<Output = Result<Arc<EventEnvelope>, SubscriptionError>> + Send;
+}
+
+/// Fans events out to everyone in a room, on this process and, for shared brokers, on others.
+pub trait EventBroadcaster: Send + Sync + Clone + 'static {
+    type Subscription: EventSubscription;
+
+    /// Starts receiving `room`'s events; events published after this returns are received.
+    ///
+    /// # Errors
+    /// MUST return [`BroadcastError::Unavailable`] when the broker cannot be reached.
+    fn subscribe(
+        &self,
+        room: &RoomName,
+    ) -> impl Future<Output = Result<Self::Subscription, BroadcastError>> + Send;
+
+    /// Sends `event` to every subscriber of its room. A room without subscribers is fine.
+    ///
+    /// # Errors
+    /// MUST return [`BroadcastError::Unavailable`] when the broker cannot be reached.
+    fn publish(&self, event: RoomEvent) -> impl Future<Output = Result<(), BroadcastError>> + Send;
+
+    /// Whether the broker answers (readiness).
+    ///
+    /// # Errors
+    /// MUST return [`BroadcastError::Unavailable`] when it does not.
+    fn check(&self) -> impl Future<Output = Result<(), BroadcastError>> + Send;
+}
+
+/// The presence registry could not be read or updated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceError {
+    #[error("presence unavailable: {reason}")]
+    Unavailable { reason: String },
+}
+
+/// Who is online where, counted in people (see [`crate::PresenceBook`]).
+pub trait PresenceRegistry: Send + Sync + Clone + 'static {
+    /// Counts a new connection of `user` to `room`.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated; then the
+    /// connection was not counted.
+    fn connect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> impl Future<Output = Result<PresenceChange, PresenceError>> + Send;
+
+    /// Counts one connection of `user` to `room` fewer.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated.
+    fn disconnect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> impl Future<Output = Result<PresenceChange, PresenceError>> + Send;
+
+    /// A page of `room`'s online users in code-point order, after `after`.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be read.
+    fn online(
+        &self,
+        room: &RoomName,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> impl Future<Output = Result<OnlinePage, PresenceError>> + Send;
+
+    /// Rooms with someone online, sorted by name, after `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be read.
+    fn occupied_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OccupiedRoom>, PresenceError>> + Send;
+
+    /// Keeps this process's share of presence alive. A registry shared by several processes
+    /// drops the users of a process that stopped calling this; one that lives inside the
+    /// process has nothing to refresh.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be reached.
+    fn heartbeat(&self) -> impl Future<Output = Result<(), PresenceError>> + Send;
+}
+
+/// Time, injected so rules that depend on it are tested without waiting.
+pub trait Clock: Send + Sync + Clone + 'static {
+    /// The wall-clock time, for timestamps.
+    fn now(&self) -> Timestamp;
+
+    /// A monotonic reading since an arbitrary origin, for durations and deadlines.
+    fn monotonic(&self) -> Duration;
+
+    /// Completes once `duration` has passed on this clock.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
