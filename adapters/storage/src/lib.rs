@@ -1,0 +1,232 @@
+//! # banter-adapter-storage
+//!
+//! The [`MessageStore`] port on diesel + diesel-async, pooled by bb8, for SQLite (through
+//! `SyncConnectionWrapper`, with the bundled libsqlite3) or Postgres (`AsyncPgConnection`),
+//! picked at run time from the database URL. One code path serves both: queries are written
+//! once and expanded per backend by a macro.
+//!
+//! Posts go through a writer task that gathers concurrent ones into a single transaction
+//! (group commit) and answers each caller only after its batch committed. Seqs are assigned
+//! inside that transaction by bumping the room's `last_seq`, so they are gapless and in commit
+//! order, also with several processes on one Postgres database.
+//!
+//! May depend on: `banter-domain`, diesel, diesel-async, diesel_migrations, bb8, tokio,
+//! metrics (the facade only) and tracing.
+
+mod batch;
+mod pool;
+mod reads;
+mod rows;
+mod schema;
+mod statements;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use banter_domain::ports::{MessageStore, StoreError};
+use banter_domain::{
+    Appended, HistoryPage, HistoryQuery, NewMessage, PageLimit, RoomName, StoredRoomsPage,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use pool::DatabaseUrl;
+use pool::Pools;
+pub use reads::QueryPlan;
+use writer::{Job, Writer};
+
+/// What can go wrong in this adapter. Turned into [`StoreError::Unavailable`] at the port.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("cannot migrate the database: {0}")]
+    Migration(String),
+    #[error("no database connection became available: {0}")]
+    Pool(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("the batch was not committed: {0}")]
+    Commit(String),
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StorageError {
+    fn from(e: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
+        StorageError::Pool(e.to_string())
+    }
+}
+
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> Self {
+        StoreError::Unavailable {
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// How the store connects and commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub url: DatabaseUrl,
+    /// Pooled connections (the writer uses one of them while it commits).
+    pub pool_size: u32,
+    /// Most posts per transaction; 1 turns group commit off.
+    pub max_batch: usize,
+    /// Posts waiting for a writer before callers wait for room in the queue.
+    pub queue_capacity: usize,
+    /// Writer tasks committing batches concurrently. SQLite has one writer at a time anyway;
+    /// on Postgres several overlap their commits (the server flushes their WAL together).
+    pub writers: usize,
+    /// How long a writer may wait to fill a batch when the previous one was bigger.
+    pub max_linger: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: DatabaseUrl) -> Self {
+        let writers = match url {
+            DatabaseUrl::Sqlite { .. } => 1,
+            DatabaseUrl::Postgres { .. } => 1,
+        };
+        Self {
+            url,
+            pool_size: 8,
+            max_batch: 512,
+            queue_capacity: 8192,
+            writers,
+            max_linger: Duration::from_millis(1),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    pools: Pools,
+    jobs: mpsc::Sender<Job>,
+    writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The message store. Cheap to clone; every clone feeds the same writer.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Connects (failing fast if the database cannot be reached) and starts the writer task.
+    /// Does not migrate: call [`Store::migrate`].
+    ///
+    /// # Errors
+    /// [`StorageError::Connect`] when the database cannot be opened.
+    pub async fn open(config: StoreConfig) -> Result<Self, StorageError> {
+        let writers = config.writers.max(1);
+        // Each writer holds a connection while it commits; readers need some too.
+        let pool_size = config.pool_size.max(writers as u32 + 2);
+        let pools = Pools::open(&config.url, pool_size).await?;
+        let (jobs, queue) = mpsc::channel(config.queue_capacity.max(1));
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let handles = (0..writers)
+            .map(|_| {
+                let writer = Writer::new(pools.clone(), config.max_batch.max(1), config.max_linger);
+                tokio::spawn(writer.run(Arc::clone(&queue)))
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pools,
+                jobs,
+                writers: std::sync::Mutex::new(handles),
+            }),
+        })
+    }
+
+    /// Applies the embedded migrations of the backend in use. Safe to run from several
+    /// processes at once on Postgres (they take turns on an advisory lock).
+    ///
+    /// # Errors
+    /// [`StorageError::Migration`] when a migration fails.
+    pub async fn migrate(&self) -> Result<Vec<String>, StorageError> {
+        reads::migrate(&self.inner.pools).await
+    }
+
+    /// Which backend this store uses: `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.inner.pools {
+            Pools::Sqlite(_) => "sqlite",
+            Pools::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The query plans of the history and listing queries, for checking index use.
+    ///
+    /// # Errors
+    /// [`StorageError::Query`] when EXPLAIN fails.
+    pub async fn explain_history_queries(&self) -> Result<Vec<QueryPlan>, StorageError> {
+        reads::explain(&self.inner.pools).await
+    }
+
+    /// Stops taking posts, commits those already queued and waits for the writers to finish.
+    pub async fn close(&self) {
+        let _ = self.inner.jobs.send(Job::Close).await;
+        let handles = std::mem::take(
+            &mut *self
+                .inner
+                .writers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for handle in handles {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "a store writer task failed");
+            }
+        }
+    }
+}
+
+/// The wall clock in Unix milliseconds, for `created_at`.
+pub(crate) fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl MessageStore for Store {
+    async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
+        let started = std::time::Instant::now();
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job::Append { post, reply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let appended = answer.await.map_err(|_| StorageError::Closed)??;
+        metrics::histogram!("banter_store_seconds").record(started.elapsed().as_secs_f64());
+        Ok(appended)
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        Ok(reads::history(&self.inner.pools, room, query).await?)
+    }
+
+    async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: PageLimit,
+    ) -> Result<StoredRoomsPage, StoreError> {
+        Ok(reads::rooms(&self.inner.pools, after, limit).await?)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(reads::ping(&self.inner.pools).await?)
+    }
+}

@@ -1,0 +1,156 @@
+//! Connection pools for both backends, chosen at run time from the database URL.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use diesel::{ConnectionError, ConnectionResult, SqliteConnection};
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+use crate::StorageError;
+
+/// SQLite through diesel-async: the sync connection runs on tokio's blocking pool.
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH` (relative or absolute; `sqlite:///abs/path` works too).
+    Sqlite { path: String },
+    /// `postgres://…` or `postgresql://…`, passed to the driver as-is.
+    Postgres { url: String },
+}
+
+impl DatabaseUrl {
+    /// Parses the URL's scheme; the rest is the driver's business.
+    ///
+    /// # Errors
+    /// [`StorageError::UnsupportedUrl`] for any other scheme or an empty SQLite path.
+    pub fn parse(url: &str) -> Result<Self, StorageError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StorageError::UnsupportedUrl(url.to_owned()));
+            }
+            Ok(Self::Sqlite {
+                path: path.to_owned(),
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres {
+                url: url.to_owned(),
+            })
+        } else {
+            Err(StorageError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+}
+
+/// The pool of whichever backend is in use.
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Postgres(Pool<AsyncPgConnection>),
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pools::Sqlite(p) => write!(f, "Pools::Sqlite({:?})", p.state()),
+            Pools::Postgres(p) => write!(f, "Pools::Postgres({:?})", p.state()),
+        }
+    }
+}
+
+/// Per-connection SQLite settings. `busy_timeout` first, so switching to WAL waits for a lock
+/// instead of failing. `synchronous = FULL` syncs the WAL on every commit: a message is on disk
+/// before anyone is shown it, even across a power loss; group commit pays for it.
+const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 10000; \
+                            PRAGMA journal_mode = WAL; \
+                            PRAGMA synchronous = FULL; \
+                            PRAGMA temp_store = MEMORY; \
+                            PRAGMA foreign_keys = ON;";
+
+type SetupFuture<'a, C> = Pin<Box<dyn Future<Output = ConnectionResult<C>> + Send + 'a>>;
+
+fn establish_sqlite(path: &str) -> SetupFuture<'_, SqliteConn> {
+    Box::pin(async move {
+        let mut conn = SqliteConn::establish(path).await?;
+        conn.batch_execute(SQLITE_SETUP)
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    })
+}
+
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Pools {
+    pub async fn open(url: &DatabaseUrl, size: u32) -> Result<Self, StorageError> {
+        match url {
+            DatabaseUrl::Sqlite { path } => {
+                if let Some(parent) = std::path::Path::new(path)
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StorageError::Connect(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(establish_sqlite);
+                // A local file cannot go stale: skip the validation query on every checkout.
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager = AsyncDieselConnectionManager::new_with_config(path.as_str(), config);
+                let pool = Pool::builder()
+                    .max_size(size)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .test_on_check_out(false)
+                    .build(manager)
+                    .await
+                    .map_err(|e| StorageError::Connect(e.to_string()))?;
+                // Fail at start-up, with the driver's reason, rather than at the first query.
+                pool.dedicated_connection()
+                    .await
+                    .map_err(|e| StorageError::Connect(e.to_string()))?;
+                Ok(Pools::Sqlite(pool))
+            }
+            DatabaseUrl::Postgres { url } => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+                let pool = Pool::builder()
+                    .max_size(size)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .build(manager)
+                    .await
+                    .map_err(|e| StorageError::Connect(e.to_string()))?;
+                pool.dedicated_connection()
+                    .await
+                    .map_err(|e| StorageError::Connect(e.to_string()))?;
+                Ok(Pools::Postgres(pool))
+            }
+        }
+    }
+}
+
+/// Runs one async diesel body against whichever backend is in use. Inside `$body`, `$conn` is
+/// a `&mut` connection of the backend's type and `diesel_async::RunQueryDsl` is in scope.
+macro_rules! with_connection {
+    ($pools:expr, |$conn:ident| $body:expr) => {
+        match $pools {
+            $crate::pool::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::StorageError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::pool::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::StorageError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_connection;

@@ -1,0 +1,24 @@
+//! The tables, as diesel sees them; identical on SQLite and Postgres.
+
+diesel::table! {
+    rooms (name) {
+        name -> Text,
+        last_seq -> BigInt,
+        last_message_at_ms -> Nullable<BigInt>,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    messages (room, seq) {
+        room -> Text,
+        seq -> BigInt,
+        username -> Text,
+        content -> Text,
+        created_at_ms -> BigInt,
+        client_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(messages -> rooms (room));
+diesel::allow_tables_to_appear_in_same_query!(rooms, messages);

@@ -1,0 +1,3 @@
+DROP INDEX messages_client_id;
+DROP TABLE messages;
+DROP TABLE rooms;

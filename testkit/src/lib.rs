@@ -1,0 +1,161 @@
+//! # banter-testkit
+//!
+//! Helpers for tests that need real services. Postgres tests get a fresh database each
+//! ([`TestDatabase`]); whether a missing service fails the test or skips it is decided in one
+//! place ([`services_required`]).
+//!
+//! May depend on: diesel, diesel-async (to create and drop databases) and tokio. Dev-only.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// The server used when `BANTER_TEST_POSTGRES_URL` is not set.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Whether a missing Postgres or Redis must fail the run (CI) rather than skip.
+pub fn services_required() -> bool {
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    set("BANTER_REQUIRE_SERVICES")
+}
+
+/// Reports a missing service: panics when services are required, else prints a visible
+/// skip notice and returns.
+pub fn missing_service(service: &str, why: &str) {
+    if services_required() {
+        panic!("{service} is required (BANTER_REQUIRE_SERVICES is set) but unavailable: {why}");
+    }
+    eprintln!(
+        "\n*** SKIPPED: {service} unavailable ({why}); set BANTER_REQUIRE_SERVICES=1 to make this fail ***\n"
+    );
+}
+
+/// The Postgres server tests may create databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("BANTER_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// A database created for one test, dropped by [`TestDatabase::drop_now`] (or left behind for
+/// the next run's sweep if the test panicked first).
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn with_database(url: &str, name: &str) -> String {
+    // Replace the path of postgres://user@host:port/db?params with the new name.
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl TestDatabase {
+    /// Creates an empty database on the test server, or `None` when the server does not
+    /// answer and services are not required.
+    pub async fn create() -> Option<TestDatabase> {
+        let admin_url = postgres_admin_url();
+        let mut admin = match AsyncPgConnection::establish(&admin_url).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                missing_service("PostgreSQL", &format!("{admin_url}: {e}"));
+                return None;
+            }
+        };
+        sweep_stale(&mut admin).await;
+        let name = format!(
+            "banter_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        Some(TestDatabase {
+            url: with_database(&admin_url, &name),
+            name,
+            admin_url,
+        })
+    }
+
+    /// Drops the database, disconnecting whoever still uses it.
+    pub async fn drop_now(self) {
+        if let Ok(mut admin) = AsyncPgConnection::establish(&self.admin_url).await {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct DatabaseName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    datname: String,
+}
+
+/// Drops test databases left by processes that no longer run (a test that panicked).
+async fn sweep_stale(admin: &mut AsyncPgConnection) {
+    let Ok(names) =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'banter_test_%'")
+            .load::<DatabaseName>(admin)
+            .await
+    else {
+        return;
+    };
+    for DatabaseName { datname } in names {
+        let pid = datname
+            .split('_')
+            .nth(2)
+            .and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"))
+                .execute(admin)
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_replaces_the_path() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}
