@@ -21,6 +21,45 @@ mod feed;
 mod rate;
 mod session;
 
+use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
+
+/// One choice of adapter for every port, so code outside the core can name a whole wiring
+/// with a single type parameter (`Chat<P::Store, …>` is [`ChatOf<P>`]).
+pub trait Ports: Send + Sync + 'static {
+    type Store: MessageStore;
+    type Broadcaster: EventBroadcaster;
+    type Presence: PresenceRegistry;
+    type Clock: Clock;
+}
+
+/// The chat service wired with the adapters of `P`.
+pub type ChatOf<P> = Chat<
+    <P as Ports>::Store,
+    <P as Ports>::Broadcaster,
+    <P as Ports>::Presence,
+    <P as Ports>::Clock,
+>;
+/// A joined connection wired with the adapters of `P`.
+pub type JoinedOf<P> = Joined<
+    <P as Ports>::Store,
+    <P as Ports>::Broadcaster,
+    <P as Ports>::Presence,
+    <P as Ports>::Clock,
+>;
+/// A connection's session wired with the adapters of `P`.
+pub type SessionOf<P> = Session<
+    <P as Ports>::Store,
+    <P as Ports>::Broadcaster,
+    <P as Ports>::Presence,
+    <P as Ports>::Clock,
+>;
+/// A connection's feed wired with the adapters of `P`.
+pub type FeedOf<P> = RoomFeed<
+    <P as Ports>::Store,
+    <<P as Ports>::Broadcaster as EventBroadcaster>::Subscription,
+    <P as Ports>::Clock,
+>;
+
 pub use chat::{
     Chat, ChatSettings, DraftField, JoinError, Joined, PostDraft, PostError, PostRefusal,
     ReadError, RoomOverview, RoomPresence, RoomsPage, Start, Welcome,

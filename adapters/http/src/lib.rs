@@ -1,0 +1,283 @@
+//! # banter-adapter-http
+//!
+//! banter's HTTP edge on poem: the WebSocket transport (`/ws/chat/{room}/`), the OpenAPI REST
+//! API (`/api/…`, `/healthz`, `/readyz`, with the document at `/openapi.json` and Swagger UI
+//! at `/docs`), `/metrics`, and the embedded web app (`/`, `/client1/`, `/client2/`).
+//! Application errors become the contract's codes and statuses in one place ([`problem`]).
+//!
+//! Generic over the wiring ([`Ports`]): it never names a concrete store or broker.
+//!
+//! May depend on: `banter-application`, `banter-domain`, poem, poem-openapi, tokio,
+//! jsonwebtoken, governor, the metrics crates, serde and tracing.
+
+mod auth;
+mod guard;
+pub mod problem;
+mod rest;
+mod web;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use banter_application::{ChatOf, Ports, RateLimit};
+use metrics_exporter_prometheus::PrometheusHandle;
+use poem::error::{MethodNotAllowedError, NotFoundError};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, get};
+use tokio::sync::watch;
+
+pub use auth::AuthMode;
+use guard::AddressLimiter;
+pub use guard::{AllowedOrigin, ConnectionSlots, OriginParseError};
+use problem::{ErrorCode, Problem};
+
+/// WebSocket timing and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsSettings {
+    /// How often the server pings an otherwise quiet connection.
+    pub ping_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is disconnected.
+    pub idle_timeout: Duration,
+    /// A write that cannot complete for this long drops the connection.
+    pub write_timeout: Duration,
+    /// Largest message (all fragments together) a client may send.
+    pub max_message_bytes: usize,
+    /// Replies (errors, duplicates, pongs) waiting to be written before the connection is
+    /// considered stuck.
+    pub reply_queue: usize,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            write_timeout: Duration::from_secs(30),
+            max_message_bytes: 64 * 1024,
+            reply_queue: 256,
+        }
+    }
+}
+
+/// Everything the HTTP edge is configured with.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub auth: AuthMode,
+    pub allowed_origins: Vec<AllowedOrigin>,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Per client address, for REST posts; `None` turns it off.
+    pub rest_rate_limit: Option<RateLimit>,
+    pub ws: WsSettings,
+    /// Largest REST request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            auth: AuthMode::None,
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            rest_rate_limit: Some(RateLimit::DEFAULT),
+            ws: WsSettings::default(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState<P: Ports> {
+    pub chat: ChatOf<P>,
+    pub settings: HttpSettings,
+    pub slots: Arc<ConnectionSlots>,
+    shutdown: watch::Receiver<bool>,
+    rest_limiter: Option<AddressLimiter>,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl<P: Ports> std::fmt::Debug for AppState<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .field("open_connections", &self.slots.open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Ports> AppState<P> {
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Periodic housekeeping: forget idle per-address buckets, refresh metric summaries.
+    pub fn housekeeping(&self) {
+        if let Some(limiter) = &self.rest_limiter {
+            limiter.forget_idle();
+        }
+        if let Some(handle) = &self.metrics {
+            handle.run_upkeep();
+        }
+    }
+}
+
+/// Starts and stops the HTTP edge's connections.
+#[derive(Debug)]
+pub struct Shutdown {
+    sender: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    /// Refuses new WebSockets (503) and asks every open one to close with 1001.
+    pub fn begin(&self) {
+        self.sender.send_replace(true);
+    }
+}
+
+/// Builds the shared state. `metrics` is the installed Prometheus recorder's handle, if any.
+pub fn app_state<P: Ports>(
+    chat: ChatOf<P>,
+    settings: HttpSettings,
+    metrics: Option<PrometheusHandle>,
+) -> (Arc<AppState<P>>, Shutdown) {
+    let (sender, receiver) = watch::channel(false);
+    let slots = ConnectionSlots::new(settings.max_connections, settings.max_connections_per_ip);
+    let rest_limiter = settings.rest_rate_limit.map(AddressLimiter::new);
+    let state = Arc::new(AppState {
+        chat,
+        settings,
+        slots,
+        shutdown: receiver,
+        rest_limiter,
+        metrics,
+    });
+    (state, Shutdown { sender })
+}
+
+/// The whole HTTP application.
+pub fn router<P: Ports>(state: Arc<AppState<P>>) -> impl Endpoint + 'static {
+    let (api, docs, spec) = rest::service(Arc::clone(&state));
+    let docs = Arc::new(rest::Document::new(docs, "text/html; charset=utf-8"));
+    let api = Arc::new(api.into_endpoint());
+    let guarded_api = rest::guard(Arc::clone(&state), Arc::clone(&api));
+    let ws_endpoint = Arc::new(get(ws::Handshake::<P>::new(Arc::clone(&state))));
+    Route::new()
+        .at("/ws/chat/:room", Arc::clone(&ws_endpoint))
+        .at("/ws/chat/:room/", ws_endpoint)
+        .nest_no_strip("/api", guarded_api)
+        .at("/healthz", Arc::clone(&api))
+        .at("/readyz", api)
+        .at(
+            "/openapi.json",
+            get(rest::Document::new(spec, "application/json")),
+        )
+        .at("/docs", get(Arc::clone(&docs)))
+        .at("/docs/", get(docs))
+        .at("/metrics", get(rest::Metrics::<P>::new(Arc::clone(&state))))
+        .at("/asyncapi.yaml", get(web::asyncapi))
+        .at("/", get(web::index))
+        .at("/client1", get(web::client))
+        .at("/client1/", get(web::client))
+        .at("/client2", get(web::client))
+        .at("/client2/", get(web::client))
+        .at("/static/:file", get(web::asset))
+        .catch_error(|_: NotFoundError| async {
+            Problem::new(ErrorCode::NotFound, "no such resource").into_response()
+        })
+        .catch_error(|_: MethodNotAllowedError| async {
+            let mut response = Problem::new(ErrorCode::NotFound, "this method is not allowed here")
+                .into_response();
+            response.set_status(poem::http::StatusCode::METHOD_NOT_ALLOWED);
+            response
+        })
+        .with(poem::middleware::Tracing)
+}
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+///
+/// # Errors
+/// When another recorder is already installed.
+pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const LATENCY: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY)?
+        .set_buckets_for_metric(
+            Matcher::Full("banter_store_batch_size".to_owned()),
+            &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+        )?
+        .install_recorder()?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// Describes the metrics and exports every counter and gauge from the start (at zero), so a
+/// scraper sees them before the first event.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("banter_connections", "Open WebSocket connections.");
+    describe_counter!(
+        "banter_connections_refused_total",
+        "Refused WebSocket handshakes, by problem code (label reason)."
+    );
+    describe_counter!(
+        "banter_messages_stored_total",
+        "Messages committed to storage."
+    );
+    describe_counter!(
+        "banter_frames_sent_total",
+        "WebSocket frames written to clients."
+    );
+    describe_counter!(
+        "banter_errors_total",
+        "WebSocket error frames sent, by error code (label code)."
+    );
+    describe_counter!(
+        "banter_http_problems_total",
+        "HTTP problem responses, by error code (label code)."
+    );
+    describe_histogram!(
+        "banter_store_seconds",
+        Unit::Seconds,
+        "Time from handing a post to the store until it is committed."
+    );
+    describe_histogram!(
+        "banter_store_commit_seconds",
+        Unit::Seconds,
+        "Time to commit one batch."
+    );
+    describe_histogram!("banter_store_batch_size", "Posts per committed batch.");
+    describe_histogram!(
+        "banter_broadcast_seconds",
+        Unit::Seconds,
+        "Time to publish one event to a room."
+    );
+    metrics::gauge!("banter_connections").set(0.0);
+    metrics::counter!("banter_messages_stored_total").absolute(0);
+    metrics::counter!("banter_frames_sent_total").absolute(0);
+    for code in [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidMessage,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+    ] {
+        metrics::counter!("banter_errors_total", "code" => code.as_str()).absolute(0);
+    }
+    for code in [
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidUsername,
+        ErrorCode::InvalidParameter,
+        ErrorCode::Unauthorized,
+        ErrorCode::ForbiddenOrigin,
+        ErrorCode::TooManyConnections,
+        ErrorCode::OverCapacity,
+        ErrorCode::Unavailable,
+    ] {
+        metrics::counter!("banter_connections_refused_total", "reason" => code.as_str())
+            .absolute(0);
+    }
+}

@@ -1,0 +1,210 @@
+//! Errors as clients see them: the contract's codes, their HTTP statuses, and RFC 9457
+//! `application/problem+json` bodies. Every refusal of the HTTP edge is built here.
+
+use poem::http::StatusCode;
+use poem_openapi::Object;
+use serde::Serialize;
+
+use banter_application::{PostError, PostRefusal};
+
+/// The contract's error codes, for HTTP problems and WebSocket error frames alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRoom,
+    InvalidUsername,
+    InvalidContent,
+    InvalidClientId,
+    InvalidParameter,
+    InvalidBody,
+    Unauthorized,
+    ForbiddenOrigin,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    TooManyConnections,
+    OverCapacity,
+    Unavailable,
+    // Codes of WebSocket error frames only.
+    InvalidJson,
+    UnknownType,
+    InvalidMessage,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::InvalidContent => "invalid_content",
+            ErrorCode::InvalidClientId => "invalid_client_id",
+            ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::OverCapacity => "over_capacity",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRoom
+            | ErrorCode::InvalidUsername
+            | ErrorCode::InvalidContent
+            | ErrorCode::InvalidClientId
+            | ErrorCode::InvalidParameter
+            | ErrorCode::InvalidBody
+            | ErrorCode::InvalidJson
+            | ErrorCode::UnknownType
+            | ErrorCode::InvalidMessage => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::OverCapacity | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An RFC 9457 problem with the contract's `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Object)]
+#[oai(example)]
+pub struct Problem {
+    /// Always `about:blank`: the `code` member identifies the problem.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// The HTTP status phrase.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What was wrong, naming the offending field or parameter.
+    pub detail: String,
+    /// The contract's error code, e.g. `invalid_room`.
+    pub code: String,
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        Problem::new(ErrorCode::InvalidRoom, "room: must not contain 'G'")
+    }
+}
+
+impl Problem {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let status = code.status();
+        Self {
+            problem_type: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.as_str().to_owned(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// A plain poem response (for refusals outside poem-openapi operations).
+    pub fn into_response(self) -> poem::Response {
+        let body = serde_json::to_string(&self).unwrap_or_default();
+        metrics::counter!("banter_http_problems_total", "code" => self.code.clone()).increment(1);
+        poem::Response::builder()
+            .status(self.status())
+            .content_type("application/problem+json")
+            .body(body)
+    }
+
+    /// As [`Problem::into_response`], with a `Retry-After` header in whole seconds.
+    pub fn into_response_retry_after(self, seconds: u64) -> poem::Response {
+        let mut response = self.into_response();
+        if let Ok(value) = poem::http::HeaderValue::from_str(&seconds.to_string()) {
+            response
+                .headers_mut()
+                .insert(poem::http::header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// Seconds to wait, rounded up, and at least one.
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// The contract's code and a client-facing detail for a refused post, as the REST API names
+/// fields (`content`, `client_id`).
+pub fn post_problem(error: &PostError) -> Problem {
+    match &error.refusal {
+        PostRefusal::RateLimited { .. } => {
+            Problem::new(ErrorCode::RateLimited, error.refusal.to_string())
+        }
+        PostRefusal::MissingContent => {
+            Problem::new(ErrorCode::InvalidBody, "content: must be a string")
+        }
+        PostRefusal::InvalidContent(e) => {
+            Problem::new(ErrorCode::InvalidContent, format!("content: {e}"))
+        }
+        PostRefusal::ClientIdNotText => {
+            Problem::new(ErrorCode::InvalidClientId, "client_id: must be a string")
+        }
+        PostRefusal::InvalidClientId(e) => {
+            Problem::new(ErrorCode::InvalidClientId, format!("client_id: {e}"))
+        }
+        PostRefusal::Unavailable => Problem::new(ErrorCode::Unavailable, error.refusal.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_the_contract_statuses() {
+        assert_eq!(ErrorCode::InvalidRoom.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ErrorCode::Unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ErrorCode::ForbiddenOrigin.status(), StatusCode::FORBIDDEN);
+        assert_eq!(ErrorCode::NotFound.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ErrorCode::PayloadTooLarge.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ErrorCode::TooManyConnections.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            ErrorCode::OverCapacity.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(ErrorCode::Unavailable.as_str(), "unavailable");
+    }
+
+    #[test]
+    fn problem_serializes_per_rfc_9457_with_code() {
+        let json = serde_json::to_value(Problem::new(ErrorCode::InvalidRoom, "room: bad")).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "about:blank", "title": "Bad Request", "status": 400,
+                               "detail": "room: bad", "code": "invalid_room"})
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        use std::time::Duration;
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+    }
+}

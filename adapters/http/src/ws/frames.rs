@@ -1,0 +1,279 @@
+//! The WebSocket protocol's frames: parsing what clients send, encoding what they receive.
+
+use banter_application::{DraftField, PostDraft, Welcome};
+use banter_domain::{ClientId, Message, PresenceEvent, RoomEvent, Seq, Username};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::problem::ErrorCode;
+
+/// A client frame that parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    ChatMessage(PostDraft),
+    Typing { is_typing: bool },
+    Ping,
+}
+
+/// A client frame that did not parse: answered with an error frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRefusal {
+    pub code: ErrorCode,
+    pub detail: String,
+}
+
+impl FrameRefusal {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+fn field(object: &serde_json::Map<String, Value>, name: &str) -> DraftField {
+    match object.get(name) {
+        None | Some(Value::Null) => DraftField::Absent,
+        Some(Value::String(s)) => DraftField::Text(s.clone()),
+        Some(_) => DraftField::NotText,
+    }
+}
+
+/// Parses a text frame.
+///
+/// # Errors
+/// `invalid_json` for anything that is not a JSON object with a string `type`,
+/// `unknown_type` for a type the server does not know, `invalid_message` for a `typing` frame
+/// without a boolean `is_typing`. A `chat_message`'s fields are checked by the application.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameRefusal> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| FrameRefusal::new(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(FrameRefusal::new(
+            ErrorCode::InvalidJson,
+            "a frame must be a JSON object",
+        ));
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => {
+            return Err(FrameRefusal::new(
+                ErrorCode::InvalidJson,
+                "type must be a string",
+            ));
+        }
+        None => {
+            return Err(FrameRefusal::new(
+                ErrorCode::InvalidJson,
+                "a frame needs a type",
+            ));
+        }
+    };
+    match kind {
+        "chat_message" => Ok(ClientFrame::ChatMessage(PostDraft {
+            content: field(&object, "message"),
+            client_id: field(&object, "client_id"),
+        })),
+        "typing" => match object.get("is_typing") {
+            Some(Value::Bool(is_typing)) => Ok(ClientFrame::Typing {
+                is_typing: *is_typing,
+            }),
+            _ => Err(FrameRefusal::new(
+                ErrorCode::InvalidMessage,
+                "is_typing must be true or false",
+            )),
+        },
+        "ping" => Ok(ClientFrame::Ping),
+        other => Err(FrameRefusal::new(
+            ErrorCode::UnknownType,
+            format!("unknown frame type {other:?}; expected chat_message, typing or ping"),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerFrame<'a> {
+    Welcome {
+        room: &'a str,
+        username: &'a Username,
+        messages: &'a [Message],
+        has_more: bool,
+        last_seq: Seq,
+        online: &'a [Username],
+        online_count: u64,
+        typing: &'a [Username],
+    },
+    ChatMessage {
+        message: &'a Message,
+    },
+    Typing {
+        username: &'a Username,
+        is_typing: bool,
+    },
+    Presence {
+        event: PresenceEvent,
+        username: &'a Username,
+        online_count: u64,
+    },
+    Duplicate {
+        message: &'a Message,
+    },
+    Error {
+        code: &'a str,
+        detail: &'a str,
+        client_id: Option<&'a ClientId>,
+    },
+    Pong,
+}
+
+fn encode(frame: &ServerFrame<'_>) -> String {
+    // Serializing these plain structs cannot fail (string keys, no maps with other keys).
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+pub fn welcome(welcome: &Welcome) -> String {
+    encode(&ServerFrame::Welcome {
+        room: welcome.room.as_str(),
+        username: &welcome.username,
+        messages: &welcome.messages,
+        has_more: welcome.has_more,
+        last_seq: welcome.last_seq,
+        online: &welcome.online,
+        online_count: welcome.online_count,
+        typing: &welcome.typing,
+    })
+}
+
+/// A room event as the frame every connection of the room receives.
+pub fn event(event: &RoomEvent) -> String {
+    encode(&match event {
+        RoomEvent::MessagePosted(message) => ServerFrame::ChatMessage { message },
+        RoomEvent::Typing {
+            username,
+            is_typing,
+            ..
+        } => ServerFrame::Typing {
+            username,
+            is_typing: *is_typing,
+        },
+        RoomEvent::Presence {
+            event,
+            username,
+            online_count,
+            ..
+        } => ServerFrame::Presence {
+            event: *event,
+            username,
+            online_count: *online_count,
+        },
+    })
+}
+
+pub fn duplicate(message: &Message) -> String {
+    encode(&ServerFrame::Duplicate { message })
+}
+
+pub fn error(code: ErrorCode, detail: &str, client_id: Option<&ClientId>) -> String {
+    encode(&ServerFrame::Error {
+        code: code.as_str(),
+        detail,
+        client_id,
+    })
+}
+
+pub fn pong() -> String {
+    encode(&ServerFrame::Pong)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banter_domain::{Content, RoomName, Timestamp};
+    use serde_json::json;
+
+    fn refusal(text: &str) -> ErrorCode {
+        parse_client_frame(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_the_three_client_frames() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"chat_message","message":"Hello","client_id":"c-1"}"#),
+            Ok(ClientFrame::ChatMessage(PostDraft {
+                content: DraftField::Text("Hello".into()),
+                client_id: DraftField::Text("c-1".into()),
+            }))
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"chat_message","message":5,"client_id":null}"#),
+            Ok(ClientFrame::ChatMessage(PostDraft {
+                content: DraftField::NotText,
+                client_id: DraftField::Absent,
+            }))
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"typing","is_typing":false}"#),
+            Ok(ClientFrame::Typing { is_typing: false })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ping","extra":1}"#),
+            Ok(ClientFrame::Ping)
+        );
+    }
+
+    #[test]
+    fn refuses_with_the_contract_codes() {
+        assert_eq!(refusal("not json"), ErrorCode::InvalidJson);
+        assert_eq!(refusal("[1,2]"), ErrorCode::InvalidJson);
+        assert_eq!(refusal("\"text\""), ErrorCode::InvalidJson);
+        assert_eq!(refusal(r#"{"message":"no type"}"#), ErrorCode::InvalidJson);
+        assert_eq!(refusal(r#"{"type":7}"#), ErrorCode::InvalidJson);
+        assert_eq!(refusal(r#"{"type":"shout"}"#), ErrorCode::UnknownType);
+        assert_eq!(
+            refusal(r#"{"type":"typing","is_typing":"yes"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(refusal(r#"{"type":"typing"}"#), ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn encodes_the_contract_shapes() {
+        let message = Message {
+            room: RoomName::parse("general").unwrap(),
+            seq: Seq::new(42).unwrap(),
+            username: Username::parse("alice").unwrap(),
+            content: Content::parse("Hello").unwrap(),
+            timestamp: Timestamp::from_unix_millis(1_795_857_302_123).unwrap(),
+            client_id: Some(ClientId::parse("c-7f3a").unwrap()),
+        };
+        let frame: Value =
+            serde_json::from_str(&event(&RoomEvent::MessagePosted(message.clone()))).unwrap();
+        assert_eq!(
+            frame,
+            json!({"type": "chat_message", "message": {"room": "general", "seq": 42, "username": "alice",
+                   "content": "Hello", "timestamp": "2026-11-28T09:15:02.123Z", "client_id": "c-7f3a"}})
+        );
+        let dup: Value = serde_json::from_str(&duplicate(&message)).unwrap();
+        assert_eq!(dup["type"], "duplicate");
+        assert_eq!(dup["message"]["seq"], 42);
+        let presence: Value = serde_json::from_str(&event(&RoomEvent::Presence {
+            room: RoomName::parse("general").unwrap(),
+            event: PresenceEvent::Leave,
+            username: Username::parse("bob").unwrap(),
+            online_count: 3,
+        }))
+        .unwrap();
+        assert_eq!(
+            presence,
+            json!({"type": "presence", "event": "leave", "username": "bob", "online_count": 3})
+        );
+        let err: Value =
+            serde_json::from_str(&error(ErrorCode::RateLimited, "slow down", None)).unwrap();
+        assert_eq!(
+            err,
+            json!({"type": "error", "code": "rate_limited", "detail": "slow down", "client_id": null})
+        );
+        assert_eq!(pong(), r#"{"type":"pong"}"#);
+    }
+}

@@ -1,0 +1,229 @@
+//! The WebSocket transport: `GET /ws/chat/{room}/`.
+//!
+//! The handshake checks everything the contract lists and refuses with problem+json before
+//! upgrading; the room is joined (presence, snapshot) before the upgrade too, so a store that
+//! is down gives a 503 rather than a socket that dies at once.
+
+mod connection;
+pub mod frames;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+
+use banter_application::{Ports, Start};
+use banter_domain::{RoomName, Seq, Username};
+use poem::http::header;
+use poem::web::websocket::{WebSocket, WebSocketConfig};
+use poem::{Endpoint, FromRequest, IntoResponse, Request, Response};
+
+use crate::AppState;
+use crate::auth::{self, AuthMode};
+use crate::guard::{SlotRefusal, origin_allowed};
+use crate::problem::{ErrorCode, Problem};
+
+/// The handshake endpoint.
+#[derive(Debug)]
+pub struct Handshake<P: Ports> {
+    state: Arc<AppState<P>>,
+}
+
+impl<P: Ports> Handshake<P> {
+    pub fn new(state: Arc<AppState<P>>) -> Self {
+        Self { state }
+    }
+}
+
+fn refuse(code: ErrorCode, detail: impl Into<String>) -> Problem {
+    Problem::new(code, detail)
+}
+
+/// The refused handshake's response, counted by its code.
+fn refusal_response(problem: Problem) -> Response {
+    metrics::counter!("banter_connections_refused_total", "reason" => problem.code.clone())
+        .increment(1);
+    problem.into_response()
+}
+
+/// The query parameters of a handshake, validated.
+struct Handshaking {
+    room: RoomName,
+    username: Username,
+    start: Start,
+}
+
+fn parse_start(query: &HashMap<String, String>) -> Result<Start, Problem> {
+    if let Some(raw) = query.get("after") {
+        let after = raw
+            .parse::<u64>()
+            .ok()
+            .and_then(|v| Seq::new(v).ok())
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::InvalidParameter,
+                    format!("after: must be an integer ≥ 0, got {raw:?}"),
+                )
+            })?;
+        return Ok(Start::After(after));
+    }
+    match query.get("history") {
+        None => Ok(Start::DEFAULT),
+        Some(raw) => match raw.parse::<u16>() {
+            Ok(history) if history <= Start::MAX_HISTORY => Ok(Start::Latest { history }),
+            _ => Err(refuse(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "history: must be an integer from 0 to {}, got {raw:?}",
+                    Start::MAX_HISTORY
+                ),
+            )),
+        },
+    }
+}
+
+impl<P: Ports> Handshake<P> {
+    fn check(
+        &self,
+        req: &Request,
+        query: &HashMap<String, String>,
+    ) -> Result<Handshaking, Problem> {
+        let state = &self.state;
+        if state.is_shutting_down() {
+            return Err(refuse(
+                ErrorCode::Unavailable,
+                "the server is shutting down",
+            ));
+        }
+        let raw_room = req.raw_path_param("room").unwrap_or_default();
+        let room = RoomName::parse(raw_room)
+            .map_err(|e| refuse(ErrorCode::InvalidRoom, format!("room: {e}")))?;
+        let headers = req.headers();
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|v| v.to_str().unwrap_or("null"));
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !origin_allowed(origin, host, &state.settings.allowed_origins) {
+            return Err(refuse(
+                ErrorCode::ForbiddenOrigin,
+                format!("origin {} is not allowed", origin.unwrap_or_default()),
+            ));
+        }
+        let username = match &state.settings.auth {
+            AuthMode::None => {
+                let raw = query
+                    .get("username")
+                    .ok_or_else(|| refuse(ErrorCode::InvalidUsername, "username: required"))?;
+                Username::parse(raw)
+                    .map_err(|e| refuse(ErrorCode::InvalidUsername, format!("username: {e}")))?
+            }
+            AuthMode::Jwt { key } => {
+                let token = query
+                    .get("token")
+                    .map(String::as_str)
+                    .or_else(|| auth::bearer_token(headers))
+                    .ok_or_else(|| {
+                        refuse(
+                            ErrorCode::Unauthorized,
+                            auth::AuthError::Missing.to_string(),
+                        )
+                    })?;
+                auth::verify(key, token)
+                    .map_err(|e| refuse(ErrorCode::Unauthorized, e.to_string()))?
+            }
+        };
+        let start = parse_start(query)?;
+        Ok(Handshaking {
+            room,
+            username,
+            start,
+        })
+    }
+}
+
+impl<P: Ports> Endpoint for Handshake<P> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+            .map(|pairs| pairs.into_iter().collect())
+            .unwrap_or_default();
+        let Handshaking {
+            room,
+            username,
+            start,
+        } = match self.check(&req, &query) {
+            Ok(ok) => ok,
+            Err(problem) => return Ok(refusal_response(problem)),
+        };
+        let Ok(ws) = WebSocket::from_request_without_body(&req).await else {
+            return Ok(refusal_response(refuse(
+                ErrorCode::InvalidParameter,
+                "this endpoint speaks WebSocket: send an Upgrade: websocket handshake",
+            )));
+        };
+        let address = req
+            .remote_addr()
+            .as_socket_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let state = Arc::clone(&self.state);
+        let slot = match state.slots.acquire(address) {
+            Ok(slot) => slot,
+            Err(SlotRefusal::OverCapacity) => {
+                return Ok(refusal_response(refuse(
+                    ErrorCode::OverCapacity,
+                    "the server is at its connection capacity",
+                )));
+            }
+            Err(SlotRefusal::TooManyFromAddress) => {
+                return Ok(refusal_response(refuse(
+                    ErrorCode::TooManyConnections,
+                    format!(
+                        "at most {} connections per address",
+                        state.settings.max_connections_per_ip
+                    ),
+                )));
+            }
+        };
+        let joined = match state.chat.join(room.clone(), username.clone(), start).await {
+            Ok(joined) => joined,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "join failed");
+                return Ok(refusal_response(refuse(
+                    ErrorCode::Unavailable,
+                    format!("cannot join the room now: {e}"),
+                )));
+            }
+        };
+        tracing::debug!(%room, %username, %address, "websocket joined");
+        let ws_settings = state.settings.ws;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(8 * 1024)
+            // A cap, not an allocation: the writer flushes every batch, so the buffer holds one
+            // batch at most. It must still fit the largest single frame, a welcome with 200
+            // messages of 4,000 four-byte characters (~3.3 MB).
+            .max_write_buffer_size(4 * 1024 * 1024)
+            .max_message_size(Some(ws_settings.max_message_bytes))
+            .max_frame_size(Some(ws_settings.max_message_bytes));
+        // The upgrade callback must be Sync; the joined connection is only Send, so it waits
+        // behind a mutex that is taken exactly once.
+        let pending = Mutex::new(Some(connection::Pending::new(joined, slot)));
+        Ok(ws
+            .config(config)
+            .on_upgrade(move |socket| {
+                let pending = pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                async move {
+                    if let Some(pending) = pending {
+                        connection::run(socket, pending, state).await;
+                    }
+                }
+            })
+            .into_response())
+    }
+}

@@ -1,0 +1,181 @@
+//! Fan-out inside one process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use banter_domain::ports::{
+    BroadcastError, EventBroadcaster, EventSubscription, SubscriptionError,
+};
+use banter_domain::{EventEnvelope, RoomEvent, RoomName};
+use tokio::sync::broadcast;
+
+type Rooms = Arc<Mutex<HashMap<RoomName, broadcast::Sender<Arc<EventEnvelope>>>>>;
+
+/// One tokio broadcast channel per room with subscribers. An event is wrapped once in an
+/// [`EventEnvelope`] and the same `Arc` reaches every subscriber, so its client frame is encoded
+/// once and shared. Each subscriber may fall at most `capacity` events behind; past that it gets
+/// [`SubscriptionError::Lagged`] and the others are not slowed down.
+#[derive(Debug, Clone)]
+pub struct MemoryBroadcaster {
+    rooms: Rooms,
+    capacity: usize,
+}
+
+impl MemoryBroadcaster {
+    /// The per-subscriber queue bound used by `banter serve`.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            rooms: Rooms::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Rooms that currently have a channel (that is, subscribers).
+    pub fn active_rooms(&self) -> usize {
+        lock(&self.rooms).len()
+    }
+}
+
+impl Default for MemoryBroadcaster {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+fn lock(rooms: &Rooms) -> MutexGuard<'_, HashMap<RoomName, broadcast::Sender<Arc<EventEnvelope>>>> {
+    // Map operations complete under the lock; a poisoned lock still holds a consistent map.
+    rooms.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A subscriber's end of a room channel. Dropping the last one removes the room's channel.
+#[derive(Debug)]
+pub struct MemorySubscription {
+    receiver: Option<broadcast::Receiver<Arc<EventEnvelope>>>,
+    rooms: Rooms,
+    room: RoomName,
+}
+
+impl EventSubscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Arc<EventEnvelope>, SubscriptionError> {
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Err(SubscriptionError::Closed);
+        };
+        // broadcast::Receiver::recv is cancel-safe, as the port requires.
+        match receiver.recv().await {
+            Ok(envelope) => Ok(envelope),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(SubscriptionError::Lagged { missed })
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(SubscriptionError::Closed),
+        }
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut rooms = lock(&self.rooms);
+        if rooms
+            .get(&self.room)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            rooms.remove(&self.room);
+        }
+    }
+}
+
+impl EventBroadcaster for MemoryBroadcaster {
+    type Subscription = MemorySubscription;
+
+    async fn subscribe(&self, room: &RoomName) -> Result<MemorySubscription, BroadcastError> {
+        let receiver = lock(&self.rooms)
+            .entry(room.clone())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe();
+        Ok(MemorySubscription {
+            receiver: Some(receiver),
+            rooms: Arc::clone(&self.rooms),
+            room: room.clone(),
+        })
+    }
+
+    async fn publish(&self, event: RoomEvent) -> Result<(), BroadcastError> {
+        let started = std::time::Instant::now();
+        let sender = lock(&self.rooms).get(event.room()).cloned();
+        if let Some(sender) = sender {
+            // An error only means nobody is subscribed right now, which is fine.
+            let _ = sender.send(EventEnvelope::new(event));
+        }
+        metrics::histogram!("banter_broadcast_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BroadcastError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banter_domain::Username;
+
+    fn typing(room: &str, n: usize) -> RoomEvent {
+        RoomEvent::Typing {
+            room: RoomName::parse(room).unwrap(),
+            username: Username::parse(&format!("user{n}")).unwrap(),
+            is_typing: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_the_same_shared_envelope() {
+        let broadcaster = MemoryBroadcaster::new(8);
+        let room = RoomName::parse("general").unwrap();
+        let mut a = broadcaster.subscribe(&room).await.unwrap();
+        let mut b = broadcaster.subscribe(&room).await.unwrap();
+        let mut other = broadcaster
+            .subscribe(&RoomName::parse("other").unwrap())
+            .await
+            .unwrap();
+        broadcaster.publish(typing("general", 1)).await.unwrap();
+        let (ea, eb) = (a.next().await.unwrap(), b.next().await.unwrap());
+        assert!(Arc::ptr_eq(&ea, &eb), "one envelope, shared");
+        assert_eq!(ea.event(), &typing("general", 1));
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(20), other.next()).await;
+        assert!(quiet.is_err(), "rooms are separate");
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_lags_alone() {
+        let broadcaster = MemoryBroadcaster::new(4);
+        let room = RoomName::parse("general").unwrap();
+        let mut slow = broadcaster.subscribe(&room).await.unwrap();
+        let mut fast = broadcaster.subscribe(&room).await.unwrap();
+        for n in 0..10 {
+            broadcaster.publish(typing("general", n)).await.unwrap();
+            fast.next().await.unwrap();
+        }
+        assert_eq!(
+            slow.next().await.unwrap_err(),
+            SubscriptionError::Lagged { missed: 6 }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_leaving_removes_the_room() {
+        let broadcaster = MemoryBroadcaster::default();
+        let room = RoomName::parse("general").unwrap();
+        let first = broadcaster.subscribe(&room).await.unwrap();
+        let second = broadcaster.subscribe(&room).await.unwrap();
+        assert_eq!(broadcaster.active_rooms(), 1);
+        drop(first);
+        assert_eq!(broadcaster.active_rooms(), 1);
+        drop(second);
+        assert_eq!(broadcaster.active_rooms(), 0);
+        // Publishing to a room nobody listens to is fine.
+        broadcaster.publish(typing("general", 1)).await.unwrap();
+    }
+}

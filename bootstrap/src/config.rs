@@ -1,0 +1,264 @@
+//! The command line: every setting is a flag with a `BANTER_*` environment variable.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use anyhow::Context;
+use std::time::Duration;
+
+use banter_adapter_http::{AllowedOrigin, AuthMode, HttpSettings, WsSettings};
+use banter_application::RateLimit;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "banter",
+    version,
+    about = "A real-time chat service: rooms, WebSocket messages, typing, history, presence.",
+    long_about = "A real-time chat service: rooms, WebSocket messages, typing indicators, stored \
+                  history and presence. `banter serve` runs it with embedded defaults (SQLite in \
+                  ./banter.db, in-memory broadcasting, no auth) at http://127.0.0.1:8080/."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, env = "BANTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `banter=debug,poem=info`.
+    #[arg(long, env = "BANTER_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (migrates the database first).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` (created if missing) or `postgres://user@host:port/db`.
+    #[arg(
+        long,
+        env = "BANTER_DATABASE_URL",
+        default_value = "sqlite://banter.db"
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, env = "BANTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Where events are broadcast: `memory` (one node).
+    #[arg(long, env = "BANTER_BROKER", default_value = "memory", value_parser = Broker::parse)]
+    pub broker: Broker,
+
+    /// `none` (clients say who they are) or `jwt` (HS256 bearer tokens; `sub` is the username).
+    #[arg(long, env = "BANTER_AUTH", value_enum, default_value_t = Auth::None)]
+    pub auth: Auth,
+
+    /// The HS256 secret for `--auth jwt`.
+    #[arg(long, env = "BANTER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Extra origins allowed to open WebSockets, comma-separated `scheme://host[:port]`.
+    /// Pages served by banter itself are always allowed.
+    #[arg(long, env = "BANTER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Most WebSocket connections in total.
+    #[arg(long, env = "BANTER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections from one client address.
+    #[arg(long, env = "BANTER_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+
+    /// Post rate limit as `BURST:PER_SECOND` (per WebSocket connection, and per client
+    /// address for REST), or `off`.
+    #[arg(long, env = "BANTER_RATE_LIMIT", default_value = "20:2", value_parser = RateLimitArg::parse)]
+    pub rate_limit: RateLimitArg,
+
+    /// Events a WebSocket may have queued (unsent) before it is closed with 1013.
+    #[arg(long, env = "BANTER_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Seconds between server pings on a WebSocket.
+    #[arg(long, env = "BANTER_WS_PING_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_ping_interval: u64,
+
+    /// Seconds a WebSocket may stay silent (no frame, no pong) before it is closed.
+    #[arg(long, env = "BANTER_WS_IDLE_TIMEOUT", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_idle_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Auth {
+    None,
+    Jwt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    Memory,
+    Redis(String),
+}
+
+impl Broker {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw == "memory" {
+            Ok(Broker::Memory)
+        } else if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+            Ok(Broker::Redis(raw.to_owned()))
+        } else {
+            Err(format!("expected `memory` or `redis://…`, got {raw:?}"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitArg(Option<RateLimit>);
+
+impl RateLimitArg {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw == "off" {
+            return Ok(Self(None));
+        }
+        let usage = || format!("expected BURST:PER_SECOND (e.g. 20:2) or off, got {raw:?}");
+        let (burst, per_second) = raw.split_once(':').ok_or_else(usage)?;
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .and_then(NonZeroU32::new)
+                .ok_or_else(usage)
+        };
+        Ok(Self(Some(RateLimit {
+            burst: number(burst)?,
+            per_second: number(per_second)?,
+        })))
+    }
+
+    pub fn limit(self) -> Option<RateLimit> {
+        self.0
+    }
+}
+
+impl ServeArgs {
+    pub fn http_settings(&self) -> anyhow::Result<HttpSettings> {
+        let auth = match self.auth {
+            Auth::None => AuthMode::None,
+            Auth::Jwt => {
+                let secret = self
+                    .jwt_secret
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .context("--auth jwt needs a secret in BANTER_JWT_SECRET")?;
+                AuthMode::jwt(secret.as_bytes())
+            }
+        };
+        let allowed_origins = self
+            .allowed_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| AllowedOrigin::parse(o))
+            .collect::<Result<Vec<_>, _>>()
+            .context("--allowed-origins")?;
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections_per_ip > 0,
+            "--max-connections-per-ip must be at least 1"
+        );
+        anyhow::ensure!(
+            self.outbound_queue > 0,
+            "--outbound-queue must be at least 1"
+        );
+        let defaults = HttpSettings::default();
+        Ok(HttpSettings {
+            auth,
+            allowed_origins,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            rest_rate_limit: self.rate_limit.limit(),
+            ws: WsSettings {
+                ping_interval: Duration::from_secs(self.ws_ping_interval),
+                idle_timeout: Duration::from_secs(self.ws_idle_timeout),
+                ..defaults.ws
+            },
+            ..defaults
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_argument() {
+        assert_eq!(RateLimitArg::parse("off").unwrap().limit(), None);
+        let limit = RateLimitArg::parse("20:2").unwrap().limit().unwrap();
+        assert_eq!((limit.burst.get(), limit.per_second.get()), (20, 2));
+        for bad in ["20", "0:2", "20:0", "a:b", "20:2:1", ""] {
+            assert!(RateLimitArg::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["banter", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.database.database_url, "sqlite://banter.db");
+        assert_eq!(args.broker, Broker::Memory);
+        assert_eq!(args.auth, Auth::None);
+        assert_eq!(args.max_connections, 10_000);
+        assert_eq!(args.max_connections_per_ip, 100);
+        assert_eq!(args.rate_limit.limit(), Some(RateLimit::DEFAULT));
+    }
+
+    #[test]
+    fn jwt_needs_a_secret_and_origins_must_parse() {
+        let cli = Cli::try_parse_from(["banter", "serve", "--auth", "jwt"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        if std::env::var("BANTER_JWT_SECRET").is_err() {
+            assert!(args.http_settings().is_err());
+        }
+        let cli = Cli::try_parse_from([
+            "banter",
+            "serve",
+            "--allowed-origins",
+            "https://a.example,bad",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert!(args.http_settings().is_err());
+        assert!(Cli::try_parse_from(["banter", "serve", "--broker", "kafka://x"]).is_err());
+    }
+}

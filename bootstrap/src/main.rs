@@ -1,0 +1,197 @@
+//! # banter
+//!
+//! The one binary: reads the configuration (flags and `BANTER_*` environment variables),
+//! wires one adapter into each port, and runs the service until SIGINT or SIGTERM. Nothing
+//! here decides chat behaviour; it only chooses and connects parts.
+//!
+//! May depend on every banter crate, clap, tracing-subscriber, tokio and anyhow.
+
+mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use banter_adapter_http::{app_state, install_metrics, router};
+use banter_adapter_memory::{MemoryBroadcaster, MemoryPresence, SystemClock};
+use banter_adapter_storage::{Store, StoreConfig};
+use banter_application::{Chat, ChatSettings, Ports};
+use clap::Parser;
+use poem::listener::{Acceptor, Listener, TcpListener};
+
+use config::{Broker, Cli, Command, LogFormat, ServeArgs};
+
+/// One node: messages in SQL, events and presence in this process.
+struct SingleNode;
+
+impl Ports for SingleNode {
+    type Store = Store;
+    type Broadcaster = MemoryBroadcaster;
+    type Presence = MemoryPresence;
+    type Clock = SystemClock;
+}
+
+/// How long shutdown waits for open WebSockets to close and in-flight requests to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(&args.database_url).await,
+        }
+    })
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn open_store(database_url: &str) -> anyhow::Result<Store> {
+    let url = banter_adapter_storage::DatabaseUrl::parse(database_url)?;
+    let store = Store::open(StoreConfig::new(url))
+        .await
+        .with_context(|| format!("cannot open the database {database_url}"))?;
+    let applied = store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    if applied.is_empty() {
+        tracing::info!(backend = store.backend(), "database is up to date");
+    } else {
+        tracing::info!(backend = store.backend(), migrations = ?applied, "database migrated");
+    }
+    Ok(store)
+}
+
+async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = open_store(database_url).await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.http_settings()?;
+    if let Broker::Redis(url) = &args.broker {
+        anyhow::bail!(
+            "--broker {url}: this build has only the in-memory broker; run one node with --broker memory"
+        );
+    }
+    let metrics = match install_metrics() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics are off");
+            None
+        }
+    };
+    let store = open_store(&args.database.database_url).await?;
+    let chat_settings = ChatSettings {
+        rate_limit: args.rate_limit.limit(),
+        ..ChatSettings::default()
+    };
+    let chat = Chat::new(
+        store.clone(),
+        MemoryBroadcaster::new(args.outbound_queue),
+        MemoryPresence::default(),
+        SystemClock::default(),
+        chat_settings,
+    );
+    let (state, shutdown) = app_state::<SingleNode>(chat.clone(), settings, metrics);
+    let background = spawn_background(chat, Arc::clone(&state));
+
+    let acceptor = TcpListener::bind(args.listen)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .map_or_else(|| args.listen.to_string(), |a| a.to_string());
+    tracing::info!("listening on http://{local}");
+
+    let signal = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing WebSockets with 1001, finishing requests");
+        shutdown.begin();
+    };
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(router(Arc::clone(&state)), signal, Some(DRAIN_TIMEOUT))
+        .await
+        .context("the HTTP server failed")?;
+
+    let left = state.slots.wait_until_empty(DRAIN_TIMEOUT).await;
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "WebSockets still open after the drain timeout"
+        );
+    }
+    background.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Typing expiry, presence heartbeats and housekeeping, for as long as the server runs.
+fn spawn_background(
+    chat: banter_application::ChatOf<SingleNode>,
+    state: Arc<banter_adapter_http::AppState<SingleNode>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let expiry = chat.run_typing_expiry();
+        let periodic = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Err(e) = chat.heartbeat().await {
+                    tracing::warn!(error = %e, "presence heartbeat failed");
+                }
+                state.housekeeping();
+            }
+        };
+        tokio::join!(expiry, periodic);
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

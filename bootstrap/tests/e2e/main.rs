@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts the real `banter` binary on port 0 with its own database and
+//! speaks to it with a real WebSocket client (tokio-tungstenite) and HTTP client (reqwest).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod cli;
+mod handshake;
+mod helpers;
+mod rest;
+mod websocket;

@@ -1,0 +1,219 @@
+// The web app in a real headless Chromium: /client1/ (alice) and /client2/ (bob) talk through
+// a real `banter serve`. Run with `npm test` from this folder after `cargo build`.
+//
+// Environment: BANTER_BIN (default ../../target/debug/banter), CHROMIUM (default
+// /usr/bin/chromium), BANTER_SCREENSHOT (a path: save the README screenshot there).
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const BANTER = resolve(process.env.BANTER_BIN ?? join(here, "../../target/debug/banter"));
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const CHROMIUM_FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+];
+const XSS = "<img src=x onerror=alert(1)>";
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+function startBanter(port, database) {
+  return new Promise((ok, fail) => {
+    // Posting limits are not under test here; lifting them keeps the paging setup quick.
+    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${database}`, "--rate-limit", "off"];
+    const child = spawn(BANTER, args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, BANTER_LOG: "warn,banter=info" },
+    });
+    let log = "";
+    const timer = setTimeout(() => fail(new Error(`banter did not start:\n${log}`)), 15000);
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      if (log.includes("listening on http://")) {
+        clearTimeout(timer);
+        ok(child);
+      }
+    });
+    child.on("exit", (code) => fail(new Error(`banter exited with ${code}:\n${log}`)));
+  });
+}
+
+function stopBanter(child) {
+  return new Promise((ok) => {
+    child.removeAllListeners("exit");
+    child.on("exit", (code) => ok(code));
+    child.kill("SIGTERM");
+  });
+}
+
+async function step(name, fn) {
+  const started = Date.now();
+  await fn();
+  console.log(`ok - ${name} (${Date.now() - started} ms)`);
+}
+
+const dir = mkdtempSync(join(tmpdir(), "banter-browser-"));
+const database = join(dir, "banter.db");
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+let server = await startBanter(port, database);
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, headless: true });
+const dialogs = [];
+
+async function openClient(path) {
+  const context = await browser.newContext({ viewport: { width: 560, height: 720 } });
+  const page = await context.newPage();
+  page.on("dialog", async (dialog) => {
+    dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  page.on("pageerror", (error) => {
+    throw new Error(`${path}: page error: ${error.message}`);
+  });
+  await page.goto(`${base}${path}`);
+  await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+  return page;
+}
+
+const bubbles = (page) => page.locator("#messages li.message:not(.pending) .bubble");
+const seqsOf = (page) =>
+  page.$$eval("#messages li[data-seq]", (items) => items.map((li) => Number(li.dataset.seq)));
+
+try {
+  const alice = await openClient("/client1/");
+  const bob = await openClient("/client2/");
+
+  await step("both names are in the online list", async () => {
+    for (const page of [alice, bob]) {
+      await page.locator("#online li", { hasText: "alice" }).waitFor();
+      await page.locator("#online li", { hasText: "bob" }).waitFor();
+      assert.equal(await page.locator("#online-count").textContent(), "2");
+    }
+    assert.equal(await alice.locator("#me").textContent(), "as alice");
+    assert.equal(await bob.locator("#me").textContent(), "as bob");
+  });
+
+  await step("the typing indicator shows on the other side only", async () => {
+    await alice.locator("#input").pressSequentially("Hello bob", { delay: 20 });
+    await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 5000 });
+    assert.equal(await alice.locator("#typing").textContent(), "");
+  });
+
+  await step("a message typed in one page appears in the other", async () => {
+    await alice.locator("#input").press("Enter");
+    await bob.locator("#messages .bubble", { hasText: "Hello bob" }).waitFor({ timeout: 5000 });
+    await alice.locator("#messages li.message.mine .bubble", { hasText: "Hello bob" }).waitFor();
+    // Posting ended the indicator.
+    await bob.locator("#typing", { hasText: /^$/ }).waitFor({ timeout: 5000 });
+    assert.equal(await alice.locator("#input").inputValue(), "");
+  });
+
+  await step("Shift+Enter makes a new line, Enter sends", async () => {
+    await bob.locator("#input").pressSequentially("line one");
+    await bob.locator("#input").press("Shift+Enter");
+    await bob.locator("#input").pressSequentially("line two");
+    await bob.locator("#input").press("Enter");
+    const last = alice.locator("#messages .bubble", { hasText: "line one" });
+    await last.waitFor({ timeout: 5000 });
+    assert.equal(await last.textContent(), "line one\nline two");
+  });
+
+  await step("markup arrives as text and no script runs", async () => {
+    await bob.locator("#input").fill(XSS);
+    await bob.locator("#input").press("Enter");
+    const shown = alice.locator("#messages .bubble", { hasText: "onerror" });
+    await shown.waitFor({ timeout: 5000 });
+    assert.equal(await shown.textContent(), XSS);
+    assert.equal(await alice.locator("#messages img").count(), 0, "no <img> element was created");
+    assert.equal(await bob.locator("#messages img").count(), 0);
+    await alice.waitForTimeout(300);
+    assert.deepEqual(dialogs, [], "no alert() ran");
+  });
+
+  await step("history loads older pages over REST", async () => {
+    const response = await fetch(`${base}/api/rooms/general/messages`);
+    assert.equal(response.status, 200);
+    for (let i = 1; i <= 60; i += 1) {
+      const post = await fetch(`${base}/api/rooms/paging/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "carol", content: `old ${i}` }),
+      });
+      assert.equal(post.status, 201);
+    }
+    const page = await (await browser.newContext({ viewport: { width: 560, height: 720 } })).newPage();
+    await page.goto(`${base}/?room=paging`);
+    await page.locator("#lobby-username").fill("dave");
+    await page.locator("#lobby-form button").click();
+    await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+    assert.equal(await bubbles(page).count(), 50, "the welcome carries the latest 50");
+    await page.locator("#load-older").click();
+    await page.locator("#history-start").waitFor({ state: "visible", timeout: 5000 });
+    assert.equal(await bubbles(page).count(), 60);
+    const seqs = await seqsOf(page);
+    assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1), "in order, once each");
+    assert.equal(await bubbles(page).first().textContent(), "old 1");
+    await page.context().close();
+  });
+
+  await step("a server restart: reconnect, resume with after, resend unsent messages once", async () => {
+    const before = await seqsOf(bob);
+    assert.equal(await stopBanter(server), 0, "graceful shutdown exits 0");
+    await alice.locator("#status:not([data-state=online])").waitFor({ timeout: 5000 });
+    // Typed while the server is down: kept and marked pending.
+    await alice.locator("#input").fill("sent while offline");
+    await alice.locator("#input").press("Enter");
+    await alice.locator("#messages li.pending", { hasText: "sent while offline" }).waitFor();
+    server = await startBanter(port, database);
+    // Someone else posts while the pages are still reconnecting.
+    const post = await fetch(`${base}/api/rooms/general/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "carol", content: "posted during the restart", client_id: "carol-1" }),
+    });
+    assert.equal(post.status, 201);
+    for (const page of [alice, bob]) {
+      await page.locator("#status[data-state=online]").waitFor({ timeout: 30000 });
+      await page.locator("#messages li[data-seq] .bubble", { hasText: "sent while offline" }).waitFor({ timeout: 10000 });
+      await page.locator("#messages .bubble", { hasText: "posted during the restart" }).waitFor({ timeout: 10000 });
+    }
+    assert.equal(await alice.locator("#messages li.pending").count(), 0, "the outbox emptied");
+    for (const page of [alice, bob]) {
+      const seqs = await seqsOf(page);
+      const expected = Array.from({ length: seqs.length }, (_, i) => i + 1);
+      assert.deepEqual(seqs, expected, "no gap, no double");
+      assert.equal(seqs.length, before.length + 2);
+      assert.equal(await page.locator("#messages .bubble", { hasText: "sent while offline" }).count(), 1);
+    }
+  });
+
+  if (process.env.BANTER_SCREENSHOT) {
+    await step("screenshot for the README", async () => {
+      await alice.locator("#input").pressSequentially("Shall we ship it?", { delay: 10 });
+      await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 5000 });
+      await bob.setViewportSize({ width: 960, height: 600 });
+      await bob.screenshot({ path: resolve(process.env.BANTER_SCREENSHOT) });
+    });
+  }
+  console.log("browser tests passed");
+} finally {
+  await browser.close();
+  await stopBanter(server);
+  rmSync(dir, { recursive: true, force: true });
+}
