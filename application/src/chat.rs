@@ -14,7 +14,7 @@ use banter_domain::{
     TypingBook, TypingChange, TypingRules, Username, WELCOME_ONLINE_CAP,
 };
 
-use crate::feed::{FeedSettings, RoomFeed};
+use crate::feed::{FeedSettings, FeedStart, RoomFeed};
 use crate::rate::{PostBucket, RateLimit};
 use crate::session::Session;
 
@@ -315,15 +315,15 @@ where
             typing,
         };
         let feed = RoomFeed::new(
-            inner.store.clone(),
-            subscription,
-            inner.clock.clone(),
+            (inner.store.clone(), subscription, inner.clock.clone()),
             room.clone(),
             username.clone(),
             inner.settings.feed,
-            cursor,
-            catch_up,
-            catching_up,
+            FeedStart {
+                cursor,
+                catch_up,
+                more_in_store: catching_up,
+            },
         );
         let bucket = PostBucket::new(inner.settings.rate_limit, inner.clock.clone());
         let session = Session::new(self.clone(), room, username, bucket);

@@ -117,6 +117,15 @@ impl Default for FeedSettings {
     }
 }
 
+/// Where a feed starts: after `cursor`, with the missed messages already read from the store,
+/// and whether more of them wait there.
+#[derive(Debug)]
+pub(crate) struct FeedStart {
+    pub cursor: Seq,
+    pub catch_up: Vec<banter_domain::Message>,
+    pub more_in_store: bool,
+}
+
 /// The events one connection receives, in order, with its own echoes filtered out.
 #[derive(Debug)]
 pub struct RoomFeed<S, Sub, C> {
@@ -141,18 +150,14 @@ where
     Sub: EventSubscription,
     C: Clock,
 {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        store: S,
-        subscription: Sub,
-        clock: C,
+        ports: (S, Sub, C),
         room: RoomName,
         me: Username,
         settings: FeedSettings,
-        cursor: Seq,
-        catch_up: Vec<banter_domain::Message>,
-        catching_up: bool,
+        start: FeedStart,
     ) -> Self {
+        let (store, subscription, clock) = ports;
         let mut feed = Self {
             store,
             subscription,
@@ -160,12 +165,12 @@ where
             room,
             me,
             settings,
-            sequencer: Sequencer::new(cursor),
+            sequencer: Sequencer::new(start.cursor),
             ready: VecDeque::new(),
-            catching_up,
+            catching_up: start.more_in_store,
             gap_deadline: None,
         };
-        feed.take_from_store(catch_up);
+        feed.take_from_store(start.catch_up);
         feed
     }
 

@@ -42,13 +42,28 @@ fn check_name(
 }
 
 macro_rules! string_newtype {
-    ($(#[$doc:meta])* $name:ident) => {
+    (
+        $(#[$doc:meta])*
+        $name:ident, max: $max:expr, allowed: $allowed:expr, rule: $rule:expr
+    ) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {
+            pub const MAX_CHARS: u64 = $max;
+
+            /// Checks `value` against the rule and copies it.
+            pub fn parse(value: &str) -> Result<Self, NameError> {
+                Self::check(value)?;
+                Ok(Self(value.to_owned()))
+            }
+
+            fn check(value: &str) -> Result<(), NameError> {
+                check_name(value, Self::MAX_CHARS, $allowed, $rule)
+            }
+
             /// The name as the client sent it.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -105,77 +120,29 @@ macro_rules! string_newtype {
 
 string_newtype!(
     /// A room: 1–64 characters of `a-z`, `0-9`, `-`, `_`.
-    RoomName
+    RoomName,
+    max: 64,
+    allowed: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_',
+    rule: "a room name is lowercase a-z, digits, '-' and '_'"
 );
-
-impl RoomName {
-    pub const MAX_CHARS: u64 = 64;
-    const RULE: &'static str = "a room name is lowercase a-z, digits, '-' and '_'";
-
-    pub fn parse(value: &str) -> Result<Self, NameError> {
-        Self::check(value)?;
-        Ok(Self(value.to_owned()))
-    }
-
-    fn check(value: &str) -> Result<(), NameError> {
-        check_name(
-            value,
-            Self::MAX_CHARS,
-            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_',
-            Self::RULE,
-        )
-    }
-}
 
 string_newtype!(
     /// A username: 1–32 Unicode scalar values, each alphanumeric (any script), `_`, `-` or `.`.
     /// Compared exactly: no case folding, no normalization.
-    Username
+    Username,
+    max: 32,
+    allowed: |c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.',
+    rule: "a username is letters or digits of any script, '_', '-' and '.'"
 );
-
-impl Username {
-    pub const MAX_CHARS: u64 = 32;
-    const RULE: &'static str = "a username is letters or digits of any script, '_', '-' and '.'";
-
-    pub fn parse(value: &str) -> Result<Self, NameError> {
-        Self::check(value)?;
-        Ok(Self(value.to_owned()))
-    }
-
-    fn check(value: &str) -> Result<(), NameError> {
-        check_name(
-            value,
-            Self::MAX_CHARS,
-            |c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.',
-            Self::RULE,
-        )
-    }
-}
 
 string_newtype!(
     /// A client id: 1–64 printable ASCII characters (U+0021–U+007E), chosen by the client so
     /// that a resend of the same post is recognised.
-    ClientId
+    ClientId,
+    max: 64,
+    allowed: |c| ('\u{21}'..='\u{7e}').contains(&c),
+    rule: "a client_id is printable ASCII without spaces (U+0021-U+007E)"
 );
-
-impl ClientId {
-    pub const MAX_CHARS: u64 = 64;
-    const RULE: &'static str = "a client_id is printable ASCII without spaces (U+0021-U+007E)";
-
-    pub fn parse(value: &str) -> Result<Self, NameError> {
-        Self::check(value)?;
-        Ok(Self(value.to_owned()))
-    }
-
-    fn check(value: &str) -> Result<(), NameError> {
-        check_name(
-            value,
-            Self::MAX_CHARS,
-            |c| ('\u{21}'..='\u{7e}').contains(&c),
-            Self::RULE,
-        )
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use diesel::{ConnectionError, ConnectionResult, SqliteConnection};
 use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -105,34 +105,38 @@ impl Pools {
                 // A local file cannot go stale: skip the validation query on every checkout.
                 config.recycling_method = RecyclingMethod::Fast;
                 let manager = AsyncDieselConnectionManager::new_with_config(path.as_str(), config);
-                let pool = Pool::builder()
-                    .max_size(size)
-                    .connection_timeout(CONNECTION_TIMEOUT)
-                    .test_on_check_out(false)
-                    .build(manager)
-                    .await
-                    .map_err(|e| StorageError::Connect(e.to_string()))?;
-                // Fail at start-up, with the driver's reason, rather than at the first query.
-                pool.dedicated_connection()
-                    .await
-                    .map_err(|e| StorageError::Connect(e.to_string()))?;
-                Ok(Pools::Sqlite(pool))
+                Ok(Pools::Sqlite(checked_pool(manager, size, false).await?))
             }
             DatabaseUrl::Postgres { url } => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
-                let pool = Pool::builder()
-                    .max_size(size)
-                    .connection_timeout(CONNECTION_TIMEOUT)
-                    .build(manager)
-                    .await
-                    .map_err(|e| StorageError::Connect(e.to_string()))?;
-                pool.dedicated_connection()
-                    .await
-                    .map_err(|e| StorageError::Connect(e.to_string()))?;
-                Ok(Pools::Postgres(pool))
+                Ok(Pools::Postgres(checked_pool(manager, size, true).await?))
             }
         }
     }
+}
+
+/// Builds a pool and opens one connection at once, so a bad URL fails at start-up with the
+/// driver's reason rather than at the first query.
+async fn checked_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    size: u32,
+    test_on_check_out: bool,
+) -> Result<Pool<C>, StorageError>
+where
+    C: 'static,
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
+{
+    let pool = Pool::builder()
+        .max_size(size)
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .test_on_check_out(test_on_check_out)
+        .build(manager)
+        .await
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
+    pool.dedicated_connection()
+        .await
+        .map_err(|e| StorageError::Connect(e.to_string()))?;
+    Ok(pool)
 }
 
 /// Runs one async diesel body against whichever backend is in use. Inside `$body`, `$conn` is

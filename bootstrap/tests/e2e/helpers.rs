@@ -49,6 +49,15 @@ impl Database {
     pub fn path(&self) -> String {
         self.url.trim_start_matches("sqlite://").to_owned()
     }
+
+    /// Runs SQL on the SQLite database behind the server's back (to break it on purpose).
+    pub fn execute(&self, sql: &str) {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let mut conn =
+            diesel::SqliteConnection::establish(&self.path()).expect("open the database");
+        conn.batch_execute(sql).expect("run SQL");
+    }
 }
 
 impl TestServer {
@@ -108,6 +117,12 @@ impl TestServer {
 
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -337,6 +352,18 @@ pub fn seqs(frames: &[Value]) -> Vec<u64> {
         .iter()
         .map(|f| f["message"]["seq"].as_u64().expect("seq"))
         .collect()
+}
+
+/// GET a path and parse the JSON body.
+pub async fn get_json(server: &TestServer, path: &str) -> Value {
+    http()
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON body")
 }
 
 pub fn http() -> reqwest::Client {

@@ -464,14 +464,7 @@ async fn health_readiness_metrics_and_documents() {
         );
     }
 
-    let spec: Value = client
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = get_json(&server, "/openapi.json").await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/api/rooms/{room}/messages",
@@ -525,13 +518,7 @@ async fn a_broken_database_gives_503_unavailable() {
     let server = TestServer::start_on(&database, &[], &[]).await;
     let (status, _) = get(&server, "/api/rooms/general/messages").await;
     assert_eq!(status, StatusCode::OK);
-    {
-        use diesel::Connection;
-        use diesel::connection::SimpleConnection;
-        let mut conn = diesel::SqliteConnection::establish(&database.path()).unwrap();
-        conn.batch_execute("DROP INDEX messages_client_id; DROP TABLE messages;")
-            .unwrap();
-    }
+    database.execute("DROP INDEX messages_client_id; DROP TABLE messages;");
     let (status, problem) = get(&server, "/api/rooms/general/messages").await;
     assert_eq!(
         (status, problem["code"].as_str()),

@@ -69,14 +69,7 @@ async fn a_post_reaches_everyone_including_the_sender_after_it_is_stored() {
     );
     assert!(timestamp.ends_with('Z'));
     // Stored before shown: the REST API has it.
-    let history: Value = http()
-        .get(server.url("/api/rooms/general/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = get_json(&server, "/api/rooms/general/messages").await;
     assert_eq!(history["messages"][0], *message);
     bob.post("no id", None).await;
     assert_eq!(alice.recv().await["message"]["client_id"], Value::Null);
@@ -99,14 +92,7 @@ async fn a_resend_gets_a_duplicate_frame_and_nobody_sees_it_twice() {
     );
     bob.assert_quiet(Duration::from_millis(300)).await;
     // The REST API agrees: one message.
-    let history: Value = http()
-        .get(server.url("/api/rooms/general/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = get_json(&server, "/api/rooms/general/messages").await;
     assert_eq!(history["messages"].as_array().unwrap().len(), 1);
 }
 
@@ -134,14 +120,7 @@ async fn presence_counts_people_not_tabs() {
         bob.recv().await,
         json!({"type": "presence", "event": "leave", "username": "alice", "online_count": 1})
     );
-    let presence: Value = http()
-        .get(server.url("/api/rooms/general/presence"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let presence = get_json(&server, "/api/rooms/general/presence").await;
     assert_eq!(
         presence,
         json!({"room": "general", "online": ["bob"], "online_count": 1, "typing": []})
@@ -313,16 +292,10 @@ async fn a_store_failure_is_reported_as_unavailable_and_delivers_nothing() {
     let (mut bob, _) = connect(&server, "general", "bob", "").await;
     alice.recv_type("presence").await;
     // Make the database refuse this one message, behind the server's back.
-    {
-        use diesel::Connection;
-        use diesel::connection::SimpleConnection;
-        let mut conn = diesel::SqliteConnection::establish(&database.path()).unwrap();
-        conn.batch_execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.content = 'doomed' \
+    database.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.content = 'doomed' \
              BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
-    }
+    );
     alice.post("doomed", Some("u-1")).await;
     expect_error(&mut alice, "unavailable", json!("u-1")).await;
     bob.assert_quiet(Duration::from_millis(300)).await;
@@ -507,6 +480,68 @@ async fn the_largest_welcome_fits() {
     let messages = welcome["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 200);
     assert!(messages.iter().all(|m| m["content"] == content.as_str()));
+}
+
+#[tokio::test]
+async fn every_message_shown_before_a_sigkill_survives_it() {
+    let database = Database::sqlite();
+    let server = TestServer::start_on(&database, &["--rate-limit", "off"], &[]).await;
+    let (mut writer, _) = connect(&server, "durable", "writer", "").await;
+    let (mut reader, _) = connect(&server, "durable", "reader", "").await;
+    writer.recv_type("presence").await;
+    // Posts stream in without waiting; the reader records everything it is shown.
+    for i in 0..2000 {
+        writer
+            .post(&format!("message {i}"), Some(&format!("k{i}")))
+            .await;
+    }
+    let mut shown = Vec::new();
+    while shown.len() < 300 {
+        shown.push(reader.recv_type("chat_message").await["message"].clone());
+    }
+    server.kill();
+    // Whatever else was already in the reader's socket was shown too.
+    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(
+        Duration::from_millis(200),
+        futures_util::StreamExt::next(&mut reader.stream),
+    )
+    .await
+    {
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "chat_message" {
+            shown.push(frame["message"].clone());
+        }
+    }
+
+    let server = TestServer::start_on(&database, &[], &[]).await;
+    let mut stored = Vec::new();
+    loop {
+        let after = stored.len();
+        let page = get_json(
+            &server,
+            &format!("/api/rooms/durable/messages?after={after}&limit=200"),
+        )
+        .await;
+        stored.extend(page["messages"].as_array().unwrap().iter().cloned());
+        if page["has_more"] == false {
+            break;
+        }
+    }
+    let stored_seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        stored_seqs,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "gapless after the kill"
+    );
+    for message in &shown {
+        let seq = message["seq"].as_u64().unwrap() as usize;
+        assert_eq!(
+            &stored[seq - 1],
+            message,
+            "a message that was shown survived, unchanged"
+        );
+    }
+    assert!(stored.len() >= shown.len());
 }
 
 #[tokio::test]
