@@ -170,6 +170,10 @@ pub struct RoomPresence {
     pub typing: Vec<Username>,
 }
 
+/// Stripes of per-room locks (a room always maps to the same one): bounded memory, nothing to
+/// clean up, and rooms rarely wait for each other.
+const ROOM_LOCK_STRIPES: usize = 64;
+
 struct Inner<S, B, P, C> {
     store: S,
     broadcaster: B,
@@ -177,6 +181,10 @@ struct Inner<S, B, P, C> {
     clock: C,
     settings: ChatSettings,
     typing: Mutex<TypingBook>,
+    /// Held while a presence or typing change is decided and published, so that the room is
+    /// told about changes in the order they happened (a leave of one tab and a join of another
+    /// must not swap on the way out).
+    room_locks: Vec<futures_util::lock::Mutex<()>>,
 }
 
 /// The chat service. Cheap to clone: every connection holds one.
@@ -216,6 +224,9 @@ where
                 clock,
                 settings,
                 typing: Mutex::new(TypingBook::new(settings.typing)),
+                room_locks: (0..ROOM_LOCK_STRIPES)
+                    .map(|_| futures_util::lock::Mutex::new(()))
+                    .collect(),
             }),
         }
     }
@@ -285,15 +296,18 @@ where
             }
         };
 
-        let change = inner.presence.connect(&room, &username).await?;
-        if let PresenceChange::Joined { online_count } = change {
-            self.publish(RoomEvent::Presence {
-                room: room.clone(),
-                event: PresenceEvent::Join,
-                username: username.clone(),
-                online_count,
-            })
-            .await;
+        {
+            let _ordered = self.room_lock(&room).await;
+            let change = inner.presence.connect(&room, &username).await?;
+            if let PresenceChange::Joined { online_count } = change {
+                self.publish(RoomEvent::Presence {
+                    room: room.clone(),
+                    event: PresenceEvent::Join,
+                    username: username.clone(),
+                    online_count,
+                })
+                .await;
+            }
         }
         let online = match inner.presence.online(&room, None, WELCOME_ONLINE_CAP).await {
             Ok(online) => online,
@@ -302,7 +316,9 @@ where
                 return Err(e.into());
             }
         };
-        let typing = self.typing_book().typing(&room);
+        // Typing is never shown to the typer, not even in the welcome of their other tab.
+        let mut typing = self.typing_book().typing(&room);
+        typing.retain(|typist| *typist != username);
 
         let welcome = Welcome {
             room: room.clone(),
@@ -365,6 +381,7 @@ where
             self.publish(RoomEvent::MessagePosted(message.clone()))
                 .await;
             // Posting ends the poster's typing indicator.
+            let _ordered = self.room_lock(room).await;
             let ended = self.typing_book().stop(room, username);
             self.publish_typing(ended).await;
         }
@@ -412,6 +429,7 @@ where
 
     /// Starts (or refreshes) or stops `username`'s typing indicator in `room`.
     pub async fn set_typing(&self, room: &RoomName, username: &Username, is_typing: bool) {
+        let _ordered = self.room_lock(room).await;
         let change = {
             let mut book = self.typing_book();
             if is_typing {
@@ -426,16 +444,20 @@ where
     /// Ends the typing indicators not refreshed in time. Returns how long until the next one
     /// may expire, for [`Chat::run_typing_expiry`].
     pub async fn expire_typing(&self) -> Option<Duration> {
-        let (ended, next) = {
-            let mut book = self.typing_book();
-            let now = self.inner.clock.monotonic();
-            let ended = book.expire(now);
-            (ended, book.next_expiry().map(|at| at.saturating_sub(now)))
-        };
-        for change in ended {
-            self.publish_typing(Some(change)).await;
+        let now = self.inner.clock.monotonic();
+        let due = self.typing_book().due_rooms(now);
+        for room in due {
+            // Decided and published under the room's lock, like a start or stop, so an expiry
+            // cannot overtake a refresh that happened after it.
+            let _ordered = self.room_lock(&room).await;
+            let ended = self.typing_book().expire_in(&room, now);
+            for change in ended {
+                self.publish_typing(Some(change)).await;
+            }
         }
-        next
+        let book = self.typing_book();
+        book.next_expiry()
+            .map(|at| at.saturating_sub(self.inner.clock.monotonic()))
     }
 
     /// Expires typing indicators for as long as the returned future runs.
@@ -560,6 +582,7 @@ where
     /// Closes one connection of `username` in `room`: when it was their last, their typing
     /// ends and the room is told they left.
     pub(crate) async fn disconnect(&self, room: &RoomName, username: &Username) {
+        let _ordered = self.room_lock(room).await;
         match self.inner.presence.disconnect(room, username).await {
             Ok(PresenceChange::Left { online_count }) => {
                 let ended = self.typing_book().stop(room, username);
@@ -600,6 +623,14 @@ where
         if let Err(e) = self.inner.broadcaster.publish(event).await {
             tracing::warn!(error = %e, "event not broadcast");
         }
+    }
+
+    async fn room_lock(&self, room: &RoomName) -> futures_util::lock::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        let stripe = (hasher.finish() as usize) % self.inner.room_locks.len();
+        self.inner.room_locks[stripe].lock().await
     }
 
     fn typing_book(&self) -> MutexGuard<'_, TypingBook> {

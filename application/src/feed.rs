@@ -194,6 +194,9 @@ where
                 return Ok(envelope);
             }
             if let Some(envelope) = self.sequencer.pop_ready() {
+                if !self.sequencer.has_gap() {
+                    self.gap_deadline = None;
+                }
                 return Ok(envelope);
             }
             if self.catching_up {

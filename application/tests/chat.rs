@@ -393,6 +393,54 @@ async fn two_tabs_of_one_user_are_one_person() {
 }
 
 #[tokio::test]
+async fn a_leave_and_a_rejoin_are_told_in_the_order_they_happened() {
+    let w = world();
+    let mut bob = w.join("general", "bob", Start::DEFAULT).await;
+    let tab1 = w.join("general", "alice", Start::DEFAULT).await;
+    next_event(&mut bob).await; // alice's join
+    // Alice's only tab closes; the registry has decided "left" but not yet returned when her
+    // new tab opens.
+    let release = w.presence.hold_next_disconnect();
+    let leaving = tokio::spawn(async move { tab1.session.leave().await });
+    tokio::task::yield_now().await;
+    let chat = w.chat.clone();
+    let rejoining = tokio::spawn(async move {
+        chat.join(room("general"), user("alice"), Start::DEFAULT)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    release.send(()).unwrap();
+    leaving.await.unwrap();
+    let _tab2 = rejoining.await.unwrap().unwrap();
+    let first = next_event(&mut bob).await;
+    let second = next_event(&mut bob).await;
+    assert!(
+        matches!(
+            first.event(),
+            RoomEvent::Presence {
+                event: PresenceEvent::Leave,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert!(
+        matches!(
+            second.event(),
+            RoomEvent::Presence {
+                event: PresenceEvent::Join,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+    assert!(
+        w.presence.is_online(&room("general"), &user("alice")),
+        "she is online in the end"
+    );
+}
+
+#[tokio::test]
 async fn typing_is_shown_to_others_throttled_and_expires() {
     let w = world();
     let mut alice = w.join("general", "alice", Start::DEFAULT).await;

@@ -122,6 +122,31 @@ impl TypingBook {
         })
     }
 
+    /// Rooms with an indicator due to expire at `now`.
+    pub fn due_rooms(&self, now: Duration) -> Vec<RoomName> {
+        let rooms: BTreeSet<&RoomName> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _, _)| *deadline <= now)
+            .map(|(_, room, _)| room)
+            .collect();
+        rooms.into_iter().cloned().collect()
+    }
+
+    /// Ends the indicators of `room` not refreshed in time, oldest first.
+    pub fn expire_in(&mut self, room: &RoomName, now: Duration) -> Vec<TypingChange> {
+        let due: Vec<Username> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _, _)| *deadline <= now)
+            .filter(|(_, r, _)| r == room)
+            .map(|(_, _, user)| user.clone())
+            .collect();
+        due.iter()
+            .filter_map(|user| self.stop(room, user))
+            .collect()
+    }
+
     /// Ends every indicator not refreshed in time, oldest first.
     pub fn expire(&mut self, now: Duration) -> Vec<TypingChange> {
         let mut ended = Vec::new();
@@ -241,6 +266,27 @@ mod tests {
             vec![change("g", "zoe", false), change("g", "Bob", false)]
         );
         assert_eq!(book.typing(&room("h")), vec![user("amy")]);
+    }
+
+    #[test]
+    fn expiry_can_be_taken_room_by_room() {
+        let mut book = TypingBook::new(TypingRules::default());
+        book.start(&room("a"), &user("ann"), secs(0.0));
+        book.start(&room("b"), &user("ben"), secs(1.0));
+        book.start(&room("a"), &user("amy"), secs(5.0));
+        assert_eq!(book.due_rooms(secs(6.5)), vec![room("a")]);
+        assert_eq!(book.due_rooms(secs(7.0)), vec![room("a"), room("b")]);
+        assert_eq!(
+            book.expire_in(&room("a"), secs(7.0)),
+            vec![change("a", "ann", false)]
+        );
+        assert_eq!(book.typing(&room("a")), vec![user("amy")]);
+        assert_eq!(
+            book.typing(&room("b")),
+            vec![user("ben")],
+            "other rooms wait their turn"
+        );
+        assert_eq!(book.due_rooms(secs(7.0)), vec![room("b")]);
     }
 
     #[test]

@@ -70,7 +70,8 @@ struct Claims {
 pub fn verify(key: &DecodingKey, token: &str) -> Result<Username, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp"]);
-    validation.leeway = 5;
+    // An expired token is refused at once: no grace for clock skew.
+    validation.leeway = 0;
     validation.validate_aud = false;
     let data = decode::<Claims>(token, key, &validation).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;

@@ -255,6 +255,15 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time to publish one event to a room."
     );
+    // Histograms appear once registered: register them now, empty.
+    for histogram in [
+        "banter_store_seconds",
+        "banter_store_commit_seconds",
+        "banter_store_batch_size",
+        "banter_broadcast_seconds",
+    ] {
+        drop(metrics::histogram!(histogram));
+    }
     metrics::gauge!("banter_connections").set(0.0);
     metrics::counter!("banter_messages_stored_total").absolute(0);
     metrics::counter!("banter_frames_sent_total").absolute(0);

@@ -136,6 +136,19 @@ impl Problem {
     }
 }
 
+/// The room named in a path. A `/` in it (sent percent-encoded) means the path names no
+/// resource: 404, as for any unknown path.
+pub fn room_from_path(raw: &str) -> Result<banter_domain::RoomName, Problem> {
+    if raw.contains('/') {
+        return Err(Problem::new(
+            ErrorCode::NotFound,
+            "no such resource: a room name has no '/'",
+        ));
+    }
+    banter_domain::RoomName::parse(raw)
+        .map_err(|e| Problem::new(ErrorCode::InvalidRoom, format!("room: {e}")))
+}
+
 /// Seconds to wait, rounded up, and at least one.
 pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
@@ -149,7 +162,7 @@ pub fn post_problem(error: &PostError) -> Problem {
             Problem::new(ErrorCode::RateLimited, error.refusal.to_string())
         }
         PostRefusal::MissingContent => {
-            Problem::new(ErrorCode::InvalidBody, "content: must be a string")
+            Problem::new(ErrorCode::InvalidContent, "content: must be a string")
         }
         PostRefusal::InvalidContent(e) => {
             Problem::new(ErrorCode::InvalidContent, format!("content: {e}"))

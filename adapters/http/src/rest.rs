@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use banter_application::{Ports, PostDraft, ReadError};
+use banter_application::{DraftField, Ports, PostDraft, ReadError};
 use banter_domain::{Appended, HistoryQuery, Message, PageLimit, RoomName, Seq, Username};
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
@@ -83,12 +83,26 @@ pub struct HistoryBody {
     has_more: bool,
 }
 
-/// A JSON string, and only a string: poem-openapi's `String` also accepts numbers and
-/// booleans (turning `5` into `"5"`), which would store what the client did not send.
+/// A string field of a request body as sent. The schema says string; any JSON value parses, so
+/// a value of the wrong type is refused against its field (`content: must be a string`)
+/// rather than as an unreadable body. (poem-openapi's own `String` would even accept `5` as
+/// `"5"`, storing what the client did not send.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonString(String);
+pub enum StringField {
+    Text(String),
+    NotText,
+}
 
-impl poem_openapi::types::Type for JsonString {
+impl StringField {
+    fn into_draft(self) -> DraftField {
+        match self {
+            StringField::Text(text) => DraftField::Text(text),
+            StringField::NotText => DraftField::NotText,
+        }
+    }
+}
+
+impl poem_openapi::types::Type for StringField {
     const IS_REQUIRED: bool = true;
     type RawValueType = String;
     type RawElementValueType = String;
@@ -102,27 +116,33 @@ impl poem_openapi::types::Type for JsonString {
     }
 
     fn as_raw_value(&self) -> Option<&String> {
-        Some(&self.0)
+        match self {
+            StringField::Text(text) => Some(text),
+            StringField::NotText => None,
+        }
     }
 
     fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
-        Box::new(std::iter::once(&self.0))
+        Box::new(self.as_raw_value().into_iter())
     }
 }
 
-impl poem_openapi::types::ParseFromJSON for JsonString {
+impl poem_openapi::types::ParseFromJSON for StringField {
     fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
         match value {
-            Some(serde_json::Value::String(s)) => Ok(Self(s)),
-            Some(other) => Err(poem_openapi::types::ParseError::expected_type(other)),
+            Some(serde_json::Value::String(text)) => Ok(StringField::Text(text)),
+            Some(_) => Ok(StringField::NotText),
             None => Err(poem_openapi::types::ParseError::expected_input()),
         }
     }
 }
 
-impl poem_openapi::types::ToJSON for JsonString {
+impl poem_openapi::types::ToJSON for StringField {
     fn to_json(&self) -> Option<serde_json::Value> {
-        Some(serde_json::Value::String(self.0.clone()))
+        match self {
+            StringField::Text(text) => Some(serde_json::Value::String(text.clone())),
+            StringField::NotText => None,
+        }
     }
 }
 
@@ -131,20 +151,20 @@ impl poem_openapi::types::ToJSON for JsonString {
 #[oai(example)]
 pub struct PostBody {
     /// Who posts (auth `none`); ignored with auth `jwt`, where the token's `sub` is used.
-    username: Option<JsonString>,
+    username: Option<StringField>,
     /// 1–4000 characters, not only whitespace, no control characters but tab, LF, CR.
-    content: JsonString,
+    content: StringField,
     /// Optional idempotency key: 1–64 printable ASCII characters. A resend with the same
     /// room, username and client_id returns the original with 200.
-    client_id: Option<JsonString>,
+    client_id: Option<StringField>,
 }
 
 impl Example for PostBody {
     fn example() -> Self {
         Self {
-            username: Some(JsonString("alice".into())),
-            content: JsonString("Hello".into()),
-            client_id: Some(JsonString("c-7f3a".into())),
+            username: Some(StringField::Text("alice".into())),
+            content: StringField::Text("Hello".into()),
+            client_id: Some(StringField::Text("c-7f3a".into())),
         }
     }
 }
@@ -216,6 +236,9 @@ macro_rules! problem_responses {
             /// Missing or invalid bearer token (auth `jwt`).
             #[oai(status = 401, content_type = "application/problem+json")]
             Unauthorized(Json<Problem>),
+            /// No such resource (a room name containing `/`).
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
             /// Storage or broker unavailable.
             #[oai(status = 503, content_type = "application/problem+json")]
             Unavailable(Json<Problem>),
@@ -225,6 +248,7 @@ macro_rules! problem_responses {
             fn problem(problem: Problem) -> Self {
                 match problem.status().as_u16() {
                     401 => Self::Unauthorized(problem_json(problem)),
+                    404 => Self::NotFound(problem_json(problem)),
                     503 => Self::Unavailable(problem_json(problem)),
                     _ => Self::BadRequest(problem_json(problem)),
                 }
@@ -282,7 +306,7 @@ pub enum ReadyResponse {
 }
 
 fn room_of(raw: &str) -> Result<RoomName, Problem> {
-    RoomName::parse(raw).map_err(|e| Problem::new(ErrorCode::InvalidRoom, format!("room: {e}")))
+    crate::problem::room_from_path(raw)
 }
 
 fn seq_param(name: &str, value: Option<i64>) -> Result<Option<Seq>, Problem> {
@@ -396,20 +420,36 @@ impl<P: Ports> ChatApi<P> {
             let body = body.0;
             let username = match req.extensions().get::<Caller>() {
                 Some(Caller(username)) => username.clone(),
-                None => {
-                    let raw = body.username.ok_or_else(|| {
-                        Problem::new(ErrorCode::InvalidUsername, "username: required")
-                    })?;
-                    Username::parse(&raw.0).map_err(|e| {
+                None => match body.username {
+                    Some(StringField::Text(raw)) => Username::parse(&raw).map_err(|e| {
                         Problem::new(ErrorCode::InvalidUsername, format!("username: {e}"))
-                    })?
-                }
+                    })?,
+                    Some(StringField::NotText) => {
+                        return Err(Problem::new(
+                            ErrorCode::InvalidUsername,
+                            "username: must be a string",
+                        ));
+                    }
+                    None => {
+                        return Err(Problem::new(
+                            ErrorCode::InvalidUsername,
+                            "username: required",
+                        ));
+                    }
+                },
             };
-            let draft = PostDraft::new(body.content.0, body.client_id.map(|c| c.0));
-            self.state
-                .chat
-                .post(&room, &username, draft)
+            let draft = PostDraft {
+                content: body.content.into_draft(),
+                client_id: body
+                    .client_id
+                    .map_or(DraftField::Absent, StringField::into_draft),
+            };
+            // The post runs in its own task: if the client hangs up mid-request, a message
+            // that was committed is still broadcast (nobody would see it live otherwise).
+            let chat = self.state.chat.clone();
+            tokio::spawn(async move { chat.post(&room, &username, draft).await })
                 .await
+                .map_err(|e| Problem::new(ErrorCode::Unavailable, format!("the post failed: {e}")))?
                 .map_err(|e| post_problem(&e))
         };
         match run.await {

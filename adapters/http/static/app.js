@@ -257,6 +257,8 @@
       state.oldestSeq = welcome.messages.length ? welcome.messages[0].seq : state.lastSeq + 1;
       state.hasOlder = welcome.has_more;
     }
+    // With a token the server names us (its `sub`); that is the name our echoes carry.
+    state.username = welcome.username;
     state.welcomed = true;
     state.live = true;
     renderOlderControls();

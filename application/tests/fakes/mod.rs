@@ -295,11 +295,13 @@ impl EventBroadcaster for FakeBroadcaster {
     }
 }
 
-/// Presence in a [`PresenceBook`], with a failure switch.
+/// Presence in a [`PresenceBook`], with a failure switch and a gate that holds a disconnect
+/// between its decision and its return (as a slow registry would).
 #[derive(Clone, Default)]
 pub struct FakePresence {
     book: Arc<Mutex<PresenceBook>>,
     pub failing: Arc<AtomicBool>,
+    disconnect_gate: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
 }
 
 impl FakePresence {
@@ -311,6 +313,13 @@ impl FakePresence {
         } else {
             Ok(())
         }
+    }
+
+    /// The next disconnect decides, then waits until the returned sender fires (or drops).
+    pub fn hold_next_disconnect(&self) -> tokio::sync::oneshot::Sender<()> {
+        let (release, gate) = tokio::sync::oneshot::channel();
+        *self.disconnect_gate.lock().unwrap() = Some(gate);
+        release
     }
 
     pub fn is_online(&self, room: &RoomName, user: &Username) -> bool {
@@ -334,7 +343,12 @@ impl PresenceRegistry for FakePresence {
         user: &Username,
     ) -> Result<PresenceChange, PresenceError> {
         self.check_up()?;
-        Ok(self.book.lock().unwrap().disconnect(room, user))
+        let change = self.book.lock().unwrap().disconnect(room, user);
+        let gate = self.disconnect_gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            let _ = gate.await;
+        }
+        Ok(change)
     }
 
     async fn online(

@@ -203,6 +203,11 @@ async fn jwt_auth_refuses_missing_expired_forged_and_foreign_algorithm_tokens() 
         json!({"sub": "alice", "exp": get_current_timestamp() - 3600}),
         SECRET,
     );
+    let just_expired = token(
+        Algorithm::HS256,
+        json!({"sub": "alice", "exp": get_current_timestamp() - 2}),
+        SECRET,
+    );
     let forged = token(
         Algorithm::HS256,
         json!({"sub": "alice", "exp": later}),
@@ -222,6 +227,7 @@ async fn jwt_auth_refuses_missing_expired_forged_and_foreign_algorithm_tokens() 
     for path in [
         "/ws/chat/general/?username=alice".to_owned(),
         format!("/ws/chat/general/?token={expired}"),
+        format!("/ws/chat/general/?token={just_expired}"),
         format!("/ws/chat/general/?token={forged}"),
         format!("/ws/chat/general/?token={hs512}"),
         format!("/ws/chat/general/?token={no_exp}"),

@@ -121,6 +121,11 @@ async fn history_pages_with_before_after_and_limit() {
         (status, problem["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_room"))
     );
+    let (status, problem) = get(&server, "/api/rooms/a%2Fb/messages").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, problem) = get(&server, "/api/rooms/a/b/messages").await;
     assert_eq!(
         (status, problem["code"].as_str()),
@@ -199,7 +204,20 @@ async fn invalid_posts_are_refused_with_the_field_named() {
             "invalid_client_id",
         ),
         (json!({"username": "alice"}), "invalid_body"),
-        (json!({"username": "alice", "content": 5}), "invalid_body"),
+        (
+            json!({"username": "alice", "content": 5}),
+            "invalid_content",
+        ),
+        (
+            json!({"username": "alice", "content": null}),
+            "invalid_content",
+        ),
+        (json!({"username": 5, "content": "hi"}), "invalid_username"),
+        (
+            json!({"username": "alice", "content": "hi", "client_id": 5}),
+            "invalid_client_id",
+        ),
+        (json!("just a string"), "invalid_body"),
         (json!([1, 2]), "invalid_body"),
     ];
     for (body, code) in cases {
@@ -221,6 +239,16 @@ async fn invalid_posts_are_refused_with_the_field_named() {
     assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
     let problem: Value = not_json.json().await.unwrap();
     assert_eq!(problem["code"], "invalid_body");
+    let (status, problem) = post(
+        &server,
+        "a%2Fb",
+        json!({"username": "alice", "content": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, problem) = post(
         &server,
         "Bad",
@@ -416,6 +444,29 @@ async fn with_jwt_auth_the_api_needs_a_bearer_token_and_uses_its_subject() {
 async fn health_readiness_metrics_and_documents() {
     let server = TestServer::start(&[]).await;
     let client = http();
+    // A fresh server already exports every series the contract names.
+    let fresh = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "banter_connections 0",
+        "banter_connections_refused_total",
+        "banter_messages_stored_total 0",
+        "banter_frames_sent_total 0",
+        "banter_store_seconds",
+        "banter_broadcast_seconds",
+        "banter_errors_total",
+    ] {
+        assert!(
+            fresh.contains(name),
+            "a fresh server's metrics lack {name:?}:\n{fresh}"
+        );
+    }
     assert_eq!(
         client
             .get(server.url("/healthz"))

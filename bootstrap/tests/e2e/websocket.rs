@@ -139,6 +139,16 @@ async fn typing_is_shown_to_others_and_expires_after_six_seconds() {
         json!({"type": "typing", "username": "bob", "is_typing": true})
     );
     bob.assert_quiet(Duration::from_millis(200)).await;
+    // Others see bob typing from their welcome on; bob's own second tab does not.
+    let (_carol, welcome) = connect(&server, "general", "carol", "").await;
+    assert_eq!(welcome["typing"], json!(["bob"]));
+    let (_bob_tab2, welcome) = connect(&server, "general", "bob", "").await;
+    assert_eq!(
+        welcome["typing"],
+        json!([]),
+        "typing is never shown to the typer"
+    );
+    alice.recv_type("presence").await; // carol's join
     // A refresh inside 2 s is not broadcast again.
     bob.send(json!({"type": "typing", "is_typing": true})).await;
     alice.assert_quiet(Duration::from_millis(500)).await;
@@ -319,6 +329,107 @@ async fn a_message_over_64_kib_closes_with_1009() {
     assert_eq!(frame.len(), 65_536);
     bob.send_text(&frame).await;
     assert_eq!(bob.recv().await["code"], "invalid_message");
+}
+
+/// A masked client text frame, written by hand (a client library would refuse to send it).
+fn raw_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x81u8];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Opens a WebSocket by hand and returns the raw TCP stream (after sending the handshake).
+async fn raw_socket(
+    server: &TestServer,
+    username: &str,
+    recv_buffer: Option<u32>,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    let handshake = format!(
+        "GET /ws/chat/general/?username={username} HTTP/1.1\r\nHost: {}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Whether raw server bytes hold a close frame with `code` (no mask, payload code first).
+fn has_close_frame(bytes: &[u8], code: u16) -> bool {
+    let [high, low] = code.to_be_bytes();
+    bytes
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[1] >= 2 && w[1] < 126 && w[2] == high && w[3] == low)
+}
+
+#[tokio::test]
+async fn a_single_oversized_frame_gets_the_1009_close_frame_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[]).await;
+    let mut tcp = raw_socket(&server, "raw", None).await;
+    tcp.write_all(&raw_text_frame(&vec![b'x'; 65_537]))
+        .await
+        .unwrap();
+    // Everything the server sends until it closes: the 101, the welcome, then the close frame.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PROMPTLY, tcp.read_to_end(&mut received))
+        .await
+        .unwrap();
+    assert!(
+        read.is_ok(),
+        "the connection was reset instead of closed: {read:?}"
+    );
+    assert!(
+        has_close_frame(&received, 1009),
+        "no 1009 close frame in {} bytes",
+        received.len()
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_sends_without_reading_is_closed_with_1013() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[]).await;
+    let mut tcp = raw_socket(&server, "pinger", Some(4096)).await;
+    // Thousands of pings whose pongs are never read: the reply queue (256) fills up.
+    let ping = raw_text_frame(br#"{"type":"ping"}"#);
+    let writing = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if tcp.write_all(&ping).await.is_err() {
+                break;
+            }
+        }
+        tcp
+    });
+    let mut tcp = tokio::time::timeout(PROMPTLY, writing)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(PROMPTLY, tcp.read_to_end(&mut received)).await;
+    assert!(
+        has_close_frame(&received, 1013),
+        "no 1013 close frame among {} bytes",
+        received.len()
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use banter_domain::Appended;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frames::{self, ClientFrame};
 use crate::AppState;
@@ -51,10 +51,11 @@ impl<P: Ports> Drop for Pending<P> {
     }
 }
 
-/// What the reader asks the writer to send.
-enum Outbound {
-    Text(String),
-    Close(CloseCode, &'static str),
+/// What the writer listens to besides the room's feed.
+struct Inbox {
+    replies: mpsc::Receiver<String>,
+    close: oneshot::Receiver<(CloseCode, &'static str)>,
+    shutdown: watch::Receiver<bool>,
 }
 
 type Sink = SplitSink<WebSocketStream, Message>;
@@ -72,37 +73,36 @@ pub async fn run<P: Ports>(
         return;
     };
     let settings = state.settings.ws;
-    let (sink, source) = socket.split();
+    let (sink, mut source) = socket.split();
     let (replies, reply_queue) = mpsc::channel(settings.reply_queue.max(1));
+    // Close requests travel apart from replies, so a full reply queue cannot swallow them.
+    let (close_request, close_requested) = oneshot::channel();
     let welcome = frames::welcome(&joined.welcome);
     let mut writer = tokio::spawn(write_loop::<P>(
         sink,
         welcome,
         joined.feed,
-        reply_queue,
-        state.shutdown.clone(),
+        Inbox {
+            replies: reply_queue,
+            close: close_requested,
+            shutdown: state.shutdown.clone(),
+        },
         settings,
     ));
     let session = joined.session;
-    let mut source = source;
-    let reading = read_loop::<P>(&mut source, &session, replies, settings);
-    tokio::select! {
-        () = reading => {
-            // The reader dropped its end of the reply queue: the writer flushes and stops.
-            if let Err(e) = (&mut writer).await {
-                tracing::error!(error = %e, "websocket writer failed");
-            }
+    let end = read_loop::<P>(&mut source, &session, &replies, &mut writer, settings).await;
+    if !matches!(end, ReadEnd::WriterGone) {
+        if let ReadEnd::Close(code, reason) = end {
+            let _ = close_request.send((code, reason));
         }
-        result = &mut writer => {
-            // The writer ended first (closed the socket, or the client stopped reading); the
-            // reader is dropped with the select.
-            if let Err(e) = result {
-                tracing::error!(error = %e, "websocket writer failed");
-            }
+        // Replies already queued are still written; then the writer sees the queue end.
+        drop(replies);
+        if let Err(e) = writer.await {
+            tracing::error!(error = %e, "websocket writer failed");
         }
     }
-    // Give the client a moment to answer our close frame before the TCP connection goes:
-    // closing at once can reset it while the client still writes (a pong, say).
+    // Give the client a moment to read our close frame before the TCP connection goes:
+    // closing a socket with unread input resets it, and the client may lose the close frame.
     linger(&mut source).await;
     session.leave().await;
     drop(slot);
@@ -120,28 +120,42 @@ async fn linger(source: &mut Source) {
     .await;
 }
 
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The client closed or the connection broke.
+    ClientGone,
+    /// The writer should close the connection with this code.
+    Close(CloseCode, &'static str),
+    /// The writer already ended (and closed the connection).
+    WriterGone,
+}
+
 async fn read_loop<P: Ports>(
     source: &mut Source,
     session: &SessionOf<P>,
-    replies: mpsc::Sender<Outbound>,
+    replies: &mpsc::Sender<String>,
+    writer: &mut tokio::task::JoinHandle<()>,
     settings: WsSettings,
-) {
+) -> ReadEnd {
     loop {
-        let next = tokio::time::timeout(settings.idle_timeout, source.next()).await;
+        // Only waiting for a frame is interrupted when the writer ends; handling one (a post
+        // being stored and broadcast) always runs to completion.
+        let next = tokio::select! {
+            biased;
+            _ = &mut *writer => return ReadEnd::WriterGone,
+            next = tokio::time::timeout(settings.idle_timeout, source.next()) => next,
+        };
         let message = match next {
-            Err(_idle) => {
-                let _ = replies.try_send(Outbound::Close(CloseCode::Normal, "idle timeout"));
-                return;
-            }
-            Ok(None) => return,
+            Err(_idle) => return ReadEnd::Close(CloseCode::Normal, "idle timeout"),
+            Ok(None) => return ReadEnd::ClientGone,
             Ok(Some(Err(e))) => {
                 // tungstenite reports an oversized message as a capacity error, by text only.
-                if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
-                    let _ = replies.try_send(Outbound::Close(CloseCode::Size, "message too big"));
-                } else {
-                    tracing::debug!(error = %e, "websocket read failed");
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("Space limit") {
+                    return ReadEnd::Close(CloseCode::Size, "message too big");
                 }
-                return;
+                tracing::debug!(error = %text, "websocket read failed");
+                return ReadEnd::ClientGone;
             }
             Ok(Some(Ok(message))) => message,
         };
@@ -154,14 +168,13 @@ async fn read_loop<P: Ports>(
             )),
             // Pongs (and pings, answered by the library) only prove the client is alive.
             Message::Ping(_) | Message::Pong(_) => None,
-            Message::Close(_) => return,
+            Message::Close(_) => return ReadEnd::ClientGone,
         };
         if let Some(reply) = reply
-            && replies.try_send(Outbound::Text(reply)).is_err()
+            && replies.try_send(reply).is_err()
         {
-            // The writer cannot keep up with this client's requests: it does not read.
-            let _ = replies.try_send(Outbound::Close(CloseCode::Again, "too many unread replies"));
-            return;
+            // The client sends requests but does not read the answers.
+            return ReadEnd::Close(CloseCode::Again, "too many unread replies");
         }
     }
 }
@@ -227,10 +240,14 @@ async fn write_loop<P: Ports>(
     mut sink: Sink,
     welcome: String,
     mut feed: banter_application::FeedOf<P>,
-    mut replies: mpsc::Receiver<Outbound>,
-    mut shutdown: watch::Receiver<bool>,
+    inbox: Inbox,
     settings: WsSettings,
 ) {
+    let Inbox {
+        mut replies,
+        mut close,
+        mut shutdown,
+    } = inbox;
     if !send(&mut sink, Message::Text(welcome), &settings).await {
         return;
     }
@@ -251,14 +268,21 @@ async fn write_loop<P: Ports>(
                 }
             }
             reply = replies.recv() => match reply {
-                Some(Outbound::Text(text)) => {
+                Some(text) => {
                     if !send(&mut sink, Message::Text(text), &settings).await {
                         break WriterEnd::Dropped;
                     }
                     metrics::counter!("banter_frames_sent_total").increment(1);
                 }
-                Some(Outbound::Close(code, reason)) => break WriterEnd::Close(code, reason),
-                None => break WriterEnd::ReaderDone,
+                // The reader is done; it may have asked for a close on its way out.
+                None => match close.try_recv() {
+                    Ok((code, reason)) => break WriterEnd::Close(code, reason),
+                    Err(_) => break WriterEnd::ReaderDone,
+                },
+            },
+            request = &mut close => match request {
+                Ok((code, reason)) => break WriterEnd::Close(code, reason),
+                Err(_) => break WriterEnd::ReaderDone,
             },
             event = feed.next() => match write_events(&mut sink, &mut feed, event, &settings).await {
                 Ok(()) => {}

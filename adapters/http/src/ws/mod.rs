@@ -22,6 +22,9 @@ use crate::auth::{self, AuthMode};
 use crate::guard::{SlotRefusal, origin_allowed};
 use crate::problem::{ErrorCode, Problem};
 
+/// Largest single frame read in full before it is refused (transiently, per connection).
+const MAX_DRAINED_FRAME: usize = 256 * 1024;
+
 /// The handshake endpoint.
 #[derive(Debug)]
 pub struct Handshake<P: Ports> {
@@ -95,8 +98,7 @@ impl<P: Ports> Handshake<P> {
             ));
         }
         let raw_room = req.raw_path_param("room").unwrap_or_default();
-        let room = RoomName::parse(raw_room)
-            .map_err(|e| refuse(ErrorCode::InvalidRoom, format!("room: {e}")))?;
+        let room = crate::problem::room_from_path(raw_room)?;
         let headers = req.headers();
         let origin = headers
             .get(header::ORIGIN)
@@ -200,14 +202,17 @@ impl<P: Ports> Endpoint for Handshake<P> {
         tracing::debug!(%room, %username, %address, "websocket joined");
         let ws_settings = state.settings.ws;
         let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(8 * 1024)
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(4 * 1024)
             // A cap, not an allocation: the writer flushes every batch, so the buffer holds one
             // batch at most. It must still fit the largest single frame, a welcome with 200
             // messages of 4,000 four-byte characters (~3.3 MB).
             .max_write_buffer_size(4 * 1024 * 1024)
             .max_message_size(Some(ws_settings.max_message_bytes))
-            .max_frame_size(Some(ws_settings.max_message_bytes));
+            // Frames are read whole up to this size before the message limit refuses them, so
+            // the socket is drained and the client reads the 1009 close frame. A frame above
+            // it is refused from its header, unread, and closing may then reset the socket.
+            .max_frame_size(Some(MAX_DRAINED_FRAME));
         // The upgrade callback must be Sync; the joined connection is only Send, so it waits
         // behind a mutex that is taken exactly once.
         let pending = Mutex::new(Some(connection::Pending::new(joined, slot)));

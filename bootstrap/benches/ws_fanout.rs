@@ -1,0 +1,218 @@
+//! WebSocket fan-out through the real binary: deliveries per second, delivery latency, and
+//! memory per idle connection.
+//!
+//! `cargo bench -p banter --bench ws_fanout` (add `-- --quick` for a short run). Starts
+//! `banter serve` (release build) on SQLite in a temporary directory, connects `receivers`
+//! WebSockets to one room, and has 10 sender connections post at a paced total rate; every
+//! receiver timestamps every `chat_message`. Prints a Markdown table for docs/performance.md.
+//! The load generator shares the machine's cores with the server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark harness fails loudly
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const SENDERS: usize = 10;
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_banter"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+        ])
+        .args([
+            "--rate-limit",
+            "off",
+            "--max-connections-per-ip",
+            "100000",
+            "--outbound-queue",
+            "4096",
+        ])
+        .env("BANTER_LOG", "warn,banter=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("banter exited").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Outcome {
+    receivers: usize,
+    offered_rate: u64,
+    deliveries: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+    closed_early: usize,
+    rss_per_connection_kib: f64,
+}
+
+async fn run(receivers: usize, rate: u64, seconds: u64) -> Outcome {
+    let server = start_server();
+    let pid = server.child.id();
+    let base = format!("ws://{}/ws/chat/fanout/", server.addr);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = rss_kib(pid);
+
+    let origin = Instant::now();
+    let messages = rate * seconds;
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let closed_early = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for i in 0..receivers {
+        let url = format!("{base}?username=r{i}&history=0");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        // The welcome.
+        socket.next().await.unwrap().unwrap();
+        let (delivered, closed_early) = (Arc::clone(&delivered), Arc::clone(&closed_early));
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(messages as usize);
+            let mut got = 0;
+            while got < messages {
+                match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        if let Some(sent) = text.split("\"content\":\"t=").nth(1) {
+                            let nanos: u64 = sent.split('"').next().unwrap().parse().unwrap();
+                            latencies
+                                .push(origin.elapsed().saturating_sub(Duration::from_nanos(nanos)));
+                            got += 1;
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => {
+                        closed_early.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_connected = rss_kib(pid);
+
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let url = format!("{base}?username=sender{s}&history=0");
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let per_sender = messages / SENDERS as u64;
+        let interval = Duration::from_secs_f64(SENDERS as f64 / rate as f64);
+        senders.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = socket.split();
+            // Senders ignore what they receive; a task drains it so their queues stay short.
+            let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
+            let mut tick = tokio::time::interval(interval);
+            for _ in 0..per_sender {
+                tick.tick().await;
+                let frame = format!(
+                    "{{\"type\":\"chat_message\",\"message\":\"t={}\"}}",
+                    origin.elapsed().as_nanos()
+                );
+                sink.send(Message::Text(frame.into())).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drain.abort();
+        }));
+    }
+    let mut latencies = Vec::new();
+    for reader in readers {
+        latencies.extend(reader.await.unwrap());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for sender in senders {
+        sender.abort();
+    }
+    latencies.sort_unstable();
+    Outcome {
+        receivers,
+        offered_rate: rate,
+        deliveries: delivered.load(Ordering::Relaxed) as u64,
+        seconds,
+        latencies,
+        closed_early: closed_early.load(Ordering::Relaxed),
+        rss_per_connection_kib: rss_connected.saturating_sub(rss_before) as f64 / receivers as f64,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let seconds = if quick { 2 } else { 5 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "| receivers | posts/s offered | deliveries/s | p50 ms | p99 ms | max ms | closed early | RSS per idle connection |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (receivers, rate) in [(100, 500), (1000, 100), (1000, 200), (2000, 100)] {
+        let o = runtime.block_on(run(receivers, rate, seconds));
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.1} KiB |",
+            o.receivers,
+            o.offered_rate,
+            o.deliveries as f64 / o.seconds,
+            percentile(&o.latencies, 0.50),
+            percentile(&o.latencies, 0.99),
+            o.latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            o.closed_early,
+            o.rss_per_connection_kib,
+        );
+    }
+}
