@@ -231,14 +231,6 @@ where
         }
     }
 
-    pub fn settings(&self) -> &ChatSettings {
-        &self.inner.settings
-    }
-
-    pub fn clock(&self) -> &C {
-        &self.inner.clock
-    }
-
     /// Opens a connection to `room` as `username`.
     ///
     /// The order matters: subscribe first, then read the snapshot, so that a message committed

@@ -174,11 +174,6 @@ where
         feed
     }
 
-    /// The last message seq this feed has handed out.
-    pub fn cursor(&self) -> Seq {
-        self.sequencer.cursor()
-    }
-
     /// The next event for this connection.
     ///
     /// Cancel-safe as long as the subscription is: an event taken from it is either returned

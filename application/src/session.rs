@@ -37,14 +37,6 @@ where
         }
     }
 
-    pub fn room(&self) -> &RoomName {
-        &self.room
-    }
-
-    pub fn username(&self) -> &Username {
-        &self.username
-    }
-
     /// Posts a message from this connection. Every attempt takes a token from the
     /// connection's bucket, whatever its outcome; the sender sees its own message when the
     /// room's feed delivers it, or gets the original back for a resend.

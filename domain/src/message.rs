@@ -46,12 +46,6 @@ pub enum Appended {
 }
 
 impl Appended {
-    pub fn message(&self) -> &Message {
-        match self {
-            Appended::Stored(m) | Appended::Duplicate(m) => m,
-        }
-    }
-
     pub fn into_message(self) -> Message {
         match self {
             Appended::Stored(m) | Appended::Duplicate(m) => m,

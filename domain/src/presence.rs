@@ -4,7 +4,7 @@
 //! first connection to it opens and leaves when their last one closes; the online list is sorted
 //! in code-point order and read in pages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::{RoomName, Username};
 
@@ -20,16 +20,6 @@ pub enum PresenceChange {
     Left { online_count: u64 },
     /// Another tab of a user already online, or one of several closed: nobody needs telling.
     Unchanged { online_count: u64 },
-}
-
-impl PresenceChange {
-    pub fn online_count(self) -> u64 {
-        match self {
-            PresenceChange::Joined { online_count }
-            | PresenceChange::Left { online_count }
-            | PresenceChange::Unchanged { online_count } => online_count,
-        }
-    }
 }
 
 /// A page of a room's online users.
@@ -152,19 +142,6 @@ impl PresenceBook {
             })
             .collect()
     }
-
-    /// Every (room, user) pair with its connection count; used to hand presence to another
-    /// registry or to publish a node's share of it.
-    pub fn entries(&self) -> HashMap<(RoomName, Username), u32> {
-        self.rooms
-            .iter()
-            .flat_map(|(room, users)| {
-                users
-                    .iter()
-                    .map(move |(user, n)| ((room.clone(), user.clone()), *n))
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -259,6 +236,5 @@ mod tests {
         };
         assert_eq!(names(book.occupied_rooms(None, 2)), ["a", "b"]);
         assert_eq!(names(book.occupied_rooms(Some(&room("a")), 5)), ["b", "c"]);
-        assert_eq!(book.entries().len(), 3);
     }
 }

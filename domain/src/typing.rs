@@ -57,10 +57,6 @@ impl TypingBook {
         }
     }
 
-    pub fn rules(&self) -> TypingRules {
-        self.rules
-    }
-
     /// `user` is typing in `room` at `now`. Returns the change to broadcast, if any: the start
     /// of typing, or a refresh at least `rebroadcast_after` after the last broadcast one.
     pub fn start(

@@ -30,10 +30,6 @@ impl AuthMode {
             key: DecodingKey::from_secret(secret),
         }
     }
-
-    pub fn is_jwt(&self) -> bool {
-        matches!(self, AuthMode::Jwt { .. })
-    }
 }
 
 /// Why a token was refused (the `detail` of the 401).

@@ -32,6 +32,15 @@ async fn post(server: &TestServer, room: &str, body: Value) -> (StatusCode, Valu
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Asserts a problem response: its status and its contract code.
+fn assert_problem(status: StatusCode, problem: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (expected, Some(code)),
+        "{problem}"
+    );
+}
+
 fn seq_list(body: &Value) -> Vec<u64> {
     body["messages"]
         .as_array()
@@ -105,20 +114,11 @@ async fn history_pages_with_before_after_and_limit() {
         );
     }
     let (status, problem) = get(&server, "/api/rooms/General/messages").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_room"))
-    );
+    assert_problem(status, &problem, StatusCode::BAD_REQUEST, "invalid_room");
     let (status, problem) = get(&server, "/api/rooms/a%2Fb/messages").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not_found");
     let (status, problem) = get(&server, "/api/rooms/a/b/messages").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
@@ -233,20 +233,14 @@ async fn invalid_posts_are_refused_with_the_field_named() {
         json!({"username": "alice", "content": "hi"}),
     )
     .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not_found");
     let (status, problem) = post(
         &server,
         "Bad",
         json!({"username": "alice", "content": "hi"}),
     )
     .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_room"))
-    );
+    assert_problem(status, &problem, StatusCode::BAD_REQUEST, "invalid_room");
     // Nothing of that was stored.
     let (_, history) = get(&server, "/api/rooms/general/messages").await;
     assert_eq!(history["messages"], json!([]));
@@ -257,9 +251,11 @@ async fn bodies_over_64_kib_are_413() {
     let server = TestServer::start(&[]).await;
     let body = json!({"username": "alice", "content": "x".repeat(70_000)});
     let (status, problem) = post(&server, "general", body).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    assert_problem(
+        status,
+        &problem,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
     );
 }
 
@@ -350,9 +346,11 @@ async fn rooms_and_presence_listings_page() {
     let (_, presence) = get(&server, "/api/rooms/a0-empty/presence?after=alice").await;
     assert_eq!(presence["online"], json!(["bob"]));
     let (status, problem) = get(&server, "/api/rooms/a0-empty/presence?limit=0").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
+    assert_problem(
+        status,
+        &problem,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
     );
 }
 
@@ -545,10 +543,7 @@ async fn health_readiness_metrics_and_documents() {
         "served AsyncAPI 3 document"
     );
     let (status, problem) = get(&server, "/no/such/page").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
@@ -559,9 +554,11 @@ async fn a_broken_database_gives_503_unavailable() {
     assert_eq!(status, StatusCode::OK);
     database.execute("DROP INDEX messages_client_id; DROP TABLE messages;");
     let (status, problem) = get(&server, "/api/rooms/general/messages").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    assert_problem(
+        status,
+        &problem,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
     );
     let (status, problem) = post(
         &server,
@@ -569,9 +566,11 @@ async fn a_broken_database_gives_503_unavailable() {
         json!({"username": "alice", "content": "lost?"}),
     )
     .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    assert_problem(
+        status,
+        &problem,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
     );
     match try_connect(&server, "/ws/chat/general/?username=alice", &[]).await {
         Ok(_) => panic!("a join that cannot read history must be refused"),
