@@ -1,8 +1,9 @@
 //! Acknowledged posts per second through the store, with and without group commit.
 //!
 //! `cargo bench -p banter-adapter-storage --bench store_throughput` (add `-- --quick` for a
-//! short run, `-- --only sqlite/on/100` for one configuration). Each configuration gets a fresh database: SQLite in a temporary directory,
-//! Postgres as a throwaway database on `BANTER_TEST_POSTGRES_URL` (default: the local server).
+//! short run, `-- --only sqlite/on/100` for one configuration, `-- --writers N` to override the
+//! store's number of writer tasks). Each configuration gets a fresh database: SQLite in a
+//! temporary directory, Postgres as a throwaway database on `BANTER_TEST_POSTGRES_URL` (default: the local server).
 //! Prints a Markdown table for docs/performance.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark harness fails loudly
@@ -23,11 +24,7 @@ struct Outcome {
     latencies: Vec<Duration>,
 }
 
-async fn run(url: DatabaseUrl, posters: usize, group_commit: bool, duration: Duration) -> Outcome {
-    let config = StoreConfig {
-        max_batch: if group_commit { 512 } else { 1 },
-        ..StoreConfig::new(url)
-    };
+async fn run(config: StoreConfig, posters: usize, duration: Duration) -> Outcome {
     let store = Store::open(config).await.unwrap();
     store.migrate().await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,14 +88,19 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let writers: Option<usize> = args
+        .iter()
+        .position(|a| a == "--writers")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--writers takes a number"));
     let duration = Duration::from_secs(if quick { 1 } else { 4 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    println!("| backend | group commit | posters | acked msgs/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---:|---:|---:|");
+    println!("| backend | group commit | writers | posters | acked msgs/s | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for backend in ["sqlite", "postgres"] {
         for group_commit in [true, false] {
             for posters in [1, 10, 100] {
@@ -124,10 +126,17 @@ fn main() {
                         Some(db),
                     )
                 };
-                let outcome = runtime.block_on(run(url, posters, group_commit, duration));
+                let defaults = StoreConfig::new(url);
+                let config = StoreConfig {
+                    max_batch: if group_commit { 512 } else { 1 },
+                    writers: writers.unwrap_or(defaults.writers),
+                    ..defaults
+                };
+                let writer_count = config.writers;
+                let outcome = runtime.block_on(run(config, posters, duration));
                 let rate = outcome.acked as f64 / outcome.elapsed.as_secs_f64();
                 println!(
-                    "| {backend} | {} | {posters} | {rate:.0} | {:.2} | {:.2} |",
+                    "| {backend} | {} | {writer_count} | {posters} | {rate:.0} | {:.2} | {:.2} |",
                     if group_commit { "on" } else { "off" },
                     percentile(&outcome.latencies, 0.50).as_secs_f64() * 1000.0,
                     percentile(&outcome.latencies, 0.99).as_secs_f64() * 1000.0,

@@ -5,8 +5,9 @@
 //! picked at run time from the database URL. One code path serves both: queries are written
 //! once and expanded per backend by a macro.
 //!
-//! Posts go through a writer task that gathers concurrent ones into a single transaction
-//! (group commit) and answers each caller only after its batch committed. Seqs are assigned
+//! Posts go through writer tasks, each owning a share of the rooms, that gather concurrent
+//! posts into a single transaction (group commit) and answer each caller only after its batch
+//! committed. Seqs are assigned
 //! inside that transaction by bumping the room's `last_seq`, so they are gapless and in commit
 //! order, also with several processes on one Postgres database.
 //!
@@ -80,8 +81,9 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Posts waiting for a writer before callers wait for room in the queue.
     pub queue_capacity: usize,
-    /// Writer tasks committing batches concurrently. SQLite has one writer at a time anyway;
-    /// on Postgres several overlap their commits (the server flushes their WAL together).
+    /// Writer tasks committing batches concurrently, each owning a share of the rooms (by a
+    /// hash of the name). SQLite has one writer at a time anyway; on Postgres writers with
+    /// disjoint rooms overlap their commits, which the server flushes together.
     pub writers: usize,
     /// How long a writer may wait to fill a batch when the previous one was bigger.
     pub max_linger: Duration,
@@ -91,7 +93,7 @@ impl StoreConfig {
     pub fn new(url: DatabaseUrl) -> Self {
         let writers = match url {
             DatabaseUrl::Sqlite { .. } => 1,
-            DatabaseUrl::Postgres { .. } => 1,
+            DatabaseUrl::Postgres { .. } => DEFAULT_POSTGRES_WRITERS,
         };
         Self {
             url,
@@ -104,10 +106,14 @@ impl StoreConfig {
     }
 }
 
+/// Writers on Postgres: enough to overlap one batch's commit with the next one's statements.
+const DEFAULT_POSTGRES_WRITERS: usize = 2;
+
 #[derive(Debug)]
 struct Inner {
     pools: Pools,
-    jobs: mpsc::Sender<Job>,
+    /// One queue per writer; a room's posts always go to the same one, in order.
+    queues: Vec<mpsc::Sender<Job>>,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -128,18 +134,18 @@ impl Store {
         // Each writer holds a connection while it commits; readers need some too.
         let pool_size = config.pool_size.max(writers as u32 + 2);
         let pools = Pools::open(&config.url, pool_size).await?;
-        let (jobs, queue) = mpsc::channel(config.queue_capacity.max(1));
-        let queue = Arc::new(tokio::sync::Mutex::new(queue));
-        let handles = (0..writers)
+        let capacity = (config.queue_capacity / writers).max(1);
+        let (queues, handles) = (0..writers)
             .map(|_| {
+                let (jobs, queue) = mpsc::channel(capacity);
                 let writer = Writer::new(pools.clone(), config.max_batch.max(1), config.max_linger);
-                tokio::spawn(writer.run(Arc::clone(&queue)))
+                (jobs, tokio::spawn(writer.run(queue)))
             })
-            .collect();
+            .unzip();
         Ok(Self {
             inner: Arc::new(Inner {
                 pools,
-                jobs,
+                queues,
                 writers: std::sync::Mutex::new(handles),
             }),
         })
@@ -172,7 +178,9 @@ impl Store {
 
     /// Stops taking posts, commits those already queued and waits for the writers to finish.
     pub async fn close(&self) {
-        let _ = self.inner.jobs.send(Job::Close).await;
+        for queue in &self.inner.queues {
+            let _ = queue.send(Job::Close).await;
+        }
         let handles = std::mem::take(
             &mut *self
                 .inner
@@ -188,6 +196,17 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The queue of the writer that owns `room`.
+    fn queue_of(&self, room: &RoomName) -> &mpsc::Sender<Job> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let queues = &self.inner.queues;
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room.as_str());
+        // `open` starts at least one writer; the modulo keeps the index in range.
+        &queues[(hash % queues.len() as u64) as usize]
+    }
+}
+
 /// The wall clock in Unix milliseconds, for `created_at`.
 pub(crate) fn now_ms() -> i64 {
     let since_epoch = SystemTime::now()
@@ -200,8 +219,7 @@ impl MessageStore for Store {
     async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
         let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .jobs
+        self.queue_of(&post.room)
             .send(Job::Append { post, reply })
             .await
             .map_err(|_| StorageError::Closed)?;

@@ -21,9 +21,6 @@ pub(crate) enum Job {
     Close,
 }
 
-/// The queue of posts, shared by the writers.
-pub(crate) type SharedQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
-
 /// How often a batch is retried after losing a race on a client id to another process.
 const UNIQUE_RACE_RETRIES: usize = 3;
 
@@ -42,14 +39,13 @@ impl Writer {
         }
     }
 
-    /// Takes batches from the shared queue until it is closed and empty. Several writers may
-    /// share one queue: each takes whatever is waiting, so their commits overlap.
-    pub async fn run(self, queue: SharedQueue) {
+    /// Takes batches from its queue until the queue is closed and empty. Each writer owns the
+    /// rooms routed to its queue, so writers never wait on each other's room locks.
+    pub async fn run(self, mut queue: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(self.max_batch);
         let mut previous_batch = 0;
         loop {
             {
-                let mut queue = queue.lock().await;
                 if queue.recv_many(&mut jobs, self.max_batch).await == 0 {
                     break;
                 }
@@ -67,8 +63,8 @@ impl Writer {
                     }
                 }
                 if jobs.iter().any(|job| matches!(job, Job::Close)) {
-                    // Whatever was queued before the close is still committed; then every
-                    // writer finds the queue closed and empty, and stops.
+                    // Whatever was queued before the close is still committed; then the
+                    // writer finds its queue closed and empty, and stops.
                     queue.close();
                     while let Ok(job) = queue.try_recv() {
                         jobs.push(job);
