@@ -291,7 +291,8 @@ where
         {
             let _ordered = self.room_lock(&room).await;
             let change = inner.presence.connect(&room, &username).await?;
-            if let PresenceChange::Joined { online_count } = change {
+            if let (PresenceChange::Joined { online_count }, false) = (change, P::ANNOUNCES_CHANGES)
+            {
                 self.publish(RoomEvent::Presence {
                     room: room.clone(),
                     event: PresenceEvent::Join,
@@ -579,13 +580,15 @@ where
             Ok(PresenceChange::Left { online_count }) => {
                 let ended = self.typing_book().stop(room, username);
                 self.publish_typing(ended).await;
-                self.publish(RoomEvent::Presence {
-                    room: room.clone(),
-                    event: PresenceEvent::Leave,
-                    username: username.clone(),
-                    online_count,
-                })
-                .await;
+                if !P::ANNOUNCES_CHANGES {
+                    self.publish(RoomEvent::Presence {
+                        room: room.clone(),
+                        event: PresenceEvent::Leave,
+                        username: username.clone(),
+                        online_count,
+                    })
+                    .await;
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(%room, %username, error = %e, "presence not updated on leave"),

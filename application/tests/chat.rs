@@ -15,7 +15,7 @@ use banter_domain::{
     Appended, Content, EventEnvelope, HistoryQuery, NewMessage, PageLimit, PresenceEvent,
     RoomEvent, RoomName, Seq, Username,
 };
-use fakes::{FakeBroadcaster, FakeClock, FakePresence, FakeStore};
+use fakes::{AnnouncingPresence, FakeBroadcaster, FakeClock, FakePresence, FakeStore};
 
 type TestChat = Chat<FakeStore, FakeBroadcaster, FakePresence, FakeClock>;
 type TestJoined = Joined<FakeStore, FakeBroadcaster, FakePresence, FakeClock>;
@@ -778,4 +778,63 @@ async fn history_and_rooms_listing() {
         [2]
     );
     assert!(before.has_more);
+}
+
+#[tokio::test]
+async fn a_registry_that_announces_changes_is_not_echoed() {
+    // A registry shared by several nodes publishes joins and leaves itself, atomically with
+    // the change; the chat must not publish them a second time.
+    let clock = FakeClock::default();
+    let store = FakeStore::new(clock.clone());
+    let broadcaster = FakeBroadcaster::default();
+    let presence = AnnouncingPresence {
+        inner: FakePresence::default(),
+        broadcaster: broadcaster.clone(),
+    };
+    let chat = Chat::new(
+        store,
+        broadcaster.clone(),
+        presence,
+        clock,
+        ChatSettings::default(),
+    );
+    let bob = chat
+        .join(room("general"), user("bob"), Start::DEFAULT)
+        .await
+        .unwrap();
+    let alice = chat
+        .join(room("general"), user("alice"), Start::DEFAULT)
+        .await
+        .unwrap();
+    assert_eq!(alice.welcome.online, vec![user("alice"), user("bob")]);
+    chat.set_typing(&room("general"), &user("alice"), true)
+        .await;
+    alice.session.leave().await;
+    let told: Vec<(PresenceEvent, String)> = broadcaster
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            RoomEvent::Presence {
+                event, username, ..
+            } => Some((*event, username.as_str().to_owned())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            (PresenceEvent::Join, "bob".to_owned()),
+            (PresenceEvent::Join, "alice".to_owned()),
+            (PresenceEvent::Leave, "alice".to_owned()),
+        ],
+        "each change told once, by the registry"
+    );
+    // The chat still ends the leaver's typing itself: typing is not the registry's.
+    let typing_ended = broadcaster.published.lock().unwrap().iter().any(|event| {
+        matches!(event, RoomEvent::Typing { username, is_typing: false, .. } if username.as_str() == "alice")
+    });
+    assert!(typing_ended);
+    drop(bob);
 }

@@ -66,9 +66,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// Where events are broadcast: `memory` (one node).
+    /// Where events and presence live: `memory` (one node) or `redis://host:port[/db]`
+    /// (several nodes sharing one Redis and one Postgres database are one service).
     #[arg(long, env = "BANTER_BROKER", default_value = "memory", value_parser = Broker::parse)]
     pub broker: Broker,
+
+    /// Prefix of banter's Redis keys and channels, so several services can share one Redis.
+    #[arg(long, env = "BANTER_REDIS_NAMESPACE", default_value = "banter", value_parser = parse_namespace)]
+    pub redis_namespace: String,
 
     /// `none` (clients say who they are) or `jwt` (HS256 bearer tokens; `sub` is the username).
     #[arg(long, env = "BANTER_AUTH", value_enum, default_value_t = Auth::None)]
@@ -125,11 +130,28 @@ impl Broker {
     fn parse(raw: &str) -> Result<Self, String> {
         if raw == "memory" {
             Ok(Broker::Memory)
-        } else if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+        } else if raw.starts_with("redis://") {
             Ok(Broker::Redis(raw.to_owned()))
+        } else if raw.starts_with("rediss://") {
+            Err("TLS to Redis (rediss://) is not built in; use redis:// on a trusted network or a TLS tunnel".to_owned())
         } else {
             Err(format!("expected `memory` or `redis://…`, got {raw:?}"))
         }
+    }
+}
+
+fn parse_namespace(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "expected 1–64 ASCII letters, digits or `-_.:`, got {raw:?}"
+        ))
     }
 }
 
@@ -260,5 +282,33 @@ mod tests {
         };
         assert!(args.http_settings().is_err());
         assert!(Cli::try_parse_from(["banter", "serve", "--broker", "kafka://x"]).is_err());
+    }
+
+    #[test]
+    fn broker_and_namespace_arguments() {
+        let cli = Cli::try_parse_from([
+            "banter",
+            "serve",
+            "--broker",
+            "redis://127.0.0.1:6379/2",
+            "--redis-namespace",
+            "chat-eu:1",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(
+            args.broker,
+            Broker::Redis("redis://127.0.0.1:6379/2".to_owned())
+        );
+        assert_eq!(args.redis_namespace, "chat-eu:1");
+        assert!(Cli::try_parse_from(["banter", "serve", "--broker", "rediss://x"]).is_err());
+        for bad in ["", "has space", "ünï", &"x".repeat(65)] {
+            assert!(
+                Cli::try_parse_from(["banter", "serve", "--redis-namespace", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -14,9 +14,11 @@ use std::time::Duration;
 use anyhow::Context;
 use banter_adapter_http::{app_state, install_metrics, router};
 use banter_adapter_memory::{MemoryBroadcaster, MemoryPresence, SystemClock};
+use banter_adapter_redis::{RedisBroadcaster, RedisConfig, RedisPresence};
 use banter_adapter_storage::{Store, StoreConfig};
-use banter_application::{Chat, ChatSettings, Ports};
+use banter_application::{Chat, ChatOf, ChatSettings, Ports};
 use clap::Parser;
+use metrics_exporter_prometheus::PrometheusHandle;
 use poem::listener::{Acceptor, Listener, TcpListener};
 
 use config::{Broker, Cli, Command, LogFormat, ServeArgs};
@@ -28,6 +30,16 @@ impl Ports for SingleNode {
     type Store = Store;
     type Broadcaster = MemoryBroadcaster;
     type Presence = MemoryPresence;
+    type Clock = SystemClock;
+}
+
+/// One of several nodes: messages in the shared database, events and presence in Redis.
+struct ClusterNode;
+
+impl Ports for ClusterNode {
+    type Store = Store;
+    type Broadcaster = RedisBroadcaster;
+    type Presence = RedisPresence;
     type Clock = SystemClock;
 }
 
@@ -86,12 +98,8 @@ async fn migrate(database_url: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Bad settings fail before anything is opened or created.
     let settings = args.http_settings()?;
-    if let Broker::Redis(url) = &args.broker {
-        anyhow::bail!(
-            "--broker {url}: this build has only the in-memory broker; run one node with --broker memory"
-        );
-    }
     let metrics = match install_metrics() {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -104,15 +112,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rate_limit: args.rate_limit.limit(),
         ..ChatSettings::default()
     };
-    let chat = Chat::new(
-        store.clone(),
-        MemoryBroadcaster::new(args.outbound_queue),
-        MemoryPresence::default(),
-        SystemClock::default(),
-        chat_settings,
-    );
-    let (state, shutdown) = app_state::<SingleNode>(chat.clone(), settings, metrics);
-    let background = spawn_background(chat, Arc::clone(&state));
+    let served = match &args.broker {
+        Broker::Memory => {
+            let chat = Chat::new(
+                store.clone(),
+                MemoryBroadcaster::new(args.outbound_queue),
+                MemoryPresence::default(),
+                SystemClock::default(),
+                chat_settings,
+            );
+            run::<SingleNode>(chat, &args, settings, metrics).await
+        }
+        Broker::Redis(url) => {
+            let config = RedisConfig {
+                namespace: args.redis_namespace.clone(),
+                outbound_queue: args.outbound_queue,
+                ..RedisConfig::new(url.clone())
+            };
+            let node_id = config.node_id.clone();
+            let (broadcaster, presence) = banter_adapter_redis::connect(config)
+                .await
+                .with_context(|| format!("cannot use the Redis broker at {url}"))?;
+            tracing::info!(node = %node_id, namespace = %args.redis_namespace, "joined the cluster through Redis");
+            let chat = Chat::new(
+                store.clone(),
+                broadcaster,
+                presence.clone(),
+                SystemClock::default(),
+                chat_settings,
+            );
+            let served = run::<ClusterNode>(chat, &args, settings, metrics).await;
+            // The sockets are closed by now; anything left (a drain that timed out) goes too,
+            // so the other nodes need not wait for this node's heartbeat to lapse.
+            if let Err(e) = presence.leave_cluster().await {
+                tracing::warn!(error = %e, "could not leave the cluster cleanly");
+            }
+            served
+        }
+    };
+    store.close().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves HTTP and WebSockets with `chat` until a signal, then drains.
+async fn run<P: Ports>(
+    chat: ChatOf<P>,
+    args: &ServeArgs,
+    settings: banter_adapter_http::HttpSettings,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
+    let (state, shutdown) = app_state::<P>(chat.clone(), settings, metrics);
+    let background = spawn_background::<P>(chat, Arc::clone(&state));
 
     let acceptor = TcpListener::bind(args.listen)
         .into_acceptor()
@@ -130,10 +182,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: closing WebSockets with 1001, finishing requests");
         shutdown.begin();
     };
-    poem::Server::new_with_acceptor(acceptor)
+    let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(router(Arc::clone(&state)), signal, Some(DRAIN_TIMEOUT))
         .await
-        .context("the HTTP server failed")?;
+        .context("the HTTP server failed");
 
     let left = state.slots.wait_until_empty(DRAIN_TIMEOUT).await;
     if left > 0 {
@@ -143,20 +195,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     background.abort();
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
+    served
 }
 
+/// How often presence is refreshed in a shared registry: three missed beats and the other
+/// nodes remove this node's users.
+const HEARTBEAT_INTERVAL: Duration = RedisConfig::HEARTBEAT_INTERVAL;
+
 /// Typing expiry, presence heartbeats and housekeeping, for as long as the server runs.
-fn spawn_background(
-    chat: banter_application::ChatOf<SingleNode>,
-    state: Arc<banter_adapter_http::AppState<SingleNode>>,
+fn spawn_background<P: Ports>(
+    chat: ChatOf<P>,
+    state: Arc<banter_adapter_http::AppState<P>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let expiry = chat.run_typing_expiry();
         let periodic = async {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
                 tick.tick().await;
                 if let Err(e) = chat.heartbeat().await {

@@ -139,6 +139,13 @@ pub enum PresenceError {
 
 /// Who is online where, counted in people (see [`crate::PresenceBook`]).
 pub trait PresenceRegistry: Send + Sync + Clone + 'static {
+    /// Whether [`connect`](Self::connect) and [`disconnect`](Self::disconnect) also tell the
+    /// room (publish its `join` or `leave` to the broadcaster's subscribers) atomically with
+    /// the change. A registry shared by several nodes must: two nodes could otherwise decide a
+    /// leave and a join in one order and publish them in the other. When `false`, the caller
+    /// publishes the change, under its own per-room ordering.
+    const ANNOUNCES_CHANGES: bool = false;
+
     /// Counts a new connection of `user` to `room`.
     ///
     /// # Errors

@@ -4,6 +4,9 @@
 //! ([`TestDatabase`]); whether a missing service fails the test or skips it is decided in one
 //! place ([`services_required`]).
 //!
+//! Redis tests get a namespace of their own ([`unique_namespace`]) on the server that
+//! [`redis_url`] checked, and a [`TcpProxy`] to make a broker disappear.
+//!
 //! May depend on: diesel, diesel-async (to create and drop databases) and tokio. Dev-only.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
@@ -110,6 +113,126 @@ impl TestDatabase {
             .execute(&mut admin)
             .await;
         }
+    }
+}
+
+/// The Redis server used when `BANTER_TEST_REDIS_URL` is not set.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The Redis server for tests, once it answered a `PING`; `None` when it does not answer and
+/// services are not required.
+pub async fn redis_url() -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url =
+        std::env::var("BANTER_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
+    let address = url
+        .strip_prefix("redis://")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(rest))
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    let ping = async {
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).await?;
+        if &answer == b"+PONG\r\n" {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("answered {answer:?}")))
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
+        Ok(Ok(())) => Some(url),
+        Ok(Err(e)) => {
+            missing_service("Redis", &format!("{url}: {e}"));
+            None
+        }
+        Err(_) => {
+            missing_service("Redis", &format!("{url}: no answer within 3 s"));
+            None
+        }
+    }
+}
+
+/// A Redis key namespace no other test (or test run) uses.
+pub fn unique_namespace(tag: &str) -> String {
+    format!(
+        "banter-test:{tag}:{}:{}:{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// A TCP proxy in front of a service, whose connections a test can cut (a broker that goes
+/// away) and whose listener it can stop and restart on the same port.
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    upstream: String,
+    accepting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a loopback port to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = TcpProxy {
+            addr: listener.local_addr().unwrap(),
+            upstream: upstream.to_owned(),
+            accepting: std::sync::Mutex::new(None),
+            connections: Default::default(),
+        };
+        proxy.accept_on(listener);
+        proxy
+    }
+
+    fn accept_on(&self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream.clone();
+        let connections = std::sync::Arc::clone(&self.connections);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections.lock().unwrap().push(relay);
+            }
+        });
+        *self.accepting.lock().unwrap() = Some(task);
+    }
+
+    /// Closes every open connection through the proxy; new ones are still accepted.
+    pub fn cut(&self) {
+        for relay in self.connections.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    /// Stops accepting and closes every connection: the service is gone.
+    pub fn stop(&self) {
+        if let Some(task) = self.accepting.lock().unwrap().take() {
+            task.abort();
+        }
+        self.cut();
+    }
+
+    /// Accepts again on the same port.
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.accept_on(listener);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

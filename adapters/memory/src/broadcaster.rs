@@ -36,6 +36,20 @@ impl MemoryBroadcaster {
     pub fn active_rooms(&self) -> usize {
         lock(&self.rooms).len()
     }
+
+    /// Whether anyone in this process is subscribed to `room`.
+    pub fn has_subscribers(&self, room: &RoomName) -> bool {
+        lock(&self.rooms)
+            .get(room)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
+    /// Ends every subscription: each gets what was already queued for it, then
+    /// [`SubscriptionError::Closed`]. Later subscriptions start afresh. For a broker that lost
+    /// its upstream: subscribers must start again from the store.
+    pub fn close_all(&self) {
+        lock(&self.rooms).clear();
+    }
 }
 
 impl Default for MemoryBroadcaster {
@@ -177,5 +191,22 @@ mod tests {
         assert_eq!(broadcaster.active_rooms(), 0);
         // Publishing to a room nobody listens to is fine.
         broadcaster.publish(typing("general", 1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_all_delivers_what_was_queued_then_closes() {
+        let broadcaster = MemoryBroadcaster::default();
+        let room = RoomName::parse("general").unwrap();
+        let mut old = broadcaster.subscribe(&room).await.unwrap();
+        broadcaster.publish(typing("general", 1)).await.unwrap();
+        assert!(broadcaster.has_subscribers(&room));
+        broadcaster.close_all();
+        assert!(!broadcaster.has_subscribers(&room));
+        assert_eq!(old.next().await.unwrap().event(), &typing("general", 1));
+        assert_eq!(old.next().await.unwrap_err(), SubscriptionError::Closed);
+        // A new subscription works as before.
+        let mut new = broadcaster.subscribe(&room).await.unwrap();
+        broadcaster.publish(typing("general", 2)).await.unwrap();
+        assert_eq!(new.next().await.unwrap().event(), &typing("general", 2));
     }
 }

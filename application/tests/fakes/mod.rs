@@ -13,8 +13,8 @@ use banter_domain::ports::{
 };
 use banter_domain::{
     Appended, EventEnvelope, HistoryPage, HistoryQuery, Message, NewMessage, OccupiedRoom,
-    OnlinePage, PageLimit, PresenceBook, PresenceChange, RoomEvent, RoomName, Seq, StoredRoom,
-    StoredRoomsPage, Timestamp, Username,
+    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, RoomEvent, RoomName, Seq,
+    StoredRoom, StoredRoomsPage, Timestamp, Username,
 };
 use tokio::sync::mpsc;
 
@@ -372,5 +372,77 @@ impl PresenceRegistry for FakePresence {
 
     async fn heartbeat(&self) -> Result<(), PresenceError> {
         self.check_up()
+    }
+}
+
+/// A registry that tells the room itself, as a registry shared by several nodes does
+/// ([`PresenceRegistry::ANNOUNCES_CHANGES`]): it publishes joins and leaves on the broadcaster.
+#[derive(Clone, Default)]
+pub struct AnnouncingPresence {
+    pub inner: FakePresence,
+    pub broadcaster: FakeBroadcaster,
+}
+
+impl AnnouncingPresence {
+    async fn announce(&self, room: &RoomName, user: &Username, change: PresenceChange) {
+        let (event, online_count) = match change {
+            PresenceChange::Joined { online_count } => (PresenceEvent::Join, online_count),
+            PresenceChange::Left { online_count } => (PresenceEvent::Leave, online_count),
+            PresenceChange::Unchanged { .. } => return,
+        };
+        self.broadcaster
+            .publish(RoomEvent::Presence {
+                room: room.clone(),
+                event,
+                username: user.clone(),
+                online_count,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+impl PresenceRegistry for AnnouncingPresence {
+    const ANNOUNCES_CHANGES: bool = true;
+
+    async fn connect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, PresenceError> {
+        let change = self.inner.connect(room, user).await?;
+        self.announce(room, user, change).await;
+        Ok(change)
+    }
+
+    async fn disconnect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, PresenceError> {
+        let change = self.inner.disconnect(room, user).await?;
+        self.announce(room, user, change).await;
+        Ok(change)
+    }
+
+    async fn online(
+        &self,
+        room: &RoomName,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<OnlinePage, PresenceError> {
+        self.inner.online(room, after, limit).await
+    }
+
+    async fn occupied_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<Vec<OccupiedRoom>, PresenceError> {
+        self.inner.occupied_rooms(after, limit).await
+    }
+
+    async fn heartbeat(&self) -> Result<(), PresenceError> {
+        self.inner.heartbeat().await
     }
 }

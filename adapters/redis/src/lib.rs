@@ -1,0 +1,127 @@
+//! # banter-adapter-redis
+//!
+//! The adapters that make several `banter` nodes one chat service: the [`RedisBroadcaster`]
+//! (events travel between nodes over Redis pub/sub, one channel per room, and inside a node
+//! through the in-memory fan-out) and the [`RedisPresence`] registry (people online, counted
+//! across nodes by Lua scripts that also announce joins and leaves, with per-node heartbeats so
+//! the users of a node that dies are removed).
+//!
+//! May depend on: `banter-domain`, `banter-adapter-memory` (the in-node fan-out), the `redis`
+//! client, tokio, serde_json, metrics (the facade) and tracing.
+
+mod broadcaster;
+mod presence;
+mod scripts;
+
+use std::time::Duration;
+
+pub use broadcaster::{RedisBroadcaster, RedisSubscription};
+pub use presence::RedisPresence;
+
+/// What can go wrong talking to Redis. Mapped to the ports' `Unavailable` errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisAdapterError {
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot reach Redis: {0}")]
+    Connect(String),
+    #[error("Redis command failed: {0}")]
+    Command(#[from] redis::RedisError),
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("unexpected answer from Redis: {0}")]
+    Protocol(String),
+}
+
+/// How a node connects to the shared Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel, so several banter services can share one Redis.
+    pub namespace: String,
+    /// This node's id in the presence registry; unique per process.
+    pub node_id: String,
+    /// How long a node may go without a heartbeat before the others remove its users.
+    pub dead_after: Duration,
+    /// How long one Redis command may take before it counts as a failure.
+    pub command_timeout: Duration,
+    /// Per-subscriber queue bound of the in-node fan-out.
+    pub outbound_queue: usize,
+}
+
+impl RedisConfig {
+    /// The namespace used when none is given.
+    pub const DEFAULT_NAMESPACE: &'static str = "banter";
+    /// A heartbeat every this often keeps a node alive.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+    /// Three missed heartbeats: a node's users are gone from `online` within
+    /// `dead_after + HEARTBEAT_INTERVAL` (20 s) of its death.
+    pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(15);
+
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: Self::DEFAULT_NAMESPACE.to_owned(),
+            node_id: new_node_id(),
+            dead_after: Self::DEFAULT_DEAD_AFTER,
+            command_timeout: Duration::from_secs(3),
+            outbound_queue: banter_adapter_memory::MemoryBroadcaster::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// A node id that no other process picks: the process id plus OS randomness (through the
+/// standard library's randomly keyed hasher).
+pub fn new_node_id() -> String {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{:x}-{:016x}", std::process::id(), random)
+}
+
+/// Connects both adapters to one Redis: the broadcaster and the presence registry share the
+/// command connection and the namespace, so presence announcements reach the broadcaster's
+/// subscribers.
+///
+/// # Errors
+/// [`RedisAdapterError`] when the URL is invalid or Redis does not answer.
+pub async fn connect(
+    config: RedisConfig,
+) -> Result<(RedisBroadcaster, RedisPresence), RedisAdapterError> {
+    let client =
+        redis::Client::open(config.url.as_str()).map_err(|e| RedisAdapterError::InvalidUrl {
+            url: config.url.clone(),
+            reason: e.to_string(),
+        })?;
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.command_timeout))
+        .set_response_timeout(Some(config.command_timeout));
+    let commands = tokio::time::timeout(
+        config.command_timeout,
+        client.get_connection_manager_with_config(manager_config),
+    )
+    .await
+    .map_err(|_| RedisAdapterError::Timeout(config.command_timeout))?
+    .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+    let broadcaster = RedisBroadcaster::new(client, commands.clone(), &config);
+    broadcaster.connect_link().await?;
+    let presence = RedisPresence::new(commands, &config);
+    presence.heartbeat_now().await?;
+    Ok((broadcaster, presence))
+}
+
+/// Runs `future` with the command timeout.
+async fn timed<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, redis::RedisError>>,
+) -> Result<T, RedisAdapterError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| RedisAdapterError::Timeout(limit))?
+        .map_err(RedisAdapterError::from)
+}
+
+/// The pub/sub channel of a room.
+fn room_channel(namespace: &str, room: &str) -> String {
+    format!("{namespace}:room:{room}")
+}

@@ -1,0 +1,390 @@
+//! Presence shared by every node, in Redis.
+//!
+//! Each node counts its own connections per user per room under its node id, and the scripts
+//! keep the room's totals: a user is online while any node holds a connection of theirs. Joins
+//! and leaves are announced by the scripts themselves (see [`crate::scripts`]).
+//!
+//! Nodes send a heartbeat every few seconds; each heartbeat also removes the nodes that went
+//! silent, with their users. The node keeps a copy of its own counts, so when Redis forgot it
+//! (a Redis restart, or a pause long enough to be declared dead) the next heartbeat puts its
+//! connections back. A connect or disconnect whose outcome the node never heard (Redis down,
+//! a timeout) is counted locally anyway and sent again, as an absolute count, by the next
+//! heartbeat: a connection that closed while Redis was away does not stay online forever.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use banter_domain::ports::{PresenceError, PresenceRegistry};
+use banter_domain::{OccupiedRoom, OnlinePage, PresenceChange, RoomName, Username};
+use redis::aio::ConnectionManager;
+
+use crate::scripts::{
+    CONNECT_SCRIPT, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT, OCCUPIED_SCRIPT,
+    ONLINE_SCRIPT, RESTORE_SCRIPT,
+};
+use crate::{RedisAdapterError, RedisConfig, timed};
+
+impl From<RedisAdapterError> for PresenceError {
+    fn from(e: RedisAdapterError) -> Self {
+        PresenceError::Unavailable {
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Connections of this node, per (room, user).
+type OwnCounts = HashMap<(RoomName, Username), u32>;
+
+/// What this node knows of its own presence.
+#[derive(Default)]
+struct Own {
+    counts: OwnCounts,
+    /// Keys whose last change may not have reached Redis.
+    unsynced: HashSet<(RoomName, Username)>,
+}
+
+/// Most (room, user) entries sent in one restore call.
+const RESTORE_CHUNK: usize = 500;
+
+struct Shared {
+    namespace: String,
+    node_id: String,
+    dead_after: Duration,
+    command_timeout: Duration,
+    own: Mutex<Own>,
+    /// Connects and disconnects take it shared; a restore takes it alone, so the copy it sends
+    /// matches what the scripts have counted.
+    restoring: tokio::sync::RwLock<()>,
+}
+
+/// The [`PresenceRegistry`] for several nodes. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisPresence {
+    shared: Arc<Shared>,
+    commands: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("namespace", &self.shared.namespace)
+            .field("node_id", &self.shared.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a connect or disconnect script answered: `{code, online count}`.
+fn change_from(answer: &[i64]) -> Result<PresenceChange, RedisAdapterError> {
+    let (code, count) = match answer {
+        [code, count] => (*code, u64::try_from(*count).unwrap_or(0)),
+        other => {
+            return Err(RedisAdapterError::Protocol(format!(
+                "presence script answered {other:?}"
+            )));
+        }
+    };
+    Ok(match code {
+        1 => PresenceChange::Joined {
+            online_count: count,
+        },
+        2 => PresenceChange::Left {
+            online_count: count,
+        },
+        _ => PresenceChange::Unchanged {
+            online_count: count,
+        },
+    })
+}
+
+fn protocol(e: impl std::fmt::Display) -> RedisAdapterError {
+    RedisAdapterError::Protocol(e.to_string())
+}
+
+/// A `ZRANGEBYLEX` start strictly after `name`, or from the beginning.
+fn lex_after(name: Option<&str>) -> String {
+    name.map_or_else(|| "-".to_owned(), |n| format!("({n}"))
+}
+
+impl RedisPresence {
+    pub(crate) fn new(commands: ConnectionManager, config: &RedisConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                namespace: config.namespace.clone(),
+                node_id: config.node_id.clone(),
+                dead_after: config.dead_after,
+                command_timeout: config.command_timeout,
+                own: Mutex::new(Own::default()),
+                restoring: tokio::sync::RwLock::new(()),
+            }),
+            commands,
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    fn own(&self) -> MutexGuard<'_, Own> {
+        // Map updates complete under the lock; a poisoned lock still holds consistent counts.
+        self.shared
+            .own
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refreshes this node, removes dead ones, and puts this node's connections back if Redis
+    /// had forgotten it.
+    ///
+    /// # Errors
+    /// [`RedisAdapterError`] when Redis does not answer.
+    pub async fn heartbeat_now(&self) -> Result<(), RedisAdapterError> {
+        let mut commands = self.commands.clone();
+        let dead_after_ms = u64::try_from(self.shared.dead_after.as_millis()).unwrap_or(u64::MAX);
+        let answer: Vec<i64> = timed(
+            self.shared.command_timeout,
+            HEARTBEAT_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(&self.shared.node_id)
+                .arg(dead_after_ms)
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        let (known, swept) = match answer.as_slice() {
+            [known, swept] => (*known == 1, *swept),
+            other => {
+                return Err(RedisAdapterError::Protocol(format!(
+                    "heartbeat answered {other:?}"
+                )));
+            }
+        };
+        if swept > 0 {
+            tracing::warn!(
+                connections = swept,
+                "removed the users of nodes that stopped sending heartbeats"
+            );
+        }
+        if !known || !self.own().unsynced.is_empty() {
+            self.restore(!known).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends this node's counts as absolute values: all of them when Redis forgot the node,
+    /// else those whose last change may not have arrived.
+    async fn restore(&self, everything: bool) -> Result<(), RedisAdapterError> {
+        let _alone = self.shared.restoring.write().await;
+        let (entries, unsynced): (Vec<((RoomName, Username), u32)>, _) = {
+            let mut own = self.own();
+            let unsynced = std::mem::take(&mut own.unsynced);
+            let mut entries: Vec<_> = unsynced
+                .iter()
+                .map(|key| (key.clone(), own.counts.get(key).copied().unwrap_or(0)))
+                .collect();
+            if everything {
+                entries.extend(
+                    own.counts
+                        .iter()
+                        .filter(|(key, _)| !unsynced.contains(*key))
+                        .map(|(key, count)| (key.clone(), *count)),
+                );
+            }
+            (entries, unsynced)
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            entries = entries.len(),
+            forgotten = everything,
+            "sending this node's presence to Redis again"
+        );
+        let sent = self.send_counts(&entries).await;
+        if sent.is_err() {
+            // Try again at the next heartbeat.
+            self.own().unsynced.extend(unsynced);
+        }
+        sent
+    }
+
+    async fn send_counts(
+        &self,
+        entries: &[((RoomName, Username), u32)],
+    ) -> Result<(), RedisAdapterError> {
+        let mut commands = self.commands.clone();
+        for chunk in entries.chunks(RESTORE_CHUNK) {
+            let mut invocation = RESTORE_SCRIPT.prepare_invoke();
+            invocation
+                .arg(&self.shared.namespace)
+                .arg(&self.shared.node_id);
+            for ((room, user), count) in chunk {
+                invocation.arg(room.as_str()).arg(user.as_str()).arg(*count);
+            }
+            let _: i64 = timed(
+                self.shared.command_timeout,
+                invocation.invoke_async(&mut commands),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes this node and its remaining connections (announcing the leaves): for a clean
+    /// shutdown, so the others need not wait for the heartbeat to lapse.
+    ///
+    /// # Errors
+    /// [`RedisAdapterError`] when Redis does not answer.
+    pub async fn leave_cluster(&self) -> Result<(), RedisAdapterError> {
+        let mut commands = self.commands.clone();
+        let _: i64 = timed(
+            self.shared.command_timeout,
+            LEAVE_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(&self.shared.node_id)
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        let mut own = self.own();
+        own.counts.clear();
+        own.unsynced.clear();
+        Ok(())
+    }
+
+    async fn change(
+        &self,
+        connecting: bool,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, RedisAdapterError> {
+        let _shared = self.shared.restoring.read().await;
+        let script = if connecting {
+            &*CONNECT_SCRIPT
+        } else {
+            &*DISCONNECT_SCRIPT
+        };
+        let mut commands = self.commands.clone();
+        let answer = timed(
+            self.shared.command_timeout,
+            script
+                .arg(&self.shared.namespace)
+                .arg(&self.shared.node_id)
+                .arg(room.as_str())
+                .arg(user.as_str())
+                .invoke_async::<Vec<i64>>(&mut commands),
+        )
+        .await;
+        let change = answer.and_then(|answer| change_from(&answer));
+        let key = (room.clone(), user.clone());
+        let mut own = self.own();
+        match (&change, connecting) {
+            (Ok(_), true) => *own.counts.entry(key).or_insert(0) += 1,
+            // A refused connection is not opened; Redis may have counted it all the same.
+            (Err(_), true) => {
+                own.unsynced.insert(key);
+            }
+            (result, false) => {
+                if let Some(count) = own.counts.get_mut(&key) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        own.counts.remove(&key);
+                    }
+                }
+                // The connection is gone whatever Redis heard; make sure it hears it.
+                if result.is_err() {
+                    own.unsynced.insert(key);
+                }
+            }
+        }
+        change
+    }
+}
+
+impl PresenceRegistry for RedisPresence {
+    const ANNOUNCES_CHANGES: bool = true;
+
+    async fn connect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, PresenceError> {
+        Ok(self.change(true, room, user).await?)
+    }
+
+    async fn disconnect(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> Result<PresenceChange, PresenceError> {
+        Ok(self.change(false, room, user).await?)
+    }
+
+    async fn online(
+        &self,
+        room: &RoomName,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<OnlinePage, PresenceError> {
+        let mut commands = self.commands.clone();
+        let answer: Vec<redis::Value> = timed(
+            self.shared.command_timeout,
+            ONLINE_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(room.as_str())
+                .arg(lex_after(after.map(Username::as_str)))
+                .arg(limit.saturating_add(1))
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        let mut values = answer.into_iter();
+        let online_count: u64 = match values.next() {
+            Some(value) => redis::from_redis_value(value).map_err(protocol)?,
+            None => 0,
+        };
+        let mut users = Vec::new();
+        for value in values {
+            let name: String = redis::from_redis_value(value).map_err(protocol)?;
+            let user = Username::parse(&name).map_err(|e| {
+                RedisAdapterError::Protocol(format!("stored username {name:?}: {e}"))
+            })?;
+            users.push(user);
+        }
+        let has_more = users.len() > limit;
+        users.truncate(limit);
+        Ok(OnlinePage {
+            users,
+            online_count,
+            has_more,
+        })
+    }
+
+    async fn occupied_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<Vec<OccupiedRoom>, PresenceError> {
+        let mut commands = self.commands.clone();
+        let answer: Vec<(String, u64)> = timed(
+            self.shared.command_timeout,
+            OCCUPIED_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(lex_after(after.map(RoomName::as_str)))
+                .arg(limit)
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        answer
+            .into_iter()
+            .map(|(name, online_count)| {
+                let room = RoomName::parse(&name).map_err(|e| {
+                    RedisAdapterError::Protocol(format!("stored room {name:?}: {e}"))
+                })?;
+                Ok(OccupiedRoom { room, online_count })
+            })
+            .collect::<Result<_, RedisAdapterError>>()
+            .map_err(PresenceError::from)
+    }
+
+    async fn heartbeat(&self) -> Result<(), PresenceError> {
+        Ok(self.heartbeat_now().await?)
+    }
+}

@@ -1,0 +1,200 @@
+//! The Lua scripts that keep presence in Redis. Each runs atomically on the server, so a
+//! decision (first connection, last connection, a dead node's users) and its announcement on
+//! the room's channel happen in one step: every subscriber sees joins and leaves in the order
+//! Redis decided them, whichever node caused them.
+//!
+//! Keys, under the namespace `P` (default `banter`):
+//! - `P:nodes` — sorted set, node id → last heartbeat (Redis server time, ms);
+//! - `P:node:<node>:rooms` — set of rooms where the node has connections;
+//! - `P:node:<node>:room:<room>` — hash, user → the node's connections of that user;
+//! - `P:users:<room>` — hash, user → connections on all nodes;
+//! - `P:online:<room>` — sorted set (all scores 0, so ordered by bytes), the online users;
+//! - `P:rooms` — sorted set (scores 0), rooms with someone online;
+//! - `P:room:<room>` — the room's pub/sub channel (events as JSON `RoomEvent`s).
+//!
+//! Keys are built inside the scripts, so Redis Cluster is not supported (one server or a
+//! primary with replicas is).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Shared helpers, prepended to the scripts that change presence.
+///
+/// `drop_user` takes `n` connections of `user` off the room's total and announces a leave when
+/// none are left; returns `{2, count}` for a leave, `{0, count}` otherwise.
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local function announce(room, event, user, count)
+  redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
+    kind = 'presence', room = room, event = event, username = user, online_count = count }))
+end
+local function add_user(room, user, n)
+  local total = redis.call('HINCRBY', P .. ':users:' .. room, user, n)
+  local online = P .. ':online:' .. room
+  if total == n then
+    redis.call('ZADD', online, 0, user)
+    redis.call('ZADD', P .. ':rooms', 0, room)
+    local count = redis.call('ZCARD', online)
+    announce(room, 'join', user, count)
+    return {1, count}
+  end
+  return {0, redis.call('ZCARD', online)}
+end
+local function drop_user(room, user, n)
+  local users = P .. ':users:' .. room
+  local online = P .. ':online:' .. room
+  local total = redis.call('HINCRBY', users, user, -n)
+  if total > 0 then
+    return {0, redis.call('ZCARD', online)}
+  end
+  redis.call('HDEL', users, user)
+  redis.call('ZREM', online, user)
+  local count = redis.call('ZCARD', online)
+  if count == 0 then
+    redis.call('ZREM', P .. ':rooms', room)
+    redis.call('DEL', users)
+  end
+  announce(room, 'leave', user, count)
+  return {2, count}
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
+/// ARGV: namespace, node, room, user. Returns `{1 joined | 0 unchanged, online count}`.
+const CONNECT: &str = r#"
+local node, room, user = ARGV[2], ARGV[3], ARGV[4]
+redis.call('HINCRBY', P .. ':node:' .. node .. ':room:' .. room, user, 1)
+redis.call('SADD', P .. ':node:' .. node .. ':rooms', room)
+return add_user(room, user, 1)
+"#;
+
+/// ARGV: namespace, node, room, user. Returns `{2 left | 0 unchanged, online count}`. A
+/// connection this node does not hold (already swept as dead) changes nothing.
+const DISCONNECT: &str = r#"
+local node, room, user = ARGV[2], ARGV[3], ARGV[4]
+local mine_key = P .. ':node:' .. node .. ':room:' .. room
+local mine = tonumber(redis.call('HGET', mine_key, user) or '0')
+if mine <= 0 then
+  return {0, redis.call('ZCARD', P .. ':online:' .. room)}
+end
+if mine == 1 then
+  redis.call('HDEL', mine_key, user)
+  if redis.call('HLEN', mine_key) == 0 then
+    redis.call('SREM', P .. ':node:' .. node .. ':rooms', room)
+  end
+else
+  redis.call('HINCRBY', mine_key, user, -1)
+end
+return drop_user(room, user, 1)
+"#;
+
+/// ARGV: namespace, node, dead-after ms. Refreshes the node, then removes every node silent
+/// for longer than dead-after, with its connections (announcing the leaves). Returns
+/// `{1 if the node was known | 0, connections swept}`.
+const HEARTBEAT: &str = r#"
+local node, dead_after = ARGV[2], tonumber(ARGV[3])
+local nodes = P .. ':nodes'
+local now = now_ms()
+local known = redis.call('ZSCORE', nodes, node)
+redis.call('ZADD', nodes, now, node)
+local swept = 0
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_after)) do
+  local rooms_key = P .. ':node:' .. dead .. ':rooms'
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local mine_key = P .. ':node:' .. dead .. ':room:' .. room
+    local entries = redis.call('HGETALL', mine_key)
+    for i = 1, #entries, 2 do
+      drop_user(room, entries[i], tonumber(entries[i + 1]))
+      swept = swept + 1
+    end
+    redis.call('DEL', mine_key)
+  end
+  redis.call('DEL', rooms_key)
+  redis.call('ZREM', nodes, dead)
+end
+if known then return {1, swept} end
+return {0, swept}
+"#;
+
+/// ARGV: namespace, node, then (room, user, connections) triples. Sets the node's counts to
+/// what the node knows it holds: after Redis forgot it (a restart, or the node was swept while
+/// it was only slow), or after a change whose outcome the node never heard (a timeout).
+/// Announces the joins and leaves this causes.
+const RESTORE: &str = r#"
+local node = ARGV[2]
+for i = 3, #ARGV, 3 do
+  local room, user, want = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local mine_key = P .. ':node:' .. node .. ':room:' .. room
+  local have = tonumber(redis.call('HGET', mine_key, user) or '0')
+  if want ~= have then
+    if want > 0 then
+      redis.call('HSET', mine_key, user, want)
+      redis.call('SADD', P .. ':node:' .. node .. ':rooms', room)
+    else
+      redis.call('HDEL', mine_key, user)
+      if redis.call('HLEN', mine_key) == 0 then
+        redis.call('SREM', P .. ':node:' .. node .. ':rooms', room)
+      end
+    end
+    if want > have then
+      add_user(room, user, want - have)
+    else
+      drop_user(room, user, have - want)
+    end
+  end
+end
+return 0
+"#;
+
+/// ARGV: namespace, node. Removes the node and its connections (a clean shutdown).
+const LEAVE: &str = r#"
+local node = ARGV[2]
+local rooms_key = P .. ':node:' .. node .. ':rooms'
+for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+  local mine_key = P .. ':node:' .. node .. ':room:' .. room
+  local entries = redis.call('HGETALL', mine_key)
+  for i = 1, #entries, 2 do
+    drop_user(room, entries[i], tonumber(entries[i + 1]))
+  end
+  redis.call('DEL', mine_key)
+end
+redis.call('DEL', rooms_key)
+redis.call('ZREM', P .. ':nodes', node)
+return 0
+"#;
+
+/// ARGV: namespace, room, lex start (`-` or `(name`), count. Returns `{online count, names…}`.
+const ONLINE: &str = r#"
+local P, room, start, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local online = P .. ':online:' .. room
+local names = redis.call('ZRANGEBYLEX', online, start, '+', 'LIMIT', 0, count)
+table.insert(names, 1, redis.call('ZCARD', online))
+return names
+"#;
+
+/// ARGV: namespace, lex start, count. Returns `{room, count, room, count, …}`.
+const OCCUPIED: &str = r#"
+local P, start, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for _, room in ipairs(redis.call('ZRANGEBYLEX', P .. ':rooms', start, '+', 'LIMIT', 0, count)) do
+  table.insert(out, room)
+  table.insert(out, redis.call('ZCARD', P .. ':online:' .. room))
+end
+return out
+"#;
+
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+pub(crate) static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(CONNECT));
+pub(crate) static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(DISCONNECT));
+pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(HEARTBEAT));
+pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(RESTORE));
+pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(LEAVE));
+pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
+pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));

@@ -1,0 +1,567 @@
+//! The broadcaster and presence ports' contract, run against the in-memory adapters and the
+//! Redis ones (each "node" a separate connection to the same Redis namespace), plus what only
+//! a shared broker has: announcements, dead nodes, a forgetful Redis, a lost link.
+//!
+//! Redis comes from `BANTER_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); without it the
+//! Redis cases skip with a notice unless `BANTER_REQUIRE_SERVICES=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use banter_adapter_memory::{MemoryBroadcaster, MemoryPresence};
+use banter_adapter_redis::{RedisBroadcaster, RedisConfig, RedisPresence};
+use banter_domain::ports::{
+    EventBroadcaster, EventSubscription, PresenceRegistry, SubscriptionError,
+};
+use banter_domain::{PresenceChange, PresenceEvent, RoomEvent, RoomName, Username};
+
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// Each subscriber's queue bound, on both backends.
+const QUEUE: usize = 256;
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+fn user(name: &str) -> Username {
+    Username::parse(name).unwrap()
+}
+
+fn typing(room_name: &str, n: usize) -> RoomEvent {
+    RoomEvent::Typing {
+        room: room(room_name),
+        username: user(&format!("user{n}")),
+        is_typing: true,
+    }
+}
+
+async fn next<S: EventSubscription>(subscription: &mut S) -> RoomEvent {
+    tokio::time::timeout(PROMPTLY, subscription.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("an event, not an error")
+        .event()
+        .clone()
+}
+
+async fn quiet<S: EventSubscription>(subscription: &mut S) {
+    if let Ok(result) = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await
+    {
+        panic!("expected nothing, got {result:?}");
+    }
+}
+
+/// One broker seen from several nodes.
+trait Cluster {
+    type B: EventBroadcaster;
+    type P: PresenceRegistry;
+    async fn node(&mut self) -> (Self::B, Self::P);
+}
+
+struct Memory {
+    broadcaster: MemoryBroadcaster,
+    presence: MemoryPresence,
+}
+
+impl Cluster for Memory {
+    type B = MemoryBroadcaster;
+    type P = MemoryPresence;
+    async fn node(&mut self) -> (MemoryBroadcaster, MemoryPresence) {
+        (self.broadcaster.clone(), self.presence.clone())
+    }
+}
+
+struct Redis {
+    url: String,
+    namespace: String,
+    outbound_queue: usize,
+    dead_after: Duration,
+}
+
+impl Redis {
+    async fn new(tag: &str) -> Option<Redis> {
+        Some(Redis {
+            url: banter_testkit::redis_url().await?,
+            namespace: banter_testkit::unique_namespace(tag),
+            outbound_queue: QUEUE,
+            dead_after: RedisConfig::DEFAULT_DEAD_AFTER,
+        })
+    }
+
+    fn config(&self) -> RedisConfig {
+        RedisConfig {
+            namespace: self.namespace.clone(),
+            outbound_queue: self.outbound_queue,
+            dead_after: self.dead_after,
+            ..RedisConfig::new(self.url.clone())
+        }
+    }
+}
+
+impl Cluster for Redis {
+    type B = RedisBroadcaster;
+    type P = RedisPresence;
+    async fn node(&mut self) -> (RedisBroadcaster, RedisPresence) {
+        banter_adapter_redis::connect(self.config()).await.unwrap()
+    }
+}
+
+// ---------- the broadcaster contract ----------
+
+async fn events_reach_every_node_in_order(cluster: &mut impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut on_a = a.subscribe(&room("general")).await.unwrap();
+    let mut on_b = b.subscribe(&room("general")).await.unwrap();
+    let mut other_room = b.subscribe(&room("other")).await.unwrap();
+    // Published right after the subscriptions returned, from both nodes in turn: all arrive,
+    // in the order they were published.
+    for n in 0..100 {
+        let publisher = if n % 2 == 0 { &a } else { &b };
+        publisher.publish(typing("general", n)).await.unwrap();
+    }
+    for n in 0..100 {
+        assert_eq!(next(&mut on_a).await, typing("general", n));
+        assert_eq!(next(&mut on_b).await, typing("general", n));
+    }
+    quiet(&mut other_room).await;
+    // And the other way round.
+    b.publish(typing("other", 7)).await.unwrap();
+    assert_eq!(next(&mut other_room).await, typing("other", 7));
+    quiet(&mut on_a).await;
+}
+
+async fn events_before_subscribing_are_not_received(cluster: &mut impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    a.publish(typing("early", 1)).await.unwrap();
+    let mut late = b.subscribe(&room("early")).await.unwrap();
+    a.publish(typing("early", 2)).await.unwrap();
+    assert_eq!(next(&mut late).await, typing("early", 2));
+}
+
+async fn a_room_can_be_left_and_followed_again(cluster: &mut impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let first = b.subscribe(&room("again")).await.unwrap();
+    drop(first);
+    // An event for a room nobody on b follows any more (b may unsubscribe lazily now).
+    a.publish(typing("again", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = b.subscribe(&room("again")).await.unwrap();
+    a.publish(typing("again", 2)).await.unwrap();
+    assert_eq!(next(&mut second).await, typing("again", 2));
+    assert!(a.check().await.is_ok() && b.check().await.is_ok());
+}
+
+async fn a_slow_subscriber_lags_alone(cluster: &mut impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut slow = b.subscribe(&room("busy")).await.unwrap();
+    let mut fast = b.subscribe(&room("busy")).await.unwrap();
+    // The queue holds QUEUE events; the slow one reads none of these.
+    for n in 0..QUEUE + 10 {
+        a.publish(typing("busy", n)).await.unwrap();
+        assert_eq!(next(&mut fast).await, typing("busy", n));
+    }
+    let lagged = tokio::time::timeout(PROMPTLY, slow.next()).await.unwrap();
+    assert!(
+        matches!(lagged, Err(SubscriptionError::Lagged { missed: 10 })),
+        "{lagged:?}"
+    );
+}
+
+// ---------- the presence contract ----------
+
+async fn presence_counts_people_across_nodes(cluster: &mut impl Cluster) {
+    let (_, a) = cluster.node().await;
+    let (_, b) = cluster.node().await;
+    let general = room("general");
+    let (alice, bob) = (user("alice"), user("bob"));
+    assert_eq!(
+        a.connect(&general, &alice).await.unwrap(),
+        PresenceChange::Joined { online_count: 1 }
+    );
+    assert_eq!(
+        b.connect(&general, &alice).await.unwrap(),
+        PresenceChange::Unchanged { online_count: 1 },
+        "a second tab on another node is the same person"
+    );
+    assert_eq!(
+        b.connect(&general, &bob).await.unwrap(),
+        PresenceChange::Joined { online_count: 2 }
+    );
+    assert_eq!(
+        a.disconnect(&general, &alice).await.unwrap(),
+        PresenceChange::Unchanged { online_count: 2 }
+    );
+    let page = a.online(&general, None, 10).await.unwrap();
+    assert_eq!(page.users, vec![alice.clone(), bob.clone()]);
+    assert_eq!(
+        b.disconnect(&general, &alice).await.unwrap(),
+        PresenceChange::Left { online_count: 1 }
+    );
+    assert_eq!(
+        b.disconnect(&general, &bob).await.unwrap(),
+        PresenceChange::Left { online_count: 0 }
+    );
+    assert!(a.occupied_rooms(None, 10).await.unwrap().is_empty());
+}
+
+async fn online_lists_are_sorted_and_paged(cluster: &mut impl Cluster) {
+    let (_, a) = cluster.node().await;
+    let (_, b) = cluster.node().await;
+    let names = ["zoe", "Émile", "bob", "alice", "名前", "carol"];
+    for (i, name) in names.iter().enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.connect(&room("paged"), &user(name)).await.unwrap();
+    }
+    b.connect(&room("another"), &user("x")).await.unwrap();
+    let first = a.online(&room("paged"), None, 4).await.unwrap();
+    assert_eq!(first.online_count, 6);
+    assert_eq!(
+        first.users,
+        ["alice", "bob", "carol", "zoe"].map(user).to_vec(),
+        "code-point order"
+    );
+    assert!(first.has_more);
+    let rest = b
+        .online(&room("paged"), Some(&user("zoe")), 4)
+        .await
+        .unwrap();
+    assert_eq!(rest.users, ["Émile", "名前"].map(user).to_vec());
+    assert!(!rest.has_more);
+    let empty = a.online(&room("nobody"), None, 4).await.unwrap();
+    assert_eq!((empty.users.len(), empty.online_count), (0, 0));
+
+    let rooms = a.occupied_rooms(None, 10).await.unwrap();
+    let listed: Vec<(&str, u64)> = rooms
+        .iter()
+        .map(|r| (r.room.as_str(), r.online_count))
+        .collect();
+    assert_eq!(listed, vec![("another", 1), ("paged", 6)]);
+    let after = a.occupied_rooms(Some(&room("another")), 1).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].room, room("paged"));
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let mut cluster = Memory {
+                        broadcaster: MemoryBroadcaster::new(QUEUE),
+                        presence: MemoryPresence::default(),
+                    };
+                    super::$case(&mut cluster).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(mut cluster) = Redis::new(stringify!($case)).await else {
+                        return;
+                    };
+                    super::$case(&mut cluster).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    events_reach_every_node_in_order,
+    events_before_subscribing_are_not_received,
+    a_room_can_be_left_and_followed_again,
+    a_slow_subscriber_lags_alone,
+    presence_counts_people_across_nodes,
+    online_lists_are_sorted_and_paged,
+);
+
+// ---------- only a shared broker ----------
+
+/// Next presence event on `subscription`, skipping nothing: it must be the next event.
+async fn presence_event(subscription: &mut impl EventSubscription) -> (PresenceEvent, String, u64) {
+    match next(subscription).await {
+        RoomEvent::Presence {
+            event,
+            username,
+            online_count,
+            ..
+        } => (event, username.as_str().to_owned(), online_count),
+        other => panic!("expected a presence event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn joins_and_leaves_are_announced_by_the_registry() {
+    let Some(mut cluster) = Redis::new("announced").await else {
+        return;
+    };
+    const { assert!(<RedisPresence as PresenceRegistry>::ANNOUNCES_CHANGES) };
+    let (a_events, a) = cluster.node().await;
+    let (_, b) = cluster.node().await;
+    let mut watcher = a_events.subscribe(&room("general")).await.unwrap();
+    a.connect(&room("general"), &user("alice")).await.unwrap();
+    b.connect(&room("general"), &user("alice")).await.unwrap();
+    b.connect(&room("general"), &user("bob")).await.unwrap();
+    a.disconnect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    b.disconnect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Join, "alice".to_owned(), 1)
+    );
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Join, "bob".to_owned(), 2)
+    );
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Leave, "alice".to_owned(), 1)
+    );
+    quiet(&mut watcher).await;
+}
+
+#[tokio::test]
+async fn the_users_of_a_silent_node_are_removed_by_the_others() {
+    let Some(mut cluster) = Redis::new("dead-node").await else {
+        return;
+    };
+    cluster.dead_after = Duration::from_secs(2);
+    let (events, survivor) = cluster.node().await;
+    let (_, doomed) = cluster.node().await;
+    let mut watcher = events.subscribe(&room("general")).await.unwrap();
+    survivor
+        .connect(&room("general"), &user("bob"))
+        .await
+        .unwrap();
+    doomed
+        .connect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    doomed
+        .connect(&room("general"), &user("bob"))
+        .await
+        .unwrap();
+    assert_eq!(presence_event(&mut watcher).await.1, "bob");
+    assert_eq!(presence_event(&mut watcher).await.1, "alice");
+    // The doomed node stops sending heartbeats; the survivor keeps going.
+    drop(doomed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    survivor.heartbeat().await.unwrap();
+    let still = survivor.online(&room("general"), None, 10).await.unwrap();
+    assert_eq!(still.online_count, 2, "not dead yet");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    survivor.heartbeat().await.unwrap();
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Leave, "alice".to_owned(), 1)
+    );
+    let left = survivor.online(&room("general"), None, 10).await.unwrap();
+    assert_eq!(
+        left.users,
+        vec![user("bob")],
+        "bob is still on the survivor"
+    );
+    quiet(&mut watcher).await;
+}
+
+#[tokio::test]
+async fn a_node_puts_its_users_back_when_redis_forgot_them() {
+    let Some(mut cluster) = Redis::new("forgotten").await else {
+        return;
+    };
+    let (events, node) = cluster.node().await;
+    node.connect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    node.connect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    node.connect(&room("lobby"), &user("bob")).await.unwrap();
+    // Redis restarts empty (it keeps nothing on disk): every key of the namespace is gone.
+    let client = ::redis::Client::open(cluster.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{}:*", cluster.namespace))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: i64 = ::redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.online(&room("general"), None, 10)
+            .await
+            .unwrap()
+            .online_count,
+        0
+    );
+    let mut watcher = events.subscribe(&room("general")).await.unwrap();
+    node.heartbeat().await.unwrap();
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Join, "alice".to_owned(), 1)
+    );
+    let rooms = node.occupied_rooms(None, 10).await.unwrap();
+    assert_eq!(rooms.len(), 2);
+    // Both of alice's connections were put back: one disconnect does not make her leave.
+    assert_eq!(
+        node.disconnect(&room("general"), &user("alice"))
+            .await
+            .unwrap(),
+        PresenceChange::Unchanged { online_count: 1 }
+    );
+    assert_eq!(
+        node.disconnect(&room("general"), &user("alice"))
+            .await
+            .unwrap(),
+        PresenceChange::Left { online_count: 0 }
+    );
+}
+
+#[tokio::test]
+async fn leaving_the_cluster_removes_the_nodes_users() {
+    let Some(mut cluster) = Redis::new("leaving").await else {
+        return;
+    };
+    let (_, staying) = cluster.node().await;
+    let (_, leaving) = cluster.node().await;
+    staying
+        .connect(&room("general"), &user("bob"))
+        .await
+        .unwrap();
+    leaving
+        .connect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    leaving.leave_cluster().await.unwrap();
+    let page = staying.online(&room("general"), None, 10).await.unwrap();
+    assert_eq!(page.users, vec![user("bob")]);
+    // The connection closing afterwards was already removed: it changes nothing, and above
+    // all does not take away someone else's count.
+    staying
+        .connect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        leaving
+            .disconnect(&room("general"), &user("alice"))
+            .await
+            .unwrap(),
+        PresenceChange::Unchanged { online_count: 2 }
+    );
+}
+
+#[tokio::test]
+async fn losing_the_link_closes_subscriptions_and_a_new_link_follows() {
+    let Some(cluster) = Redis::new("link").await else {
+        return;
+    };
+    let upstream = cluster.url.trim_start_matches("redis://").to_owned();
+    let proxy = banter_testkit::TcpProxy::start(&upstream).await;
+    let through_proxy = RedisConfig {
+        url: format!("redis://{}", proxy.addr),
+        ..cluster.config()
+    };
+    let (node, _) = banter_adapter_redis::connect(through_proxy).await.unwrap();
+    let (other, _) = banter_adapter_redis::connect(cluster.config())
+        .await
+        .unwrap();
+    let mut subscription = node.subscribe(&room("general")).await.unwrap();
+    other.publish(typing("general", 1)).await.unwrap();
+    assert_eq!(next(&mut subscription).await, typing("general", 1));
+
+    // The broker goes away: the subscription ends rather than silently missing events.
+    proxy.stop();
+    let ended = tokio::time::timeout(PROMPTLY, subscription.next())
+        .await
+        .unwrap();
+    assert_eq!(ended.unwrap_err(), SubscriptionError::Closed);
+    assert!(node.check().await.is_err(), "not ready without a broker");
+    assert!(node.subscribe(&room("general")).await.is_err());
+
+    // It comes back: readiness returns and new subscriptions work.
+    proxy.resume().await;
+    let mut ready = false;
+    for _ in 0..50 {
+        if node.check().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once Redis is back");
+    let mut again = node.subscribe(&room("general")).await.unwrap();
+    other.publish(typing("general", 2)).await.unwrap();
+    assert_eq!(next(&mut again).await, typing("general", 2));
+}
+
+#[tokio::test]
+async fn a_disconnect_while_redis_is_away_is_sent_again_by_the_next_heartbeat() {
+    let Some(cluster) = Redis::new("unsynced").await else {
+        return;
+    };
+    let upstream = cluster.url.trim_start_matches("redis://").to_owned();
+    let proxy = banter_testkit::TcpProxy::start(&upstream).await;
+    let through_proxy = RedisConfig {
+        url: format!("redis://{}", proxy.addr),
+        ..cluster.config()
+    };
+    let (_, node) = banter_adapter_redis::connect(through_proxy).await.unwrap();
+    let (events, observer) = banter_adapter_redis::connect(cluster.config())
+        .await
+        .unwrap();
+    let mut watcher = events.subscribe(&room("general")).await.unwrap();
+    node.connect(&room("general"), &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(presence_event(&mut watcher).await.0, PresenceEvent::Join);
+
+    proxy.stop();
+    assert!(
+        node.disconnect(&room("general"), &user("alice"))
+            .await
+            .is_err(),
+        "Redis is away"
+    );
+    assert_eq!(
+        observer
+            .online(&room("general"), None, 10)
+            .await
+            .unwrap()
+            .online_count,
+        1,
+        "Redis never heard of the disconnect"
+    );
+    proxy.resume().await;
+    let mut synced = false;
+    for _ in 0..50 {
+        if node.heartbeat().await.is_ok() {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(synced, "a heartbeat got through once Redis was back");
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Leave, "alice".to_owned(), 0)
+    );
+    assert!(observer.occupied_rooms(None, 10).await.unwrap().is_empty());
+}

@@ -1,0 +1,325 @@
+//! Several `banter serve` processes sharing one Postgres database and one Redis broker are one
+//! chat service (CONTRACT, "Command line"): guarantees 1–4 across nodes, and the users of a
+//! node that dies disappear from `online` within 30 seconds.
+//!
+//! Every test gets its own Postgres database and Redis namespace. Without Postgres or Redis the
+//! tests skip with a notice, unless `BANTER_REQUIRE_SERVICES=1` (CI), where they fail.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Database, TestServer, WsClient, connect, get_json, http};
+
+/// The shared services of one test cluster.
+struct Cluster {
+    database: banter_testkit::TestDatabase,
+    broker: String,
+    namespace: String,
+}
+
+impl Cluster {
+    async fn new(tag: &str) -> Option<Cluster> {
+        let broker = banter_testkit::redis_url().await?;
+        let database = banter_testkit::TestDatabase::create().await?;
+        Some(Cluster {
+            database,
+            broker,
+            namespace: banter_testkit::unique_namespace(tag),
+        })
+    }
+
+    /// Starts one more node, talking to Redis at `broker` (the real one unless a test puts
+    /// a proxy in between).
+    async fn node_via(&self, broker: &str) -> TestServer {
+        let database = Database {
+            url: self.database.url.clone(),
+            dir: None,
+        };
+        TestServer::start_on(
+            &database,
+            &[
+                "--broker",
+                broker,
+                "--redis-namespace",
+                &self.namespace,
+                "--rate-limit",
+                "off",
+            ],
+            &[],
+        )
+        .await
+    }
+
+    async fn node(&self) -> TestServer {
+        self.node_via(&self.broker).await
+    }
+}
+
+/// Chat messages until `count` arrived, skipping presence and typing frames.
+async fn messages(client: &mut WsClient, count: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let frame = client.recv().await;
+        if frame["type"] == "chat_message" {
+            got.push(frame["message"].clone());
+        }
+    }
+    got
+}
+
+/// The next presence frame, skipping typing frames.
+async fn presence_frame(client: &mut WsClient) -> Value {
+    client.recv_type("presence").await
+}
+
+#[tokio::test]
+async fn messages_posted_on_every_node_reach_every_node_in_order_without_gaps() {
+    let Some(cluster) = Cluster::new("order").await else {
+        return;
+    };
+    let nodes = [
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    ];
+    let mut listeners = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        listeners.push(
+            connect(node, "general", &format!("listener{i}"), "")
+                .await
+                .0,
+        );
+    }
+    const PER_NODE: usize = 40;
+    let mut posters = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (mut poster, _) = connect(node, "general", &format!("poster{i}"), "").await;
+        posters.push(tokio::spawn(async move {
+            // Fired without waiting for the echoes: the three nodes commit concurrently.
+            for n in 0..PER_NODE {
+                poster
+                    .post(&format!("{i}:{n}"), Some(&format!("p{i}-{n}")))
+                    .await;
+            }
+            poster
+        }));
+    }
+    let total = PER_NODE * nodes.len();
+    for listener in &mut listeners {
+        let got = messages(listener, total).await;
+        let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "every node delivers every message once, in seq order, without gaps"
+        );
+        // Each poster's messages keep their order.
+        for i in 0..nodes.len() {
+            let own: Vec<String> = got
+                .iter()
+                .filter(|m| m["username"] == format!("poster{i}"))
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect();
+            let expected: Vec<String> = (0..PER_NODE).map(|n| format!("{i}:{n}")).collect();
+            assert_eq!(own, expected);
+        }
+        listener.assert_quiet(Duration::from_millis(200)).await;
+    }
+    for poster in posters {
+        let mut poster = poster.await.unwrap();
+        assert_eq!(messages(&mut poster, total).await.len(), total);
+    }
+    // Stored before shown: any node's history has all of them.
+    let history = get_json(
+        &nodes[2],
+        &format!("/api/rooms/general/messages?limit={}", 200.min(total)),
+    )
+    .await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), total);
+}
+
+#[tokio::test]
+async fn presence_counts_people_across_nodes() {
+    let Some(cluster) = Cluster::new("presence").await else {
+        return;
+    };
+    let (n0, n1, n2) = (
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    );
+    let (mut bob, _) = connect(&n0, "general", "bob", "").await;
+    let (mut tab1, _) = connect(&n1, "general", "alice", "").await;
+    assert_eq!(
+        presence_frame(&mut bob).await,
+        json!({"type": "presence", "event": "join", "username": "alice", "online_count": 2})
+    );
+    let (tab2, welcome) = connect(&n2, "general", "alice", "").await;
+    assert_eq!(
+        welcome["online"],
+        json!(["alice", "bob"]),
+        "two tabs, one entry"
+    );
+    assert_eq!(welcome["online_count"], 2);
+    bob.assert_quiet(Duration::from_millis(300)).await;
+    let rooms = get_json(&n1, "/api/rooms").await;
+    assert_eq!(rooms["rooms"][0]["room"], "general");
+    assert_eq!(rooms["rooms"][0]["online"], 2);
+
+    tab1.stream.close(None).await.unwrap();
+    bob.assert_quiet(Duration::from_millis(300)).await;
+    let presence = get_json(&n2, "/api/rooms/general/presence").await;
+    assert_eq!(presence["online"], json!(["alice", "bob"]));
+    drop(tab2);
+    assert_eq!(
+        presence_frame(&mut bob).await,
+        json!({"type": "presence", "event": "leave", "username": "alice", "online_count": 1})
+    );
+    let presence = get_json(&n1, "/api/rooms/general/presence").await;
+    assert_eq!(presence["online"], json!(["bob"]));
+}
+
+#[tokio::test]
+async fn a_resend_to_another_node_is_recognised() {
+    let Some(cluster) = Cluster::new("resend").await else {
+        return;
+    };
+    let (n0, n1, n2) = (
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    );
+    let (mut watcher, _) = connect(&n2, "general", "carol", "").await;
+    let (mut first, _) = connect(&n0, "general", "alice", "").await;
+    first.post("only once", Some("c-1")).await;
+    let original = first.recv_type("chat_message").await["message"].clone();
+    // The first connection dropped before it saw the echo; the client resends on another node.
+    drop(first);
+    let (mut second, _) = connect(&n1, "general", "alice", "").await;
+    second.post("only once", Some("c-1")).await;
+    let duplicate = second.recv_type("duplicate").await;
+    assert_eq!(duplicate["message"], original);
+    let seen = messages(&mut watcher, 1).await;
+    assert_eq!(seen[0], original);
+    // Nobody sees it twice (presence noise aside).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Some(frame) = watcher
+        .recv_within(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        assert_ne!(frame["type"], "chat_message", "a second copy: {frame}");
+    }
+}
+
+#[tokio::test]
+async fn typing_reaches_other_nodes_and_expires() {
+    let Some(cluster) = Cluster::new("typing").await else {
+        return;
+    };
+    let (n0, n1) = (cluster.node().await, cluster.node().await);
+    let (mut alice, _) = connect(&n0, "general", "alice", "").await;
+    let (mut bob, _) = connect(&n1, "general", "bob", "").await;
+    presence_frame(&mut alice).await; // bob's join
+    bob.send(json!({"type": "typing", "is_typing": true})).await;
+    assert_eq!(
+        alice.recv().await,
+        json!({"type": "typing", "username": "bob", "is_typing": true})
+    );
+    let started = Instant::now();
+    let ended = alice.recv_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ended,
+        json!({"type": "typing", "username": "bob", "is_typing": false})
+    );
+    assert!(started.elapsed() >= Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn the_users_of_a_killed_node_disappear_within_30_seconds() {
+    let Some(cluster) = Cluster::new("killed").await else {
+        return;
+    };
+    let survivor = cluster.node().await;
+    let doomed = cluster.node().await;
+    let (mut bob, _) = connect(&survivor, "general", "bob", "").await;
+    let (_alice, _) = connect(&doomed, "general", "alice", "").await;
+    assert_eq!(presence_frame(&mut bob).await["username"], "alice");
+
+    let killed_at = Instant::now();
+    doomed.kill();
+    let left = bob
+        .recv_within(Duration::from_secs(30))
+        .await
+        .expect("alice's leave within 30 s");
+    let waited = killed_at.elapsed();
+    assert_eq!(
+        left,
+        json!({"type": "presence", "event": "leave", "username": "alice", "online_count": 1}),
+        "after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(30), "took {waited:?}");
+    let presence = get_json(&survivor, "/api/rooms/general/presence").await;
+    assert_eq!(presence["online"], json!(["bob"]));
+}
+
+#[tokio::test]
+async fn a_node_that_loses_redis_closes_its_sockets_and_recovers() {
+    let Some(cluster) = Cluster::new("broker-loss").await else {
+        return;
+    };
+    let upstream = cluster.broker.trim_start_matches("redis://").to_owned();
+    let proxy = banter_testkit::TcpProxy::start(&upstream).await;
+    let cut_off = cluster.node_via(&format!("redis://{}", proxy.addr)).await;
+    let healthy = cluster.node().await;
+    let (mut alice, _) = connect(&cut_off, "general", "alice", "").await;
+    let (mut bob, _) = connect(&healthy, "general", "bob", "").await;
+    bob.post("before", None).await;
+    assert_eq!(messages(&mut alice, 1).await[0]["seq"], 1);
+
+    proxy.stop();
+    // Events may be lost with the link: the socket is closed so the client resumes.
+    let (code, _) = alice.expect_close().await;
+    assert_eq!(code, 1001);
+    let ready = http().get(cut_off.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready without its broker");
+    bob.post("while away", None).await;
+
+    proxy.resume().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = http().get(cut_off.url("/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ready again once Redis is back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The client resumes where it was: nothing lost, nothing twice.
+    let (mut alice, welcome) = connect(&cut_off, "general", "alice", "&after=1").await;
+    assert_eq!(welcome["messages"], json!([]));
+    let missed = messages(&mut alice, 1).await;
+    assert_eq!(missed[0]["content"], "while away");
+    assert_eq!(missed[0]["seq"], 2);
+    bob.post("after", None).await;
+    assert_eq!(messages(&mut alice, 1).await[0]["seq"], 3);
+}
+
+#[tokio::test]
+async fn a_node_without_redis_does_not_start() {
+    let Some(cluster) = Cluster::new("no-redis").await else {
+        return;
+    };
+    let output = std::process::Command::new(crate::helpers::BANTER)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(&cluster.database.url)
+        .args(["--broker", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot use the Redis broker at redis://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
