@@ -6,6 +6,10 @@
 //! WebSockets to one room, and has 10 sender connections post at a paced total rate; every
 //! receiver timestamps every `chat_message`. Prints a Markdown table for docs/performance.md.
 //! The load generator shares the machine's cores with the server.
+//!
+//! `-- --cluster N` starts N nodes instead, sharing a throwaway Postgres database and a Redis
+//! namespace (`BANTER_TEST_POSTGRES_URL`, `BANTER_TEST_REDIS_URL`), with receivers and senders
+//! spread over the nodes round-robin.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark harness fails loudly
 
@@ -23,7 +27,6 @@ const SENDERS: usize = 10;
 struct Server {
     child: Child,
     addr: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -33,16 +36,56 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("bench.db").display());
+/// Where the nodes keep messages and meet.
+struct Backend {
+    database_url: String,
+    broker: String,
+    namespace: String,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    _postgres: Option<banter_testkit::TestDatabase>,
+}
+
+impl Backend {
+    fn single() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        Backend {
+            database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+            broker: "memory".to_owned(),
+            namespace: "banter".to_owned(),
+            _sqlite_dir: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    async fn cluster() -> Backend {
+        let database = banter_testkit::TestDatabase::create()
+            .await
+            .expect("Postgres for --cluster");
+        let broker = banter_testkit::redis_url()
+            .await
+            .expect("Redis for --cluster");
+        Backend {
+            database_url: database.url.clone(),
+            broker,
+            namespace: banter_testkit::unique_namespace("bench"),
+            _sqlite_dir: None,
+            _postgres: Some(database),
+        }
+    }
+}
+
+fn start_server(backend: &Backend) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_banter"))
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--database-url",
-            &database,
+            &backend.database_url,
+            "--broker",
+            &backend.broker,
+            "--redis-namespace",
+            &backend.namespace,
         ])
         .args([
             "--rate-limit",
@@ -66,11 +109,7 @@ fn start_server() -> Server {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        addr,
-        _dir: dir,
-    }
+    Server { child, addr }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -84,6 +123,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 struct Outcome {
+    nodes: usize,
     receivers: usize,
     offered_rate: u64,
     deliveries: u64,
@@ -93,12 +133,20 @@ struct Outcome {
     rss_per_connection_kib: f64,
 }
 
-async fn run(receivers: usize, rate: u64, seconds: u64) -> Outcome {
-    let server = start_server();
-    let pid = server.child.id();
-    let base = format!("ws://{}/ws/chat/fanout/", server.addr);
+async fn run(nodes: usize, receivers: usize, rate: u64, seconds: u64) -> Outcome {
+    let backend = if nodes > 1 {
+        Backend::cluster().await
+    } else {
+        Backend::single()
+    };
+    let servers: Vec<Server> = (0..nodes).map(|_| start_server(&backend)).collect();
+    let bases: Vec<String> = servers
+        .iter()
+        .map(|server| format!("ws://{}/ws/chat/fanout/", server.addr))
+        .collect();
+    let rss = || servers.iter().map(|s| rss_kib(s.child.id())).sum::<u64>();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = rss_kib(pid);
+    let rss_before = rss();
 
     let origin = Instant::now();
     let messages = rate * seconds;
@@ -106,6 +154,7 @@ async fn run(receivers: usize, rate: u64, seconds: u64) -> Outcome {
     let closed_early = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     for i in 0..receivers {
+        let base = &bases[i % nodes];
         let url = format!("{base}?username=r{i}&history=0");
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         // The welcome.
@@ -136,11 +185,12 @@ async fn run(receivers: usize, rate: u64, seconds: u64) -> Outcome {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_connected = rss_kib(pid);
+    let rss_connected = rss();
 
     let started = Instant::now();
     let mut senders = Vec::new();
     for s in 0..SENDERS {
+        let base = &bases[s % nodes];
         let url = format!("{base}?username=sender{s}&history=0");
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let per_sender = messages / SENDERS as u64;
@@ -172,6 +222,7 @@ async fn run(receivers: usize, rate: u64, seconds: u64) -> Outcome {
     }
     latencies.sort_unstable();
     Outcome {
+        nodes,
         receivers,
         offered_rate: rate,
         deliveries: delivered.load(Ordering::Relaxed) as u64,
@@ -191,20 +242,27 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let nodes: usize = args
+        .iter()
+        .position(|a| a == "--cluster")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1, |n| n.parse().expect("--cluster takes a number of nodes"));
     let seconds = if quick { 2 } else { 5 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "| receivers | posts/s offered | deliveries/s | p50 ms | p99 ms | max ms | closed early | RSS per idle connection |"
+        "| nodes | receivers | posts/s offered | deliveries/s | p50 ms | p99 ms | max ms | closed early | RSS per idle connection |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (receivers, rate) in [(100, 500), (1000, 100), (1000, 200), (2000, 100)] {
-        let o = runtime.block_on(run(receivers, rate, seconds));
+        let o = runtime.block_on(run(nodes, receivers, rate, seconds));
         println!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.1} KiB |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.1} KiB |",
+            o.nodes,
             o.receivers,
             o.offered_rate,
             o.deliveries as f64 / o.seconds,

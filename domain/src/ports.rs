@@ -149,8 +149,9 @@ pub trait PresenceRegistry: Send + Sync + Clone + 'static {
     /// Counts a new connection of `user` to `room`.
     ///
     /// # Errors
-    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated; then the
-    /// connection was not counted.
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated. The
+    /// caller then does not open the connection; a shared registry that cannot tell whether
+    /// the count arrived (a timeout) corrects it later, by its next heartbeat.
     fn connect(
         &self,
         room: &RoomName,

@@ -8,9 +8,10 @@
 //! The link subscribes to a room's channel when the node's first subscriber to it arrives, and
 //! unsubscribes lazily, when an event arrives for a room nobody on the node follows any more.
 //!
-//! When the link breaks, events may have been missed and nobody would notice until the next
-//! message of the room: every subscription is closed instead (the connections close and the
-//! clients resume from the store with `after`), and the next subscribe opens a new link.
+//! When the link breaks (its stream ends, a ping goes unanswered, a subscribe fails), events
+//! may have been missed and nobody would notice until the next message of the room: every
+//! subscription is closed instead (the connections close and the clients resume from the store
+//! with `after`), the old link's dispatcher is stopped, and the next subscribe opens a new link.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,13 +35,35 @@ impl From<RedisAdapterError> for BroadcastError {
     }
 }
 
+/// How often an idle link is pinged, so a half-open connection is noticed.
+const LINK_PING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The subscribe connection and the rooms it follows.
 #[derive(Default)]
 struct Link {
     sink: Option<PubSubSink>,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
     subscribed: HashSet<RoomName>,
     /// Counts links, so a dispatcher of a broken link cannot tear down its successor.
     generation: u64,
+}
+
+impl Link {
+    /// Drops the link: stops its dispatcher (which owns the connection) and ends every local
+    /// subscription, since events may have been lost.
+    fn break_down(&mut self, local: &MemoryBroadcaster, why: &str) {
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.abort();
+        }
+        self.sink = None;
+        self.subscribed.clear();
+        self.generation += 1;
+        local.close_all();
+        tracing::warn!(
+            why,
+            "Redis pub/sub link lost; closed this node's subscriptions"
+        );
+    }
 }
 
 struct Shared {
@@ -122,8 +145,13 @@ impl RedisBroadcaster {
             let (sink, stream) = pubsub.split();
             link.generation += 1;
             link.subscribed.clear();
+            link.dispatcher = Some(tokio::spawn(dispatch(
+                Arc::clone(&self.shared),
+                sink.clone(),
+                stream,
+                link.generation,
+            )));
             link.sink = Some(sink);
-            tokio::spawn(dispatch(Arc::clone(&self.shared), stream, link.generation));
             tracing::info!("Redis pub/sub link up");
         }
         link.sink
@@ -133,9 +161,31 @@ impl RedisBroadcaster {
 }
 
 /// Hands events from the link to this node's subscribers until the link breaks.
-async fn dispatch(shared: Arc<Shared>, mut stream: PubSubStream, generation: u64) {
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut pinger: PubSubSink,
+    mut stream: PubSubStream,
+    generation: u64,
+) {
     let prefix = room_channel(&shared.namespace, "");
-    while let Some(message) = stream.next().await {
+    let mut ping = tokio::time::interval(LINK_PING_INTERVAL);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let why = loop {
+        let message = tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => message,
+                None => break "the connection closed",
+            },
+            _ = ping.tick() => {
+                // A half-open connection never ends the stream; an unanswered ping does.
+                let answered: Result<redis::Value, _> =
+                    timed(shared.command_timeout, pinger.ping()).await;
+                if answered.is_err() {
+                    break "a ping went unanswered";
+                }
+                continue;
+            }
+        };
         let Some(room) = message
             .get_channel_name()
             .strip_prefix(&prefix)
@@ -155,20 +205,22 @@ async fn dispatch(shared: Arc<Shared>, mut stream: PubSubStream, generation: u64
         } else {
             unsubscribe_if_unfollowed(&shared, &room, generation).await;
         }
-    }
+    };
     let mut link = shared.link.lock().await;
     if link.generation == generation {
-        link.sink = None;
-        link.subscribed.clear();
-        // Events may have been lost with the link: make every subscriber start again from
-        // the store rather than miss them silently.
-        shared.local.close_all();
-        tracing::warn!("Redis pub/sub link lost; closed this node's subscriptions");
+        // This task is the dispatcher being aborted; detach it so it finishes on its own.
+        link.dispatcher = None;
+        link.break_down(&shared.local, why);
     }
 }
 
+/// Stops following a room nobody on this node follows any more. Skipped when a subscriber is
+/// busy with the link (it may be about to follow the room again); the room's next event
+/// retries, so events of other rooms are never held up behind a slow subscribe.
 async fn unsubscribe_if_unfollowed(shared: &Shared, room: &RoomName, generation: u64) {
-    let mut link = shared.link.lock().await;
+    let Ok(mut link) = shared.link.try_lock() else {
+        return;
+    };
     if link.generation != generation || shared.local.has_subscribers(room) {
         return;
     }
@@ -176,12 +228,12 @@ async fn unsubscribe_if_unfollowed(shared: &Shared, room: &RoomName, generation:
         return;
     };
     let channel = room_channel(&shared.namespace, room.as_str());
-    match timed(shared.command_timeout, sink.unsubscribe(&channel)).await {
-        Ok(()) => {
-            link.subscribed.remove(room);
-        }
-        // Staying subscribed costs only the events of a quiet room; the next one retries.
-        Err(e) => tracing::debug!(%room, error = %e, "unsubscribe failed"),
+    // Forgotten whatever the outcome: an UNSUBSCRIBE that timed out may still run later, so
+    // the next subscriber must send SUBSCRIBE again (which is harmless if it did not).
+    let outcome = timed(shared.command_timeout, sink.unsubscribe(&channel)).await;
+    link.subscribed.remove(room);
+    if let Err(e) = outcome {
+        tracing::debug!(%room, error = %e, "unsubscribe failed");
     }
 }
 
@@ -199,7 +251,7 @@ impl EventBroadcaster for RedisBroadcaster {
             let sink = self.ensure_link(&mut link).await?;
             if let Err(e) = timed(timeout, sink.subscribe(&channel)).await {
                 // A link that cannot subscribe is broken; the next subscriber opens a new one.
-                link.sink = None;
+                link.break_down(&self.shared.local, "a subscribe failed");
                 return Err(e.into());
             }
             link.subscribed.insert(room.clone());

@@ -42,6 +42,10 @@ struct Own {
     counts: OwnCounts,
     /// Keys whose last change may not have reached Redis.
     unsynced: HashSet<(RoomName, Username)>,
+    /// Redis may have forgotten this node: send every count again, until that succeeds.
+    forgotten: bool,
+    /// The node left the cluster (shutting down): it takes no more connections.
+    left: bool,
 }
 
 /// Most (room, user) entries sent in one restore call.
@@ -74,17 +78,19 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
-/// What a connect or disconnect script answered: `{code, online count}`.
-fn change_from(answer: &[i64]) -> Result<PresenceChange, RedisAdapterError> {
-    let (code, count) = match answer {
-        [code, count] => (*code, u64::try_from(*count).unwrap_or(0)),
+/// What a connect or disconnect script answered: `{code, online count[, node registered]}`,
+/// as the change and whether the node had to be registered again.
+fn change_from(answer: &[i64]) -> Result<(PresenceChange, bool), RedisAdapterError> {
+    let (code, count, registered) = match answer {
+        [code, count] => (*code, u64::try_from(*count).unwrap_or(0), false),
+        [code, count, registered] => (*code, u64::try_from(*count).unwrap_or(0), *registered == 1),
         other => {
             return Err(RedisAdapterError::Protocol(format!(
                 "presence script answered {other:?}"
             )));
         }
     };
-    Ok(match code {
+    let change = match code {
         1 => PresenceChange::Joined {
             online_count: count,
         },
@@ -94,7 +100,8 @@ fn change_from(answer: &[i64]) -> Result<PresenceChange, RedisAdapterError> {
         _ => PresenceChange::Unchanged {
             online_count: count,
         },
-    })
+    };
+    Ok((change, registered))
 }
 
 fn protocol(e: impl std::fmt::Display) -> RedisAdapterError {
@@ -141,7 +148,7 @@ impl RedisPresence {
     pub async fn heartbeat_now(&self) -> Result<(), RedisAdapterError> {
         let mut commands = self.commands.clone();
         let dead_after_ms = u64::try_from(self.shared.dead_after.as_millis()).unwrap_or(u64::MAX);
-        let answer: Vec<i64> = timed(
+        let answer: Result<Vec<i64>, _> = timed(
             self.shared.command_timeout,
             HEARTBEAT_SCRIPT
                 .arg(&self.shared.namespace)
@@ -149,13 +156,19 @@ impl RedisPresence {
                 .arg(dead_after_ms)
                 .invoke_async(&mut commands),
         )
-        .await?;
-        let (known, swept) = match answer.as_slice() {
-            [known, swept] => (*known == 1, *swept),
-            other => {
+        .await;
+        let (known, swept) = match answer.as_deref() {
+            Ok([known, swept]) => (*known == 1, *swept),
+            Ok(other) => {
                 return Err(RedisAdapterError::Protocol(format!(
                     "heartbeat answered {other:?}"
                 )));
+            }
+            Err(_) => {
+                // Whether Redis still knows this node is unknown now: counts are absolute, so
+                // sending them all again is safe.
+                self.own().forgotten = true;
+                return answer.map(|_| ());
             }
         };
         if swept > 0 {
@@ -164,8 +177,13 @@ impl RedisPresence {
                 "removed the users of nodes that stopped sending heartbeats"
             );
         }
-        if !known || !self.own().unsynced.is_empty() {
-            self.restore(!known).await?;
+        let (forgotten, unsynced) = {
+            let mut own = self.own();
+            own.forgotten |= !known;
+            (own.forgotten, !own.unsynced.is_empty())
+        };
+        if forgotten || unsynced {
+            self.restore(forgotten).await?;
         }
         Ok(())
     }
@@ -192,6 +210,9 @@ impl RedisPresence {
             (entries, unsynced)
         };
         if entries.is_empty() {
+            if everything {
+                self.own().forgotten = false;
+            }
             return Ok(());
         }
         tracing::warn!(
@@ -200,9 +221,12 @@ impl RedisPresence {
             "sending this node's presence to Redis again"
         );
         let sent = self.send_counts(&entries).await;
-        if sent.is_err() {
+        let mut own = self.own();
+        match &sent {
+            Ok(()) if everything => own.forgotten = false,
+            Ok(()) => {}
             // Try again at the next heartbeat.
-            self.own().unsynced.extend(unsynced);
+            Err(_) => own.unsynced.extend(unsynced),
         }
         sent
     }
@@ -247,14 +271,35 @@ impl RedisPresence {
         let mut own = self.own();
         own.counts.clear();
         own.unsynced.clear();
+        own.left = true;
         Ok(())
     }
 
+    /// Runs a connect or disconnect script and books its outcome. The work runs in its own
+    /// task, so a caller that gives up waiting (a client that drops during the handshake) does
+    /// not leave Redis counting a connection this node never booked.
     async fn change(
         &self,
         connecting: bool,
         room: &RoomName,
         user: &Username,
+    ) -> Result<PresenceChange, RedisAdapterError> {
+        if connecting && self.own().left {
+            return Err(RedisAdapterError::Connect(
+                "this node left the cluster".to_owned(),
+            ));
+        }
+        let this = self.clone();
+        let key = (room.clone(), user.clone());
+        tokio::spawn(async move { this.change_to_completion(connecting, key).await })
+            .await
+            .map_err(|e| RedisAdapterError::Connect(format!("presence task failed: {e}")))?
+    }
+
+    async fn change_to_completion(
+        &self,
+        connecting: bool,
+        key: (RoomName, Username),
     ) -> Result<PresenceChange, RedisAdapterError> {
         let _shared = self.shared.restoring.read().await;
         let script = if connecting {
@@ -268,16 +313,20 @@ impl RedisPresence {
             script
                 .arg(&self.shared.namespace)
                 .arg(&self.shared.node_id)
-                .arg(room.as_str())
-                .arg(user.as_str())
+                .arg(key.0.as_str())
+                .arg(key.1.as_str())
                 .invoke_async::<Vec<i64>>(&mut commands),
         )
         .await;
         let change = answer.and_then(|answer| change_from(&answer));
-        let key = (room.clone(), user.clone());
         let mut own = self.own();
         match (&change, connecting) {
-            (Ok(_), true) => *own.counts.entry(key).or_insert(0) += 1,
+            (Ok((_, registered)), true) => {
+                *own.counts.entry(key).or_insert(0) += 1;
+                // Redis did not know this node: it restarted or swept us. The connect just
+                // registered the node again; the other connections follow with a full restore.
+                own.forgotten |= *registered;
+            }
             // A refused connection is not opened; Redis may have counted it all the same.
             (Err(_), true) => {
                 own.unsynced.insert(key);
@@ -295,7 +344,7 @@ impl RedisPresence {
                 }
             }
         }
-        change
+        change.map(|(change, _)| change)
     }
 }
 

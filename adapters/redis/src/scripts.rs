@@ -64,12 +64,17 @@ local function now_ms()
 end
 "#;
 
-/// ARGV: namespace, node, room, user. Returns `{1 joined | 0 unchanged, online count}`.
+/// ARGV: namespace, node, room, user. Returns `{1 joined | 0 unchanged, online count,
+/// 1 if the node had to be registered}`. Registering an unknown node (Redis restarted, or
+/// swept it) means its connections are swept if it dies before its next heartbeat.
 const CONNECT: &str = r#"
 local node, room, user = ARGV[2], ARGV[3], ARGV[4]
+local registered = redis.call('ZADD', P .. ':nodes', 'NX', now_ms(), node)
 redis.call('HINCRBY', P .. ':node:' .. node .. ':room:' .. room, user, 1)
 redis.call('SADD', P .. ':node:' .. node .. ':rooms', room)
-return add_user(room, user, 1)
+local result = add_user(room, user, 1)
+table.insert(result, registered)
+return result
 "#;
 
 /// ARGV: namespace, node, room, user. Returns `{2 left | 0 unchanged, online count}`. A
@@ -108,7 +113,13 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_afte
     local mine_key = P .. ':node:' .. dead .. ':room:' .. room
     local entries = redis.call('HGETALL', mine_key)
     for i = 1, #entries, 2 do
-      drop_user(room, entries[i], tonumber(entries[i + 1]))
+      local user = entries[i]
+      local outcome = drop_user(room, user, tonumber(entries[i + 1]))
+      if outcome[1] == 2 then
+        -- The dead node cannot end its users' typing indicators; this does.
+        redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
+          kind = 'typing', room = room, username = user, is_typing = false }))
+      end
       swept = swept + 1
     end
     redis.call('DEL', mine_key)

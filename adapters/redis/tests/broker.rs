@@ -310,6 +310,21 @@ async fn joins_and_leaves_are_announced_by_the_registry() {
     let (a_events, a) = cluster.node().await;
     let (_, b) = cluster.node().await;
     let mut watcher = a_events.subscribe(&room("general")).await.unwrap();
+    // Names pass through the scripts' JSON encoding intact.
+    a.connect(&room("general"), &user("Zoë_名前"))
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Join, "Zoë_名前".to_owned(), 1)
+    );
+    a.disconnect(&room("general"), &user("Zoë_名前"))
+        .await
+        .unwrap();
+    assert_eq!(
+        presence_event(&mut watcher).await,
+        (PresenceEvent::Leave, "Zoë_名前".to_owned(), 0)
+    );
     a.connect(&room("general"), &user("alice")).await.unwrap();
     b.connect(&room("general"), &user("alice")).await.unwrap();
     b.connect(&room("general"), &user("bob")).await.unwrap();
@@ -339,7 +354,7 @@ async fn the_users_of_a_silent_node_are_removed_by_the_others() {
     let Some(mut cluster) = Redis::new("dead-node").await else {
         return;
     };
-    cluster.dead_after = Duration::from_secs(2);
+    cluster.dead_after = Duration::from_secs(3);
     let (events, survivor) = cluster.node().await;
     let (_, doomed) = cluster.node().await;
     let mut watcher = events.subscribe(&room("general")).await.unwrap();
@@ -357,17 +372,27 @@ async fn the_users_of_a_silent_node_are_removed_by_the_others() {
         .unwrap();
     assert_eq!(presence_event(&mut watcher).await.1, "bob");
     assert_eq!(presence_event(&mut watcher).await.1, "alice");
-    // The doomed node stops sending heartbeats; the survivor keeps going.
+    // The doomed node's last heartbeat; then it stops, and the survivor keeps going.
+    doomed.heartbeat().await.unwrap();
     drop(doomed);
     tokio::time::sleep(Duration::from_millis(100)).await;
     survivor.heartbeat().await.unwrap();
     let still = survivor.online(&room("general"), None, 10).await.unwrap();
     assert_eq!(still.online_count, 2, "not dead yet");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     survivor.heartbeat().await.unwrap();
     assert_eq!(
         presence_event(&mut watcher).await,
         (PresenceEvent::Leave, "alice".to_owned(), 1)
+    );
+    // A dead node cannot end its users' typing; the sweep does, for whoever left.
+    assert_eq!(
+        next(&mut watcher).await,
+        RoomEvent::Typing {
+            room: room("general"),
+            username: user("alice"),
+            is_typing: false
+        }
     );
     let left = survivor.online(&room("general"), None, 10).await.unwrap();
     assert_eq!(
@@ -564,4 +589,126 @@ async fn a_disconnect_while_redis_is_away_is_sent_again_by_the_next_heartbeat() 
         (PresenceEvent::Leave, "alice".to_owned(), 0)
     );
     assert!(observer.occupied_rooms(None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_node_stops_following_a_room_nobody_there_follows() {
+    let Some(mut cluster) = Redis::new("unfollow").await else {
+        return;
+    };
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let channel = format!("{}:room:quiet", cluster.namespace);
+    let client = ::redis::Client::open(cluster.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut subscribers = async || -> i64 {
+        let counts: Vec<(String, i64)> = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        counts[0].1
+    };
+    let first = b.subscribe(&room("quiet")).await.unwrap();
+    assert_eq!(subscribers().await, 1);
+    drop(first);
+    // The next event for the room finds nobody on b following it: b unsubscribes.
+    a.publish(typing("quiet", 1)).await.unwrap();
+    let mut unsubscribed = false;
+    for _ in 0..50 {
+        if subscribers().await == 0 {
+            unsubscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        unsubscribed,
+        "b still subscribed to a room nobody there follows"
+    );
+    // Following it again subscribes again.
+    let mut again = b.subscribe(&room("quiet")).await.unwrap();
+    assert_eq!(subscribers().await, 1);
+    a.publish(typing("quiet", 2)).await.unwrap();
+    assert_eq!(next(&mut again).await, typing("quiet", 2));
+}
+
+#[tokio::test]
+async fn an_idle_link_stays_up_across_its_pings() {
+    let Some(mut cluster) = Redis::new("pings").await else {
+        return;
+    };
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut subscription = b.subscribe(&room("idle")).await.unwrap();
+    // Longer than the link's ping interval (5 s): the pings are answered, the link stays.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(b.is_linked().await);
+    a.publish(typing("idle", 1)).await.unwrap();
+    assert_eq!(next(&mut subscription).await, typing("idle", 1));
+}
+
+#[tokio::test]
+async fn a_connect_whose_caller_gave_up_is_still_booked() {
+    let Some(mut cluster) = Redis::new("cancelled").await else {
+        return;
+    };
+    let (_, node) = cluster.node().await;
+    // Polled once, then dropped: the script runs anyway, and the node books it, so the count
+    // can be taken back and is restored like any other.
+    let (general, alice) = (room("general"), user("alice"));
+    let mut connecting = Box::pin(node.connect(&general, &alice));
+    let first_poll =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(connecting.as_mut().poll(cx))).await;
+    assert!(first_poll.is_pending(), "Redis cannot have answered yet");
+    drop(connecting);
+    let mut online = 0;
+    for _ in 0..50 {
+        online = node
+            .online(&room("general"), None, 10)
+            .await
+            .unwrap()
+            .online_count;
+        if online == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(online, 1);
+    // Redis forgets everything; the node's copy includes the cancelled connect.
+    let client = ::redis::Client::open(cluster.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{}:*", cluster.namespace))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = ::redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    node.heartbeat().await.unwrap();
+    assert_eq!(
+        node.online(&room("general"), None, 10).await.unwrap().users,
+        vec![user("alice")]
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_left_takes_no_more_connections() {
+    let Some(mut cluster) = Redis::new("left").await else {
+        return;
+    };
+    let (_, node) = cluster.node().await;
+    node.leave_cluster().await.unwrap();
+    assert!(node.connect(&room("general"), &user("late")).await.is_err());
+    assert_eq!(
+        node.online(&room("general"), None, 10)
+            .await
+            .unwrap()
+            .online_count,
+        0
+    );
 }

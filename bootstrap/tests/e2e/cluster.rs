@@ -58,9 +58,12 @@ impl Cluster {
 
 /// Chat messages until `count` arrived, skipping presence and typing frames.
 async fn messages(client: &mut WsClient, count: usize) -> Vec<Value> {
-    let mut got = Vec::new();
+    let mut got: Vec<Value> = Vec::new();
     while got.len() < count {
-        let frame = client.recv().await;
+        let Some(frame) = client.recv_within(crate::helpers::PROMPTLY).await else {
+            let seqs: Vec<&Value> = got.iter().map(|m| &m["seq"]).collect();
+            panic!("{} of {count} messages arrived: seqs {seqs:?}", got.len());
+        };
         if frame["type"] == "chat_message" {
             got.push(frame["message"].clone());
         }
@@ -92,9 +95,14 @@ async fn messages_posted_on_every_node_reach_every_node_in_order_without_gaps() 
         );
     }
     const PER_NODE: usize = 40;
-    let mut posters = Vec::new();
+    // Everyone is connected before anyone posts: a later connection would get the first
+    // messages in its welcome instead of as frames.
+    let mut connected = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let (mut poster, _) = connect(node, "general", &format!("poster{i}"), "").await;
+        connected.push(connect(node, "general", &format!("poster{i}"), "").await.0);
+    }
+    let mut posters = Vec::new();
+    for (i, mut poster) in connected.into_iter().enumerate() {
         posters.push(tokio::spawn(async move {
             // Fired without waiting for the echoes: the three nodes commit concurrently.
             for n in 0..PER_NODE {

@@ -189,8 +189,24 @@ impl<P: Ports> Endpoint for Handshake<P> {
                 )));
             }
         };
-        let joined = match state.chat.join(room.clone(), username.clone(), start).await {
-            Ok(joined) => joined,
+        // The join runs in its own task and hands back a guard that leaves the room when
+        // dropped: a client that hangs up mid-handshake cancels this handler, and the user
+        // must not stay counted online because their join was cut off halfway.
+        let joining = {
+            let (chat, room, username) = (state.chat.clone(), room.clone(), username.clone());
+            tokio::spawn(async move {
+                chat.join(room, username, start)
+                    .await
+                    .map(|joined| connection::Pending::new(joined, slot))
+            })
+        };
+        let failure = match joining.await {
+            Ok(Ok(pending)) => Ok(pending),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the join task failed: {e}")),
+        };
+        let pending = match failure {
+            Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(%room, error = %e, "join failed");
                 return Ok(refusal_response(refuse(
@@ -215,7 +231,7 @@ impl<P: Ports> Endpoint for Handshake<P> {
             .max_frame_size(Some(MAX_DRAINED_FRAME));
         // The upgrade callback must be Sync; the joined connection is only Send, so it waits
         // behind a mutex that is taken exactly once.
-        let pending = Mutex::new(Some(connection::Pending::new(joined, slot)));
+        let pending = Mutex::new(Some(pending));
         Ok(ws
             .config(config)
             .on_upgrade(move |socket| {
