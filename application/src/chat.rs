@@ -291,15 +291,9 @@ where
         {
             let _ordered = self.room_lock(&room).await;
             let change = inner.presence.connect(&room, &username).await?;
-            if let (PresenceChange::Joined { online_count }, false) = (change, P::ANNOUNCES_CHANGES)
-            {
-                self.publish(RoomEvent::Presence {
-                    room: room.clone(),
-                    event: PresenceEvent::Join,
-                    username: username.clone(),
-                    online_count,
-                })
-                .await;
+            if let PresenceChange::Joined { online_count } = change {
+                self.announce(&room, &username, PresenceEvent::Join, online_count)
+                    .await;
             }
         }
         let online = match inner.presence.online(&room, None, WELCOME_ONLINE_CAP).await {
@@ -580,19 +574,32 @@ where
             Ok(PresenceChange::Left { online_count }) => {
                 let ended = self.typing_book().stop(room, username);
                 self.publish_typing(ended).await;
-                if !P::ANNOUNCES_CHANGES {
-                    self.publish(RoomEvent::Presence {
-                        room: room.clone(),
-                        event: PresenceEvent::Leave,
-                        username: username.clone(),
-                        online_count,
-                    })
+                self.announce(room, username, PresenceEvent::Leave, online_count)
                     .await;
-                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(%room, %username, error = %e, "presence not updated on leave"),
         }
+    }
+
+    /// Tells the room that `username` joined or left, unless the registry already did.
+    async fn announce(
+        &self,
+        room: &RoomName,
+        username: &Username,
+        event: PresenceEvent,
+        online_count: u64,
+    ) {
+        if P::ANNOUNCES_CHANGES {
+            return;
+        }
+        self.publish(RoomEvent::Presence {
+            room: room.clone(),
+            event,
+            username: username.clone(),
+            online_count,
+        })
+        .await;
     }
 
     async fn publish_typing(&self, change: Option<TypingChange>) {

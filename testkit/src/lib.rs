@@ -83,15 +83,8 @@ impl TestDatabase {
             }
         };
         sweep_stale(&mut admin).await;
-        let name = format!(
-            "banter_test_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        );
+        // The process id comes first: the sweep reads it to tell abandoned databases.
+        let name = format!("banter_test_{}", unique_suffix("_"));
         diesel::sql_query(format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -156,15 +149,22 @@ pub async fn redis_url() -> Option<String> {
 
 /// A Redis key namespace no other test (or test run) uses.
 pub fn unique_namespace(tag: &str) -> String {
-    format!(
-        "banter-test:{tag}:{}:{}:{}",
+    format!("banter-test:{tag}:{}", unique_suffix(":"))
+}
+
+/// Process id, a per-process counter and the clock's nanoseconds, joined by `separator`.
+fn unique_suffix(separator: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    [
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    )
+        nanos,
+    ]
+    .map(|part| part.to_string())
+    .join(separator)
 }
 
 /// A TCP proxy in front of a service, whose connections a test can cut (a broker that goes

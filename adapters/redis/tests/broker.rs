@@ -100,6 +100,53 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// A node whose connections to Redis go through a proxy the test can cut.
+    async fn node_through_proxy(
+        &self,
+    ) -> (banter_testkit::TcpProxy, RedisBroadcaster, RedisPresence) {
+        let upstream = self.url.trim_start_matches("redis://").to_owned();
+        let proxy = banter_testkit::TcpProxy::start(&upstream).await;
+        let config = RedisConfig {
+            url: format!("redis://{}", proxy.addr),
+            ..self.config()
+        };
+        let (broadcaster, presence) = banter_adapter_redis::connect(config).await.unwrap();
+        (proxy, broadcaster, presence)
+    }
+
+    /// Deletes every key of the namespace, as a Redis restart (it keeps nothing on disk)
+    /// would. Returns how many there were.
+    async fn forget_everything(&self) -> usize {
+        let client = ::redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{}:*", self.namespace))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = ::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        keys.len()
+    }
+}
+
+/// Whether `check` holds within 5 s, asking every 100 ms.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 impl Cluster for Redis {
     type B = RedisBroadcaster;
     type P = RedisPresence;
@@ -416,20 +463,8 @@ async fn a_node_puts_its_users_back_when_redis_forgot_them() {
         .await
         .unwrap();
     node.connect(&room("lobby"), &user("bob")).await.unwrap();
-    // Redis restarts empty (it keeps nothing on disk): every key of the namespace is gone.
-    let client = ::redis::Client::open(cluster.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{}:*", cluster.namespace))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
-    let _: i64 = ::redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // Redis restarts empty: every key of the namespace is gone.
+    assert!(cluster.forget_everything().await > 0);
     assert_eq!(
         node.online(&room("general"), None, 10)
             .await
@@ -498,13 +533,7 @@ async fn losing_the_link_closes_subscriptions_and_a_new_link_follows() {
     let Some(cluster) = Redis::new("link").await else {
         return;
     };
-    let upstream = cluster.url.trim_start_matches("redis://").to_owned();
-    let proxy = banter_testkit::TcpProxy::start(&upstream).await;
-    let through_proxy = RedisConfig {
-        url: format!("redis://{}", proxy.addr),
-        ..cluster.config()
-    };
-    let (node, _) = banter_adapter_redis::connect(through_proxy).await.unwrap();
+    let (proxy, node, _) = cluster.node_through_proxy().await;
     let (other, _) = banter_adapter_redis::connect(cluster.config())
         .await
         .unwrap();
@@ -523,15 +552,10 @@ async fn losing_the_link_closes_subscriptions_and_a_new_link_follows() {
 
     // It comes back: readiness returns and new subscriptions work.
     proxy.resume().await;
-    let mut ready = false;
-    for _ in 0..50 {
-        if node.check().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "ready again once Redis is back");
+    assert!(
+        eventually(async || node.check().await.is_ok()).await,
+        "ready again once Redis is back"
+    );
     let mut again = node.subscribe(&room("general")).await.unwrap();
     other.publish(typing("general", 2)).await.unwrap();
     assert_eq!(next(&mut again).await, typing("general", 2));
@@ -542,13 +566,7 @@ async fn a_disconnect_while_redis_is_away_is_sent_again_by_the_next_heartbeat() 
     let Some(cluster) = Redis::new("unsynced").await else {
         return;
     };
-    let upstream = cluster.url.trim_start_matches("redis://").to_owned();
-    let proxy = banter_testkit::TcpProxy::start(&upstream).await;
-    let through_proxy = RedisConfig {
-        url: format!("redis://{}", proxy.addr),
-        ..cluster.config()
-    };
-    let (_, node) = banter_adapter_redis::connect(through_proxy).await.unwrap();
+    let (proxy, _, node) = cluster.node_through_proxy().await;
     let (events, observer) = banter_adapter_redis::connect(cluster.config())
         .await
         .unwrap();
@@ -575,15 +593,10 @@ async fn a_disconnect_while_redis_is_away_is_sent_again_by_the_next_heartbeat() 
         "Redis never heard of the disconnect"
     );
     proxy.resume().await;
-    let mut synced = false;
-    for _ in 0..50 {
-        if node.heartbeat().await.is_ok() {
-            synced = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(synced, "a heartbeat got through once Redis was back");
+    assert!(
+        eventually(async || node.heartbeat().await.is_ok()).await,
+        "a heartbeat got through once Redis was back"
+    );
     assert_eq!(
         presence_event(&mut watcher).await,
         (PresenceEvent::Leave, "alice".to_owned(), 0)
@@ -615,16 +628,8 @@ async fn a_node_stops_following_a_room_nobody_there_follows() {
     drop(first);
     // The next event for the room finds nobody on b following it: b unsubscribes.
     a.publish(typing("quiet", 1)).await.unwrap();
-    let mut unsubscribed = false;
-    for _ in 0..50 {
-        if subscribers().await == 0 {
-            unsubscribed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        unsubscribed,
+        eventually(async || subscribers().await == 0).await,
         "b still subscribed to a room nobody there follows"
     );
     // Following it again subscribes again.
@@ -663,32 +668,13 @@ async fn a_connect_whose_caller_gave_up_is_still_booked() {
         std::future::poll_fn(|cx| std::task::Poll::Ready(connecting.as_mut().poll(cx))).await;
     assert!(first_poll.is_pending(), "Redis cannot have answered yet");
     drop(connecting);
-    let mut online = 0;
-    for _ in 0..50 {
-        online = node
-            .online(&room("general"), None, 10)
-            .await
-            .unwrap()
-            .online_count;
-        if online == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(online, 1);
+    let counted = async || {
+        let page = node.online(&room("general"), None, 10).await.unwrap();
+        page.online_count == 1
+    };
+    assert!(eventually(counted).await, "Redis counted the connect");
     // Redis forgets everything; the node's copy includes the cancelled connect.
-    let client = ::redis::Client::open(cluster.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{}:*", cluster.namespace))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: i64 = ::redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    cluster.forget_everything().await;
     node.heartbeat().await.unwrap();
     assert_eq!(
         node.online(&room("general"), None, 10).await.unwrap().users,
