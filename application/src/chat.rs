@@ -304,7 +304,7 @@ where
             }
         };
         // Typing is never shown to the typer, not even in the welcome of their other tab.
-        let mut typing = self.typing_book().typing(&room);
+        let mut typing = self.typists(&room).await;
         typing.retain(|typist| *typist != username);
 
         let welcome = Welcome {
@@ -537,7 +537,7 @@ where
         limit: usize,
     ) -> Result<RoomPresence, ReadError> {
         let online = self.inner.presence.online(room, after, limit).await?;
-        let typing = self.typing_book().typing(room);
+        let typing = self.typists(room).await;
         Ok(RoomPresence {
             room: room.clone(),
             online,
@@ -602,6 +602,19 @@ where
         .await;
     }
 
+    /// Who is typing in `room`, on every node; this node's own typists if the registry
+    /// cannot be read (a list is worth more than a refusal here).
+    async fn typists(&self, room: &RoomName) -> Vec<Username> {
+        match self.inner.presence.typing(room).await {
+            Ok(typists) => typists,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "typing list not read; showing this node's");
+                self.typing_book().typing(room)
+            }
+        }
+    }
+
+    /// Records a typing change in the registry (for the lists) and tells the room.
     async fn publish_typing(&self, change: Option<TypingChange>) {
         if let Some(TypingChange {
             room,
@@ -609,6 +622,18 @@ where
             is_typing,
         }) = change
         {
+            // Listed a little longer than the indicator lives: a refresh may come up to one
+            // rebroadcast interval after the last change that reached the registry.
+            let rules = self.inner.settings.typing;
+            let at_most = is_typing.then_some(rules.expires_after + rules.rebroadcast_after);
+            if let Err(e) = self
+                .inner
+                .presence
+                .set_typing(&room, &username, at_most)
+                .await
+            {
+                tracing::warn!(%room, %username, error = %e, "typing list not updated");
+            }
             self.publish(RoomEvent::Typing {
                 room,
                 username,

@@ -189,6 +189,30 @@ pub trait PresenceRegistry: Send + Sync + Clone + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OccupiedRoom>, PresenceError>> + Send;
 
+    /// Records whether `user` is typing in `room`, for the `typing` lists of welcomes and
+    /// presence reads; `None` when they stopped. The caller decides when typing starts and
+    /// ends and tells the room; this only keeps the list. `Some(at_most)` bounds how long a
+    /// shared registry lists the typist if nobody says otherwise (their node died); a
+    /// registry inside the process may ignore it.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated.
+    fn set_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        at_most: Option<Duration>,
+    ) -> impl Future<Output = Result<(), PresenceError>> + Send;
+
+    /// Who is typing in `room`, in code-point order.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be read.
+    fn typing(
+        &self,
+        room: &RoomName,
+    ) -> impl Future<Output = Result<Vec<Username>, PresenceError>> + Send;
+
     /// Keeps this process's share of presence alive. A registry shared by several processes
     /// drops the users of a process that stopped calling this; one that lives inside the
     /// process has nothing to refresh.

@@ -1,20 +1,28 @@
 //! Presence kept in this process.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use banter_domain::ports::{PresenceError, PresenceRegistry};
 use banter_domain::{OccupiedRoom, OnlinePage, PresenceBook, PresenceChange, RoomName, Username};
 
-/// A [`PresenceBook`] behind a mutex: every operation is a few map lookups.
+/// A [`PresenceBook`] and the typists behind a mutex: every operation is a few map lookups.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryPresence {
-    book: Arc<Mutex<PresenceBook>>,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    book: PresenceBook,
+    typing: BTreeMap<RoomName, BTreeSet<Username>>,
 }
 
 impl MemoryPresence {
-    fn book(&self) -> MutexGuard<'_, PresenceBook> {
+    fn state(&self) -> MutexGuard<'_, State> {
         // Every update completes before the lock is released; poisoning cannot leave it torn.
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -24,7 +32,7 @@ impl PresenceRegistry for MemoryPresence {
         room: &RoomName,
         user: &Username,
     ) -> Result<PresenceChange, PresenceError> {
-        Ok(self.book().connect(room, user))
+        Ok(self.state().book.connect(room, user))
     }
 
     async fn disconnect(
@@ -32,7 +40,7 @@ impl PresenceRegistry for MemoryPresence {
         room: &RoomName,
         user: &Username,
     ) -> Result<PresenceChange, PresenceError> {
-        Ok(self.book().disconnect(room, user))
+        Ok(self.state().book.disconnect(room, user))
     }
 
     async fn online(
@@ -41,7 +49,7 @@ impl PresenceRegistry for MemoryPresence {
         after: Option<&Username>,
         limit: usize,
     ) -> Result<OnlinePage, PresenceError> {
-        Ok(self.book().online(room, after, limit))
+        Ok(self.state().book.online(room, after, limit))
     }
 
     async fn occupied_rooms(
@@ -49,7 +57,39 @@ impl PresenceRegistry for MemoryPresence {
         after: Option<&RoomName>,
         limit: usize,
     ) -> Result<Vec<OccupiedRoom>, PresenceError> {
-        Ok(self.book().occupied_rooms(after, limit))
+        Ok(self.state().book.occupied_rooms(after, limit))
+    }
+
+    /// The bound is not needed: the typists' node is this process, which ends their typing.
+    async fn set_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        at_most: Option<Duration>,
+    ) -> Result<(), PresenceError> {
+        let mut state = self.state();
+        if at_most.is_some() {
+            state
+                .typing
+                .entry(room.clone())
+                .or_default()
+                .insert(user.clone());
+        } else if let Some(typists) = state.typing.get_mut(room) {
+            typists.remove(user);
+            if typists.is_empty() {
+                state.typing.remove(room);
+            }
+        }
+        Ok(())
+    }
+
+    async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {
+        Ok(self
+            .state()
+            .typing
+            .get(room)
+            .map(|typists| typists.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     /// Nothing to refresh: this registry lives and dies with the process it counts.

@@ -21,7 +21,7 @@ use redis::aio::ConnectionManager;
 
 use crate::scripts::{
     CONNECT_SCRIPT, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT, OCCUPIED_SCRIPT,
-    ONLINE_SCRIPT, RESTORE_SCRIPT,
+    ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
 };
 use crate::{RedisAdapterError, RedisConfig, timed};
 
@@ -431,6 +431,51 @@ impl PresenceRegistry for RedisPresence {
             })
             .collect::<Result<_, RedisAdapterError>>()
             .map_err(PresenceError::from)
+    }
+
+    async fn set_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        at_most: Option<Duration>,
+    ) -> Result<(), PresenceError> {
+        let ttl_ms = at_most.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        let mut commands = self.commands.clone();
+        let _: i64 = timed(
+            self.shared.command_timeout,
+            SET_TYPING_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(room.as_str())
+                .arg(user.as_str())
+                .arg(ttl_ms)
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {
+        let mut commands = self.commands.clone();
+        let names: Vec<String> = timed(
+            self.shared.command_timeout,
+            TYPING_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(room.as_str())
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        let mut typists = names
+            .iter()
+            .map(|name| {
+                Username::parse(name).map_err(|e| {
+                    RedisAdapterError::Protocol(format!("stored username {name:?}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        typists.sort();
+        Ok(typists)
     }
 
     async fn heartbeat(&self) -> Result<(), PresenceError> {

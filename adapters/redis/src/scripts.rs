@@ -10,6 +10,7 @@
 //! - `P:users:<room>` — hash, user → connections on all nodes;
 //! - `P:online:<room>` — sorted set (all scores 0, so ordered by bytes), the online users;
 //! - `P:rooms` — sorted set (scores 0), rooms with someone online;
+//! - `P:typing:<room>` — sorted set, typist → when their listing lapses (server time, ms);
 //! - `P:room:<room>` — the room's pub/sub channel (events as JSON `RoomEvent`s).
 //!
 //! Keys are built inside the scripts, so Redis Cluster is not supported (one server or a
@@ -117,6 +118,7 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_afte
       local outcome = drop_user(room, user, tonumber(entries[i + 1]))
       if outcome[1] == 2 then
         -- The dead node cannot end its users' typing indicators; this does.
+        redis.call('ZREM', P .. ':typing:' .. room, user)
         redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
           kind = 'typing', room = room, username = user, is_typing = false }))
       end
@@ -178,6 +180,33 @@ redis.call('ZREM', P .. ':nodes', node)
 return 0
 "#;
 
+/// ARGV: namespace, room, user, listed for (ms; 0 when they stopped typing).
+const SET_TYPING: &str = r#"
+local room, user, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local key = P .. ':typing:' .. room
+if ttl > 0 then
+  local lapses = now_ms() + ttl
+  redis.call('ZADD', key, lapses, user)
+  -- The whole set goes when its last typist lapses, so idle rooms leave nothing behind.
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+else
+  redis.call('ZREM', key, user)
+end
+return 0
+"#;
+
+/// ARGV: namespace, room. Returns the typists whose listing has not lapsed.
+const TYPING: &str = r#"
+local P, room = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key = P .. ':typing:' .. room
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+return redis.call('ZRANGE', key, 0, -1)
+"#;
+
 /// ARGV: namespace, room, lex start (`-` or `(name`), count. Returns `{online count, names…}`.
 const ONLINE: &str = r#"
 local P, room, start, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -207,5 +236,7 @@ pub(crate) static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_pr
 pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(HEARTBEAT));
 pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(RESTORE));
 pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(LEAVE));
+pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(SET_TYPING));
+pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TYPING));
 pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
 pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));

@@ -294,6 +294,28 @@ async fn online_lists_are_sorted_and_paged(cluster: &mut impl Cluster) {
     assert_eq!(after[0].room, room("paged"));
 }
 
+async fn typists_are_listed_on_every_node(cluster: &mut impl Cluster) {
+    let (_, a) = cluster.node().await;
+    let (_, b) = cluster.node().await;
+    let general = room("general");
+    let listed = Some(Duration::from_secs(8));
+    a.set_typing(&general, &user("zoe"), listed).await.unwrap();
+    b.set_typing(&general, &user("bob"), listed).await.unwrap();
+    a.set_typing(&room("other"), &user("x"), listed)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.typing(&general).await.unwrap(),
+        vec![user("bob"), user("zoe")],
+        "sorted, from both nodes"
+    );
+    // A refresh is one entry.
+    a.set_typing(&general, &user("zoe"), listed).await.unwrap();
+    b.set_typing(&general, &user("zoe"), None).await.unwrap();
+    assert_eq!(a.typing(&general).await.unwrap(), vec![user("bob")]);
+    assert!(a.typing(&room("nobody")).await.unwrap().is_empty());
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -331,6 +353,7 @@ contract!(
     a_slow_subscriber_lags_alone,
     presence_counts_people_across_nodes,
     online_lists_are_sorted_and_paged,
+    typists_are_listed_on_every_node,
 );
 
 // ---------- only a shared broker ----------
@@ -696,5 +719,29 @@ async fn a_node_that_left_takes_no_more_connections() {
             .unwrap()
             .online_count,
         0
+    );
+}
+
+#[tokio::test]
+async fn a_typist_nobody_refreshes_lapses() {
+    let Some(mut cluster) = Redis::new("typing-lapses").await else {
+        return;
+    };
+    let (_, node) = cluster.node().await;
+    node.set_typing(
+        &room("general"),
+        &user("ghost"),
+        Some(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        node.typing(&room("general")).await.unwrap(),
+        vec![user("ghost")]
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        node.typing(&room("general")).await.unwrap().is_empty(),
+        "a dead node's typist is not listed for ever"
     );
 }

@@ -300,6 +300,7 @@ impl EventBroadcaster for FakeBroadcaster {
 #[derive(Clone, Default)]
 pub struct FakePresence {
     book: Arc<Mutex<PresenceBook>>,
+    typing: Arc<Mutex<BTreeMap<RoomName, std::collections::BTreeSet<Username>>>>,
     pub failing: Arc<AtomicBool>,
     disconnect_gate: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
 }
@@ -368,6 +369,32 @@ impl PresenceRegistry for FakePresence {
     ) -> Result<Vec<OccupiedRoom>, PresenceError> {
         self.check_up()?;
         Ok(self.book.lock().unwrap().occupied_rooms(after, limit))
+    }
+
+    async fn set_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        at_most: Option<Duration>,
+    ) -> Result<(), PresenceError> {
+        self.check_up()?;
+        let mut typing = self.typing.lock().unwrap();
+        let typists = typing.entry(room.clone()).or_default();
+        if at_most.is_some() {
+            typists.insert(user.clone());
+        } else {
+            typists.remove(user);
+        }
+        Ok(())
+    }
+
+    async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {
+        self.check_up()?;
+        let typing = self.typing.lock().unwrap();
+        Ok(typing
+            .get(room)
+            .map(|typists| typists.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn heartbeat(&self) -> Result<(), PresenceError> {
@@ -440,6 +467,19 @@ impl PresenceRegistry for AnnouncingPresence {
         limit: usize,
     ) -> Result<Vec<OccupiedRoom>, PresenceError> {
         self.inner.occupied_rooms(after, limit).await
+    }
+
+    async fn set_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        at_most: Option<Duration>,
+    ) -> Result<(), PresenceError> {
+        self.inner.set_typing(room, user, at_most).await
+    }
+
+    async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {
+        self.inner.typing(room).await
     }
 
     async fn heartbeat(&self) -> Result<(), PresenceError> {

@@ -235,12 +235,20 @@ async fn typing_reaches_other_nodes_and_expires() {
         json!({"type": "typing", "username": "bob", "is_typing": true})
     );
     let started = Instant::now();
+    // Typists on another node are listed too: in a welcome and in a presence read.
+    let (_carol, welcome) = connect(&n0, "general", "carol", "").await;
+    assert_eq!(welcome["typing"], json!(["bob"]));
+    let presence = get_json(&n0, "/api/rooms/general/presence").await;
+    assert_eq!(presence["typing"], json!(["bob"]));
+    presence_frame(&mut alice).await; // carol's join
     let ended = alice.recv_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         ended,
         json!({"type": "typing", "username": "bob", "is_typing": false})
     );
     assert!(started.elapsed() >= Duration::from_secs(4));
+    let presence = get_json(&n0, "/api/rooms/general/presence").await;
+    assert_eq!(presence["typing"], json!([]));
 }
 
 #[tokio::test]
