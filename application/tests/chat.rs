@@ -838,3 +838,37 @@ async fn a_registry_that_announces_changes_is_not_echoed() {
     assert!(typing_ended);
     drop(bob);
 }
+
+#[tokio::test]
+async fn typists_on_other_nodes_are_listed_from_the_registry() {
+    use banter_domain::ports::PresenceRegistry;
+    let w = world();
+    // Another node's typist: only the shared registry knows of them.
+    w.presence
+        .set_typing(
+            &room("general"),
+            &user("remote"),
+            Some(Duration::from_secs(8)),
+        )
+        .await
+        .unwrap();
+    let joined = w.join("general", "alice", Start::DEFAULT).await;
+    assert_eq!(joined.welcome.typing, vec![user("remote")]);
+    let read = w.chat.presence(&room("general"), None, 10).await.unwrap();
+    assert_eq!(read.typing, vec![user("remote")]);
+    // This node's typists go into the registry too, and out again when they stop.
+    w.chat
+        .set_typing(&room("general"), &user("alice"), true)
+        .await;
+    assert_eq!(
+        w.presence.typing(&room("general")).await.unwrap(),
+        vec![user("alice"), user("remote")]
+    );
+    w.chat
+        .set_typing(&room("general"), &user("alice"), false)
+        .await;
+    assert_eq!(
+        w.presence.typing(&room("general")).await.unwrap(),
+        vec![user("remote")]
+    );
+}
