@@ -59,6 +59,8 @@ impl Link {
         self.subscribed.clear();
         self.generation += 1;
         local.close_all();
+        metrics::gauge!("banter_redis_link_up").set(0.0);
+        metrics::counter!("banter_redis_link_losses_total").increment(1);
         tracing::warn!(
             why,
             "Redis pub/sub link lost; closed this node's subscriptions"
@@ -152,6 +154,7 @@ impl RedisBroadcaster {
                 link.generation,
             )));
             link.sink = Some(sink);
+            metrics::gauge!("banter_redis_link_up").set(1.0);
             tracing::info!("Redis pub/sub link up");
         }
         link.sink

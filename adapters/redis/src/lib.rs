@@ -103,11 +103,32 @@ pub async fn connect(
     .await
     .map_err(|_| RedisAdapterError::Timeout(config.command_timeout))?
     .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+    describe_metrics();
     let broadcaster = RedisBroadcaster::new(client, commands.clone(), &config);
     broadcaster.connect_link().await?;
     let presence = RedisPresence::new(commands, &config);
     presence.heartbeat_now().await?;
     Ok((broadcaster, presence))
+}
+
+/// Registers this adapter's series, so they are exported before anything happens.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "banter_redis_link_up",
+        "1 while this node's Redis pub/sub link is up, else 0."
+    );
+    describe_counter!(
+        "banter_redis_link_losses_total",
+        "Times the pub/sub link was lost (this node's WebSockets were closed with 1001)."
+    );
+    describe_counter!(
+        "banter_presence_swept_total",
+        "Connections of dead nodes removed from presence by this node's heartbeats."
+    );
+    metrics::gauge!("banter_redis_link_up").set(0.0);
+    metrics::counter!("banter_redis_link_losses_total").increment(0);
+    metrics::counter!("banter_presence_swept_total").increment(0);
 }
 
 /// Runs `future` with the command timeout.

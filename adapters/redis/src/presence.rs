@@ -172,6 +172,8 @@ impl RedisPresence {
             }
         };
         if swept > 0 {
+            metrics::counter!("banter_presence_swept_total")
+                .increment(u64::try_from(swept).unwrap_or(0));
             tracing::warn!(
                 connections = swept,
                 "removed the users of nodes that stopped sending heartbeats"

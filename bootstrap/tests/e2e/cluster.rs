@@ -319,6 +319,20 @@ async fn a_node_that_loses_redis_closes_its_sockets_and_recovers() {
     assert_eq!(missed[0]["seq"], 2);
     bob.post("after", None).await;
     assert_eq!(messages(&mut alice, 1).await[0]["seq"], 3);
+    // Operators see it happen.
+    let metrics = http()
+        .get(cut_off.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("banter_redis_link_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("banter_redis_link_losses_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
