@@ -731,7 +731,7 @@ async fn a_typist_nobody_refreshes_lapses() {
     node.set_typing(
         &room("general"),
         &user("ghost"),
-        Some(Duration::from_millis(300)),
+        Some(Duration::from_secs(2)),
     )
     .await
     .unwrap();
@@ -739,7 +739,7 @@ async fn a_typist_nobody_refreshes_lapses() {
         node.typing(&room("general")).await.unwrap(),
         vec![user("ghost")]
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     assert!(
         node.typing(&room("general")).await.unwrap().is_empty(),
         "a dead node's typist is not listed for ever"
