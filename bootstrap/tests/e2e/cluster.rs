@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Database, TestServer, WsClient, connect, get_json, http};
+use crate::helpers::{Database, TestServer, WsClient, connect, get_json, get_text, http};
 
 /// The shared services of one test cluster.
 struct Cluster {
@@ -320,14 +320,7 @@ async fn a_node_that_loses_redis_closes_its_sockets_and_recovers() {
     bob.post("after", None).await;
     assert_eq!(messages(&mut alice, 1).await[0]["seq"], 3);
     // Operators see it happen.
-    let metrics = http()
-        .get(cut_off.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&cut_off, "/metrics").await;
     assert!(metrics.contains("banter_redis_link_up 1"), "{metrics}");
     assert!(
         metrics.contains("banter_redis_link_losses_total 1"),

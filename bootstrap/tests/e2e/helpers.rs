@@ -355,6 +355,18 @@ pub fn seqs(frames: &[Value]) -> Vec<u64> {
 }
 
 /// GET a path and parse the JSON body.
+/// The body of a GET as text (the metrics page, documents).
+pub async fn get_text(server: &TestServer, path: &str) -> String {
+    http()
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("a text body")
+}
+
 pub async fn get_json(server: &TestServer, path: &str) -> Value {
     http()
         .get(server.url(path))

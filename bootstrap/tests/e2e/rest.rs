@@ -431,14 +431,7 @@ async fn health_readiness_metrics_and_documents() {
     let server = TestServer::start(&[]).await;
     let client = http();
     // A fresh server already exports every series the contract names.
-    let fresh = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fresh = get_text(&server, "/metrics").await;
     for name in [
         "banter_connections 0",
         "banter_connections_refused_total",
@@ -478,14 +471,7 @@ async fn health_readiness_metrics_and_documents() {
     alice.send_text("nonsense").await;
     alice.recv().await;
     let _ = try_connect(&server, "/ws/chat/BAD/?username=x", &[]).await;
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&server, "/metrics").await;
     for needle in [
         "banter_connections 1",
         "banter_connections_refused_total{reason=\"invalid_room\"} 1",
