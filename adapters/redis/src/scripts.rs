@@ -51,6 +51,8 @@ local function drop_user(room, user, n)
   end
   redis.call('HDEL', users, user)
   redis.call('ZREM', online, user)
+  -- Someone who left is not listed as typing (their node ends the indicator itself).
+  redis.call('ZREM', P .. ':typing:' .. room, user)
   local count = redis.call('ZCARD', online)
   if count == 0 then
     redis.call('ZREM', P .. ':rooms', room)
@@ -118,7 +120,6 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_afte
       local outcome = drop_user(room, user, tonumber(entries[i + 1]))
       if outcome[1] == 2 then
         -- The dead node cannot end its users' typing indicators; this does.
-        redis.call('ZREM', P .. ':typing:' .. room, user)
         redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
           kind = 'typing', room = room, username = user, is_typing = false }))
       end

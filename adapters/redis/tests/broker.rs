@@ -745,3 +745,25 @@ async fn a_typist_nobody_refreshes_lapses() {
         "a dead node's typist is not listed for ever"
     );
 }
+
+#[tokio::test]
+async fn someone_who_left_is_not_listed_as_typing() {
+    let Some(mut cluster) = Redis::new("left-typing").await else {
+        return;
+    };
+    let (_, a) = cluster.node().await;
+    let (_, b) = cluster.node().await;
+    let general = room("general");
+    // Bob types on b, and his last connection (on a) closes: whichever node reports the
+    // leave, he drops off the typing list with it.
+    a.connect(&general, &user("bob")).await.unwrap();
+    b.set_typing(&general, &user("bob"), Some(Duration::from_secs(8)))
+        .await
+        .unwrap();
+    assert_eq!(b.typing(&general).await.unwrap(), vec![user("bob")]);
+    assert_eq!(
+        a.disconnect(&general, &user("bob")).await.unwrap(),
+        PresenceChange::Left { online_count: 0 }
+    );
+    assert!(b.typing(&general).await.unwrap().is_empty());
+}

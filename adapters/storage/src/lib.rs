@@ -245,6 +245,10 @@ impl MessageStore for Store {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
+        // A writer that stopped (it cannot, short of a panic) leaves its rooms unable to post.
+        if self.inner.queues.iter().any(mpsc::Sender::is_closed) {
+            return Err(StorageError::Closed.into());
+        }
         Ok(reads::ping(&self.inner.pools).await?)
     }
 }

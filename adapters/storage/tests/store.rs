@@ -707,6 +707,8 @@ mod cases {
             }
         );
         store.close().await;
+        // Without its writers the store is not ready, and says so.
+        assert!(store.check().await.is_err());
         // A closed store refuses posts instead of losing them silently.
         assert!(
             store

@@ -194,11 +194,12 @@ impl<P: Ports> Endpoint for Handshake<P> {
         // must not stay counted online because their join was cut off halfway.
         let joining = {
             let (chat, room, username) = (state.chat.clone(), room.clone(), username.clone());
-            tokio::spawn(async move {
+            let joining = async move {
                 chat.join(room, username, start)
                     .await
                     .map(|joined| connection::Pending::new(joined, slot))
-            })
+            };
+            tokio::spawn(tracing::Instrument::in_current_span(joining))
         };
         let failure = match joining.await {
             Ok(Ok(pending)) => Ok(pending),
