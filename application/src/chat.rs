@@ -653,10 +653,7 @@ where
     }
 
     async fn room_lock(&self, room: &RoomName) -> futures_util::lock::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        room.hash(&mut hasher);
-        let stripe = (hasher.finish() as usize) % self.inner.room_locks.len();
+        let stripe = room.shard(self.inner.room_locks.len());
         self.inner.room_locks[stripe].lock().await
     }
 

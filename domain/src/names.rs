@@ -126,6 +126,16 @@ string_newtype!(
     rule: "a room name is lowercase a-z, digits, '-' and '_'"
 );
 
+impl RoomName {
+    /// Which of `shards` buckets (locks, writers) this room belongs to: always the same one
+    /// within a process, spread evenly over rooms. `shards` must not be zero.
+    pub fn shard(&self, shards: usize) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(self.as_str());
+        (hash % shards.max(1) as u64) as usize
+    }
+}
+
 string_newtype!(
     /// A username: 1–32 Unicode scalar values, each alphanumeric (any script), `_`, `-` or `.`.
     /// Compared exactly: no case folding, no normalization.

@@ -199,11 +199,8 @@ impl Store {
 impl Store {
     /// The queue of the writer that owns `room`.
     fn queue_of(&self, room: &RoomName) -> &mpsc::Sender<Job> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let queues = &self.inner.queues;
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room.as_str());
-        // `open` starts at least one writer; the modulo keeps the index in range.
-        &queues[(hash % queues.len() as u64) as usize]
+        // `open` starts at least one writer, and `shard` stays below the count.
+        &self.inner.queues[room.shard(self.inner.queues.len())]
     }
 }
 
