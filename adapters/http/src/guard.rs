@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use banter_application::RateLimit;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 
 /// An origin as `scheme://host[:port]`, lowercased, without the scheme's default port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -171,6 +171,13 @@ impl Drop for SlotGuard {
     }
 }
 
+/// The client's address as this server sees it (behind a proxy, the proxy's).
+pub(crate) fn client_address(req: &poem::Request) -> IpAddr {
+    req.remote_addr()
+        .as_socket_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
 /// The per-address token bucket for REST posts.
 #[derive(Debug)]
 pub struct AddressLimiter {
@@ -179,9 +186,8 @@ pub struct AddressLimiter {
 
 impl AddressLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
         Self {
-            limiter: RateLimiter::keyed(quota),
+            limiter: RateLimiter::keyed(limit.quota()),
         }
     }
 

@@ -127,11 +127,10 @@ impl Problem {
     /// As [`Problem::into_response`], with a `Retry-After` header in whole seconds.
     pub fn into_response_retry_after(self, seconds: u64) -> poem::Response {
         let mut response = self.into_response();
-        if let Ok(value) = poem::http::HeaderValue::from_str(&seconds.to_string()) {
-            response
-                .headers_mut()
-                .insert(poem::http::header::RETRY_AFTER, value);
-        }
+        response.headers_mut().insert(
+            poem::http::header::RETRY_AFTER,
+            poem::http::HeaderValue::from(seconds),
+        );
         response
     }
 }

@@ -5,7 +5,6 @@
 //! bearer token (401). Operations then parse parameters and bodies; anything that does not
 //! parse is answered by [`bad_request`] as problem+json.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use banter_application::{DraftField, Ports, PostDraft, ReadError};
@@ -197,10 +196,6 @@ pub struct PresenceBody {
     typing: Vec<String>,
 }
 
-fn problem_json(problem: Problem) -> Json<Problem> {
-    Json(problem)
-}
-
 /// Turns request parsing failures into problem+json (the same for every operation).
 fn parse_failure(err: &poem::Error) -> Problem {
     if let Some(e) = err.downcast_ref::<ParsePathError>() {
@@ -247,10 +242,10 @@ macro_rules! problem_responses {
         impl $name {
             fn problem(problem: Problem) -> Self {
                 match problem.status().as_u16() {
-                    401 => Self::Unauthorized(problem_json(problem)),
-                    404 => Self::NotFound(problem_json(problem)),
-                    503 => Self::Unavailable(problem_json(problem)),
-                    _ => Self::BadRequest(problem_json(problem)),
+                    401 => Self::Unauthorized(Json(problem)),
+                    404 => Self::NotFound(Json(problem)),
+                    503 => Self::Unavailable(Json(problem)),
+                    _ => Self::BadRequest(Json(problem)),
                 }
             }
         }
@@ -303,10 +298,6 @@ pub enum ReadyResponse {
     /// Storage or broker does not answer.
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>),
-}
-
-fn room_of(raw: &str) -> Result<RoomName, Problem> {
-    crate::problem::room_from_path(raw)
 }
 
 fn seq_param(name: &str, value: Option<i64>) -> Result<Option<Seq>, Problem> {
@@ -374,7 +365,7 @@ impl<P: Ports> ChatApi<P> {
         limit: Query<Option<i64>>,
     ) -> HistoryResponse {
         let run = async {
-            let room = room_of(&room)?;
+            let room = crate::problem::room_from_path(&room)?;
             let limit = limit_param(limit.0, 50, PageLimit::MAX_HISTORY)?;
             let query = match (seq_param("before", before.0)?, seq_param("after", after.0)?) {
                 (Some(_), Some(_)) => {
@@ -416,7 +407,7 @@ impl<P: Ports> ChatApi<P> {
     )]
     async fn post(&self, req: &Request, room: Path<String>, body: Json<PostBody>) -> PostResponse {
         let run = async {
-            let room = room_of(&room)?;
+            let room = crate::problem::room_from_path(&room)?;
             let body = body.0;
             let username = match req.extensions().get::<Caller>() {
                 Some(Caller(username)) => username.clone(),
@@ -521,7 +512,7 @@ impl<P: Ports> ChatApi<P> {
         after: Query<Option<String>>,
     ) -> PresenceResponse {
         let run = async {
-            let room = room_of(&room)?;
+            let room = crate::problem::room_from_path(&room)?;
             let limit = limit_param(limit.0, 1000, 1000)?;
             let after = after
                 .0
@@ -597,12 +588,6 @@ pub fn service<P: Ports>(
     (service, docs, spec)
 }
 
-fn client_address(req: &Request) -> IpAddr {
-    req.remote_addr()
-        .as_socket_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
-}
-
 fn is_post_of_message(req: &Request) -> bool {
     req.method() == Method::POST
         && req
@@ -624,7 +609,7 @@ pub fn guard<P: Ports, E: Endpoint + 'static>(
                 .rest_limiter
                 .as_ref()
                 .filter(|_| is_post_of_message(&req))
-                && let Err(wait) = limiter.take(client_address(&req))
+                && let Err(wait) = limiter.take(crate::guard::client_address(&req))
             {
                 return Ok(Problem::new(
                     ErrorCode::RateLimited,

@@ -24,29 +24,27 @@ use crate::problem::ErrorCode;
 /// A joined connection waiting for its upgrade. If the upgrade never happens, dropping it
 /// still takes the user out of the room.
 pub struct Pending<P: Ports> {
-    joined: Option<JoinedOf<P>>,
-    slot: Option<SlotGuard>,
+    /// Taken by the upgrade; still here on drop if it never happened.
+    connection: Option<(JoinedOf<P>, SlotGuard)>,
 }
 
 impl<P: Ports> Pending<P> {
     pub fn new(joined: JoinedOf<P>, slot: SlotGuard) -> Self {
         Self {
-            joined: Some(joined),
-            slot: Some(slot),
+            connection: Some((joined, slot)),
         }
     }
 }
 
 impl<P: Ports> Drop for Pending<P> {
     fn drop(&mut self) {
-        if let Some(joined) = self.joined.take() {
-            let slot = self.slot.take();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    joined.session.leave().await;
-                    drop(slot);
-                });
-            }
+        if let Some((joined, slot)) = self.connection.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                joined.session.leave().await;
+                drop(slot);
+            });
         }
     }
 }
@@ -69,7 +67,7 @@ pub async fn run<P: Ports>(
     mut pending: Pending<P>,
     state: Arc<AppState<P>>,
 ) {
-    let (Some(joined), Some(slot)) = (pending.joined.take(), pending.slot.take()) else {
+    let Some((joined, slot)) = pending.connection.take() else {
         return;
     };
     let settings = state.settings.ws;
@@ -284,7 +282,7 @@ async fn write_loop<P: Ports>(
                 Ok((code, reason)) => break WriterEnd::Close(code, reason),
                 Err(_) => break WriterEnd::ReaderDone,
             },
-            event = feed.next() => match write_events(&mut sink, &mut feed, event, &settings).await {
+            event = feed.next() => match write_events::<P>(&mut sink, &mut feed, event, &settings).await {
                 Ok(()) => {}
                 Err(end) => break end,
             },
@@ -308,17 +306,12 @@ async fn write_loop<P: Ports>(
 }
 
 /// Writes one event and any others already waiting, then flushes once.
-async fn write_events<S, Sub, C>(
+async fn write_events<P: Ports>(
     sink: &mut Sink,
-    feed: &mut banter_application::RoomFeed<S, Sub, C>,
+    feed: &mut banter_application::FeedOf<P>,
     first: Result<Arc<banter_domain::EventEnvelope>, FeedError>,
     settings: &WsSettings,
-) -> Result<(), WriterEnd>
-where
-    S: banter_domain::ports::MessageStore,
-    Sub: banter_domain::ports::EventSubscription,
-    C: banter_domain::ports::Clock,
-{
+) -> Result<(), WriterEnd> {
     let mut next = Some(first);
     let mut written = 0;
     let mut failure = None;

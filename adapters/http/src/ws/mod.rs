@@ -8,7 +8,6 @@ mod connection;
 pub mod frames;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use banter_application::{Ports, Start};
@@ -37,10 +36,6 @@ impl<P: Ports> Handshake<P> {
     }
 }
 
-fn refuse(code: ErrorCode, detail: impl Into<String>) -> Problem {
-    Problem::new(code, detail)
-}
-
 /// The refused handshake's response, counted by its code.
 fn refusal_response(problem: Problem) -> Response {
     metrics::counter!("banter_connections_refused_total", "reason" => problem.code.clone())
@@ -62,7 +57,7 @@ fn parse_start(query: &HashMap<String, String>) -> Result<Start, Problem> {
             .ok()
             .and_then(|v| Seq::new(v).ok())
             .ok_or_else(|| {
-                refuse(
+                Problem::new(
                     ErrorCode::InvalidParameter,
                     format!("after: must be an integer ≥ 0, got {raw:?}"),
                 )
@@ -73,7 +68,7 @@ fn parse_start(query: &HashMap<String, String>) -> Result<Start, Problem> {
         None => Ok(Start::DEFAULT),
         Some(raw) => match raw.parse::<u16>() {
             Ok(history) if history <= Start::MAX_HISTORY => Ok(Start::Latest { history }),
-            _ => Err(refuse(
+            _ => Err(Problem::new(
                 ErrorCode::InvalidParameter,
                 format!(
                     "history: must be an integer from 0 to {}, got {raw:?}",
@@ -92,7 +87,7 @@ impl<P: Ports> Handshake<P> {
     ) -> Result<Handshaking, Problem> {
         let state = &self.state;
         if state.is_shutting_down() {
-            return Err(refuse(
+            return Err(Problem::new(
                 ErrorCode::Unavailable,
                 "the server is shutting down",
             ));
@@ -105,18 +100,19 @@ impl<P: Ports> Handshake<P> {
             .map(|v| v.to_str().unwrap_or("null"));
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         if !origin_allowed(origin, host, &state.settings.allowed_origins) {
-            return Err(refuse(
+            return Err(Problem::new(
                 ErrorCode::ForbiddenOrigin,
                 format!("origin {} is not allowed", origin.unwrap_or_default()),
             ));
         }
         let username = match &state.settings.auth {
             AuthMode::None => {
-                let raw = query
-                    .get("username")
-                    .ok_or_else(|| refuse(ErrorCode::InvalidUsername, "username: required"))?;
-                Username::parse(raw)
-                    .map_err(|e| refuse(ErrorCode::InvalidUsername, format!("username: {e}")))?
+                let raw = query.get("username").ok_or_else(|| {
+                    Problem::new(ErrorCode::InvalidUsername, "username: required")
+                })?;
+                Username::parse(raw).map_err(|e| {
+                    Problem::new(ErrorCode::InvalidUsername, format!("username: {e}"))
+                })?
             }
             AuthMode::Jwt { key } => {
                 let token = query
@@ -124,13 +120,13 @@ impl<P: Ports> Handshake<P> {
                     .map(String::as_str)
                     .or_else(|| auth::bearer_token(headers))
                     .ok_or_else(|| {
-                        refuse(
+                        Problem::new(
                             ErrorCode::Unauthorized,
                             auth::AuthError::Missing.to_string(),
                         )
                     })?;
                 auth::verify(key, token)
-                    .map_err(|e| refuse(ErrorCode::Unauthorized, e.to_string()))?
+                    .map_err(|e| Problem::new(ErrorCode::Unauthorized, e.to_string()))?
             }
         };
         let start = parse_start(query)?;
@@ -161,26 +157,23 @@ impl<P: Ports> Endpoint for Handshake<P> {
             Err(problem) => return Ok(refusal_response(problem)),
         };
         let Ok(ws) = WebSocket::from_request_without_body(&req).await else {
-            return Ok(refusal_response(refuse(
+            return Ok(refusal_response(Problem::new(
                 ErrorCode::InvalidParameter,
                 "this endpoint speaks WebSocket: send an Upgrade: websocket handshake",
             )));
         };
-        let address = req
-            .remote_addr()
-            .as_socket_addr()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let address = crate::guard::client_address(&req);
         let state = Arc::clone(&self.state);
         let slot = match state.slots.acquire(address) {
             Ok(slot) => slot,
             Err(SlotRefusal::OverCapacity) => {
-                return Ok(refusal_response(refuse(
+                return Ok(refusal_response(Problem::new(
                     ErrorCode::OverCapacity,
                     "the server is at its connection capacity",
                 )));
             }
             Err(SlotRefusal::TooManyFromAddress) => {
-                return Ok(refusal_response(refuse(
+                return Ok(refusal_response(Problem::new(
                     ErrorCode::TooManyConnections,
                     format!(
                         "at most {} connections per address",
@@ -201,16 +194,15 @@ impl<P: Ports> Endpoint for Handshake<P> {
             };
             tokio::spawn(tracing::Instrument::in_current_span(joining))
         };
-        let failure = match joining.await {
-            Ok(Ok(pending)) => Ok(pending),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the join task failed: {e}")),
-        };
-        let pending = match failure {
+        let joined = joining
+            .await
+            .map_err(|e| format!("the join task failed: {e}"))
+            .and_then(|joined| joined.map_err(|e| e.to_string()));
+        let pending = match joined {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(%room, error = %e, "join failed");
-                return Ok(refusal_response(refuse(
+                return Ok(refusal_response(Problem::new(
                     ErrorCode::Unavailable,
                     format!("cannot join the room now: {e}"),
                 )));
