@@ -51,6 +51,7 @@ pub struct TestDatabase {
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn with_database(url: &str, name: &str) -> String {
     // Replace the path of postgres://user@host:port/db?params with the new name.
@@ -82,7 +83,10 @@ impl TestDatabase {
                 return None;
             }
         };
-        sweep_stale(&mut admin).await;
+        // Once per process: leftovers of dead runs do not change while tests run.
+        if !SWEPT.swap(true, Ordering::SeqCst) {
+            sweep_stale(&mut admin).await;
+        }
         // The process id comes first: the sweep reads it to tell abandoned databases.
         let name = format!("banter_test_{}", unique_suffix("_"));
         diesel::sql_query(format!("CREATE DATABASE {name}"))
@@ -99,12 +103,7 @@ impl TestDatabase {
     /// Drops the database, disconnecting whoever still uses it.
     pub async fn drop_now(self) {
         if let Ok(mut admin) = AsyncPgConnection::establish(&self.admin_url).await {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
+            drop_database(&mut admin, &self.name).await;
         }
     }
 }
@@ -242,6 +241,13 @@ struct DatabaseName {
     datname: String,
 }
 
+/// Drops a database whoever still uses it; a failure only leaves it for the next sweep.
+async fn drop_database(admin: &mut AsyncPgConnection, name: &str) {
+    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(admin)
+        .await;
+}
+
 /// Drops test databases left by processes that no longer run (a test that panicked).
 async fn sweep_stale(admin: &mut AsyncPgConnection) {
     let Ok(names) =
@@ -258,9 +264,7 @@ async fn sweep_stale(admin: &mut AsyncPgConnection) {
             .and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"))
-                .execute(admin)
-                .await;
+            drop_database(admin, &datname).await;
         }
     }
 }

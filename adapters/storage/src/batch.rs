@@ -75,11 +75,12 @@ impl Batch {
 
     /// Decides each post's fate given the stored originals found by the lookups.
     pub fn plan(&self, originals: Vec<MessageRow>) -> Plan<'_> {
-        let originals: HashMap<(String, String, String), MessageRow> = originals
-            .into_iter()
+        // Keyed by borrowed strings: a post looks itself up without allocating.
+        let found: HashMap<IdempotencyKey<'_>, &MessageRow> = originals
+            .iter()
             .filter_map(|row| {
-                let id = row.client_id.clone()?;
-                Some(((row.room.clone(), row.username.clone(), id), row))
+                let id = row.client_id.as_deref()?;
+                Some(((row.room.as_str(), row.username.as_str(), id), row))
             })
             .collect();
         let mut fates = Vec::with_capacity(self.posts.len());
@@ -87,10 +88,8 @@ impl Batch {
         for (post, twin) in self.posts.iter().zip(&self.earlier_twin) {
             let fate = if let Some(first) = twin {
                 Fate::SameAs(*first)
-            } else if let Some(original) = key(post)
-                .and_then(|(r, u, c)| originals.get(&(r.to_owned(), u.to_owned(), c.to_owned())))
-            {
-                Fate::Original(original.clone())
+            } else if let Some(original) = key(post).and_then(|k| found.get(&k)) {
+                Fate::Original((*original).clone())
             } else {
                 *new_per_room.entry(post.room.as_str()).or_default() += 1;
                 Fate::New

@@ -105,11 +105,11 @@ impl Pools {
                 // A local file cannot go stale: skip the validation query on every checkout.
                 config.recycling_method = RecyclingMethod::Fast;
                 let manager = AsyncDieselConnectionManager::new_with_config(path.as_str(), config);
-                Ok(Pools::Sqlite(checked_pool(manager, size, false).await?))
+                Ok(Pools::Sqlite(checked_pool(manager, size).await?))
             }
             DatabaseUrl::Postgres { url } => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
-                Ok(Pools::Postgres(checked_pool(manager, size, true).await?))
+                Ok(Pools::Postgres(checked_pool(manager, size).await?))
             }
         }
     }
@@ -120,7 +120,6 @@ impl Pools {
 async fn checked_pool<C>(
     manager: AsyncDieselConnectionManager<C>,
     size: u32,
-    test_on_check_out: bool,
 ) -> Result<Pool<C>, StorageError>
 where
     C: 'static,
@@ -129,7 +128,6 @@ where
     let pool = Pool::builder()
         .max_size(size)
         .connection_timeout(CONNECTION_TIMEOUT)
-        .test_on_check_out(test_on_check_out)
         .build(manager)
         .await
         .map_err(|e| StorageError::Connect(e.to_string()))?;

@@ -69,13 +69,19 @@ fn probe(limit: PageLimit) -> i64 {
     limit.get() as i64 + 1
 }
 
+/// Queries read one row past the page (`probe`); that row only says whether more exist.
+fn split_page<T>(rows: &mut Vec<T>, limit: PageLimit) -> bool {
+    let has_more = rows.len() > limit.get();
+    rows.truncate(limit.get());
+    has_more
+}
+
 fn into_page(
     mut rows: Vec<MessageRow>,
     limit: PageLimit,
     newest_first: bool,
 ) -> Result<(Vec<banter_domain::Message>, bool), StorageError> {
-    let has_more = rows.len() > limit.get();
-    rows.truncate(limit.get());
+    let has_more = split_page(&mut rows, limit);
     if newest_first {
         rows.reverse();
     }
@@ -146,8 +152,7 @@ pub(crate) async fn rooms(
             .select(RoomRow::as_select())
             .load(conn)
             .await?;
-        let has_more = rows.len() > limit.get();
-        rows.truncate(limit.get());
+        let has_more = split_page(&mut rows, limit);
         let rooms = rows
             .into_iter()
             .map(RoomRow::into_stored_room)
