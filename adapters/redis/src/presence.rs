@@ -108,6 +108,11 @@ fn protocol(e: impl std::fmt::Display) -> RedisAdapterError {
     RedisAdapterError::Protocol(e.to_string())
 }
 
+/// A username read back from Redis; one that no longer parses means the data is not ours.
+fn stored_username(name: &str) -> Result<Username, RedisAdapterError> {
+    Username::parse(name).map_err(|e| protocol(format!("stored username {name:?}: {e}")))
+}
+
 /// A `ZRANGEBYLEX` start strictly after `name`, or from the beginning.
 fn lex_after(name: Option<&str>) -> String {
     name.map_or_else(|| "-".to_owned(), |n| format!("({n}"))
@@ -394,10 +399,7 @@ impl PresenceRegistry for RedisPresence {
         let mut users = Vec::new();
         for value in values {
             let name: String = redis::from_redis_value(value).map_err(protocol)?;
-            let user = Username::parse(&name).map_err(|e| {
-                RedisAdapterError::Protocol(format!("stored username {name:?}: {e}"))
-            })?;
-            users.push(user);
+            users.push(stored_username(&name)?);
         }
         let has_more = users.len() > limit;
         users.truncate(limit);
@@ -426,9 +428,8 @@ impl PresenceRegistry for RedisPresence {
         answer
             .into_iter()
             .map(|(name, online_count)| {
-                let room = RoomName::parse(&name).map_err(|e| {
-                    RedisAdapterError::Protocol(format!("stored room {name:?}: {e}"))
-                })?;
+                let room = RoomName::parse(&name)
+                    .map_err(|e| protocol(format!("stored room {name:?}: {e}")))?;
                 Ok(OccupiedRoom { room, online_count })
             })
             .collect::<Result<_, RedisAdapterError>>()
@@ -470,11 +471,7 @@ impl PresenceRegistry for RedisPresence {
         .await?;
         let mut typists = names
             .iter()
-            .map(|name| {
-                Username::parse(name).map_err(|e| {
-                    RedisAdapterError::Protocol(format!("stored username {name:?}: {e}"))
-                })
-            })
+            .map(|name| stored_username(name))
             .collect::<Result<Vec<_>, _>>()?;
         typists.sort();
         Ok(typists)
