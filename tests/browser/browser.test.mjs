@@ -146,29 +146,62 @@ try {
     assert.deepEqual(dialogs, [], "no alert() ran");
   });
 
-  await step("history loads older pages over REST", async () => {
-    const response = await fetch(`${base}/api/rooms/general/messages`);
-    assert.equal(response.status, 200);
-    for (let i = 1; i <= 60; i += 1) {
-      const post = await fetch(`${base}/api/rooms/paging/messages`, {
+  // Older history comes over REST in two ways: scrolling up to the top of the timeline, and the
+  // "Load older messages" button for when nothing overflows (so nothing can be scrolled).
+  async function postOld(room, count) {
+    for (let i = 1; i <= count; i += 1) {
+      const post = await fetch(`${base}/api/rooms/${room}/messages`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ username: "carol", content: `old ${i}` }),
       });
       assert.equal(post.status, 201);
     }
-    const page = await (await browser.newContext({ viewport: { width: 560, height: 720 } })).newPage();
-    await page.goto(`${base}/?room=paging`);
+  }
+
+  async function openRoom(room, viewport) {
+    const page = await (await browser.newContext({ viewport })).newPage();
+    await page.goto(`${base}/?room=${room}`);
     await page.locator("#lobby-username").fill("dave");
     await page.locator("#lobby-form button").click();
     await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
     assert.equal(await bubbles(page).count(), 50, "the welcome carries the latest 50");
-    await page.locator("#load-older").click();
+    await page.locator("#load-older").waitFor({ state: "visible" });
+    return page;
+  }
+
+  async function expectWholeHistory(page) {
     await page.locator("#history-start").waitFor({ state: "visible", timeout: 5000 });
+    assert.equal(await page.locator("#load-older").isHidden(), true, "nothing older is offered");
     assert.equal(await bubbles(page).count(), 60);
     const seqs = await seqsOf(page);
     assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1), "in order, once each");
     assert.equal(await bubbles(page).first().textContent(), "old 1");
+  }
+
+  await step("scrolling up to the top loads older history over REST", async () => {
+    await postOld("paging", 60);
+    const page = await openRoom("paging", { width: 560, height: 720 });
+    const timeline = page.locator("#timeline");
+    const box = await timeline.boundingBox();
+    assert.ok(box, "the timeline is on screen");
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    // Wheel up until the page says it holds the whole room; each wheel is a real scroll event.
+    for (let turn = 0; turn < 50 && (await page.locator("#history-start").isHidden()); turn += 1) {
+      await page.mouse.wheel(0, -2000);
+      await page.waitForTimeout(100);
+    }
+    await expectWholeHistory(page);
+    await page.context().close();
+  });
+
+  await step("the Load older button loads older history when nothing can scroll", async () => {
+    await postOld("paging-button", 60);
+    const page = await openRoom("paging-button", { width: 1200, height: 6000 });
+    const overflows = await page.$eval("#timeline", (t) => t.scrollHeight > t.clientHeight);
+    assert.equal(overflows, false, "the 50 messages of the welcome fit, so no scroll event can load more");
+    await page.locator("#load-older").click();
+    await expectWholeHistory(page);
     await page.context().close();
   });
 
