@@ -75,6 +75,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BANTER_REDIS_NAMESPACE", default_value = "banter", value_parser = parse_namespace)]
     pub redis_namespace: String,
 
+    /// Seconds a Redis command (or a link ping) may take before the link counts as lost. At
+    /// most 10, so that a node notices a dead link well before others would sweep it (15 s).
+    #[arg(long, env = "BANTER_REDIS_TIMEOUT", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub redis_timeout: u64,
+
     /// `none` (clients say who they are) or `jwt` (HS256 bearer tokens; `sub` is the username).
     #[arg(long, env = "BANTER_AUTH", value_enum, default_value_t = Auth::None)]
     pub auth: Auth,
@@ -303,6 +308,11 @@ mod tests {
             Broker::Redis("redis://127.0.0.1:6379/2".to_owned())
         );
         assert_eq!(args.redis_namespace, "chat-eu:1");
+        assert_eq!(args.redis_timeout, 3, "the default");
+        for (raw, ok) in [("1", true), ("10", true), ("0", false), ("11", false)] {
+            let parsed = Cli::try_parse_from(["banter", "serve", "--redis-timeout", raw]);
+            assert_eq!(parsed.is_ok(), ok, "--redis-timeout {raw}");
+        }
         assert!(Cli::try_parse_from(["banter", "serve", "--broker", "rediss://x"]).is_err());
         for bad in ["", "has space", "ünï", &"x".repeat(65)] {
             assert!(

@@ -127,6 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let config = RedisConfig {
                 namespace: args.redis_namespace.clone(),
                 outbound_queue: args.outbound_queue,
+                command_timeout: Duration::from_secs(args.redis_timeout),
                 ..RedisConfig::new(url.clone())
             };
             let node_id = config.node_id.clone();

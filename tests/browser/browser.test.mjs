@@ -111,16 +111,17 @@ try {
 
   await step("the typing indicator shows on the other side only", async () => {
     await alice.locator("#input").pressSequentially("Hello bob", { delay: 20 });
-    await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 5000 });
+    await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 15000 });
     assert.equal(await alice.locator("#typing").textContent(), "");
   });
 
   await step("a message typed in one page appears in the other", async () => {
     await alice.locator("#input").press("Enter");
-    await bob.locator("#messages .bubble", { hasText: "Hello bob" }).waitFor({ timeout: 5000 });
+    await bob.locator("#messages .bubble", { hasText: "Hello bob" }).waitFor({ timeout: 15000 });
     await alice.locator("#messages li.message.mine .bubble", { hasText: "Hello bob" }).waitFor();
-    // Posting ended the indicator.
-    await bob.locator("#typing", { hasText: /^$/ }).waitFor({ timeout: 5000 });
+    // Posting ended the indicator. Expiry would take 6 s from the last keystroke, so a wait
+    // shorter than that shows it was the post.
+    await bob.locator("#typing", { hasText: /^$/ }).waitFor({ timeout: 3000 });
     assert.equal(await alice.locator("#input").inputValue(), "");
   });
 
@@ -130,7 +131,7 @@ try {
     await bob.locator("#input").pressSequentially("line two");
     await bob.locator("#input").press("Enter");
     const last = alice.locator("#messages .bubble", { hasText: "line one" });
-    await last.waitFor({ timeout: 5000 });
+    await last.waitFor({ timeout: 15000 });
     assert.equal(await last.textContent(), "line one\nline two");
   });
 
@@ -138,7 +139,7 @@ try {
     await bob.locator("#input").fill(XSS);
     await bob.locator("#input").press("Enter");
     const shown = alice.locator("#messages .bubble", { hasText: "onerror" });
-    await shown.waitFor({ timeout: 5000 });
+    await shown.waitFor({ timeout: 15000 });
     assert.equal(await shown.textContent(), XSS);
     assert.equal(await alice.locator("#messages img").count(), 0, "no <img> element was created");
     assert.equal(await bob.locator("#messages img").count(), 0);
@@ -171,7 +172,7 @@ try {
   }
 
   async function expectWholeHistory(page) {
-    await page.locator("#history-start").waitFor({ state: "visible", timeout: 5000 });
+    await page.locator("#history-start").waitFor({ state: "visible", timeout: 15000 });
     assert.equal(await page.locator("#load-older").isHidden(), true, "nothing older is offered");
     assert.equal(await bubbles(page).count(), 60);
     const seqs = await seqsOf(page);
@@ -208,7 +209,7 @@ try {
   await step("a server restart: reconnect, resume with after, resend unsent messages once", async () => {
     const before = await seqsOf(bob);
     assert.equal(await stopBanter(server), 0, "graceful shutdown exits 0");
-    await alice.locator("#status:not([data-state=online])").waitFor({ timeout: 5000 });
+    await alice.locator("#status:not([data-state=online])").waitFor({ timeout: 15000 });
     // Typed while the server is down: kept and marked pending.
     await alice.locator("#input").fill("sent while offline");
     await alice.locator("#input").press("Enter");
@@ -222,7 +223,7 @@ try {
     });
     assert.equal(post.status, 201);
     for (const page of [alice, bob]) {
-      await page.locator("#status[data-state=online]").waitFor({ timeout: 30000 });
+      await page.locator("#status[data-state=online]").waitFor({ timeout: 60000 });
       await page.locator("#messages li[data-seq] .bubble", { hasText: "sent while offline" }).waitFor({ timeout: 10000 });
       await page.locator("#messages .bubble", { hasText: "posted during the restart" }).waitFor({ timeout: 10000 });
     }
@@ -239,7 +240,7 @@ try {
   if (process.env.BANTER_SCREENSHOT) {
     await step("screenshot for the README", async () => {
       await alice.locator("#input").pressSequentially("Shall we ship it?", { delay: 10 });
-      await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 5000 });
+      await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 15000 });
       await bob.setViewportSize({ width: 960, height: 600 });
       await bob.screenshot({ path: resolve(process.env.BANTER_SCREENSHOT) });
     });
