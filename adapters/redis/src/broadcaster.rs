@@ -12,9 +12,16 @@
 //! may have been missed and nobody would notice until the next message of the room: every
 //! subscription is closed instead (the connections close and the clients resume from the store
 //! with `after`), the old link's dispatcher is stopped, and the next subscribe opens a new link.
+//!
+//! A message whose `PUBLISH` failed is already stored (the post was answered), but other nodes
+//! would only learn of it from the room's next message. It is kept ([`Unsent`], bounded) and
+//! published again, in order, once Redis answers: before the next event, on a readiness check,
+//! and every second by a small task. Receivers drop what they already have by seq, so a
+//! `PUBLISH` that timed out but did arrive costs nothing twice. Typing events are not kept:
+//! late, they would be wrong.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use banter_adapter_memory::{MemoryBroadcaster, MemorySubscription};
@@ -37,6 +44,64 @@ impl From<RedisAdapterError> for BroadcastError {
 
 /// How often an idle link is pinged, so a half-open connection is noticed.
 const LINK_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often kept messages are tried again when nothing else publishes.
+const REDELIVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At most this many bytes of unpublished messages are kept (a few thousand messages); the
+/// oldest go first. Clients still find them in the store when they resume.
+const UNSENT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Messages whose `PUBLISH` failed, oldest first, as (channel, payload).
+struct Unsent {
+    events: VecDeque<(String, Vec<u8>)>,
+    bytes: usize,
+    limit_bytes: usize,
+}
+
+impl Unsent {
+    fn new(limit_bytes: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            bytes: 0,
+            limit_bytes,
+        }
+    }
+
+    /// Keeps a message at the back; drops the oldest ones beyond the limit.
+    fn push_back(&mut self, channel: String, payload: Vec<u8>) {
+        self.bytes += payload.len();
+        self.events.push_back((channel, payload));
+        while self.bytes > self.limit_bytes {
+            let Some((_, dropped)) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= dropped.len();
+            metrics::counter!("banter_redis_unsent_dropped_total").increment(1);
+        }
+        self.report();
+    }
+
+    /// Puts back a message whose retry failed, ahead of the rest.
+    fn push_front(&mut self, channel: String, payload: Vec<u8>) {
+        self.bytes += payload.len();
+        self.events.push_front((channel, payload));
+        self.report();
+    }
+
+    fn pop_front(&mut self) -> Option<(String, Vec<u8>)> {
+        let popped = self.events.pop_front();
+        if let Some((_, payload)) = &popped {
+            self.bytes -= payload.len();
+            self.report();
+        }
+        popped
+    }
+
+    fn report(&self) {
+        metrics::gauge!("banter_redis_unsent_messages").set(self.events.len() as f64);
+    }
+}
 
 /// The subscribe connection and the rooms it follows.
 #[derive(Default)]
@@ -70,19 +135,83 @@ impl Link {
 
 struct Shared {
     client: redis::Client,
+    /// The command connection, for `PUBLISH` and `PING`.
+    commands: ConnectionManager,
     namespace: String,
     command_timeout: Duration,
     local: MemoryBroadcaster,
     /// Held while the link or its subscriptions change, and while the dispatcher decides to
     /// unsubscribe, so that a room cannot be unsubscribed under a subscriber that just came.
     link: tokio::sync::Mutex<Link>,
+    unsent: std::sync::Mutex<Unsent>,
+    /// Held while kept messages are published again, so they go out once and in order.
+    redelivering: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn unsent(&self) -> std::sync::MutexGuard<'_, Unsent> {
+        // The queue is consistent after every single call, so a panic elsewhere cannot have
+        // left it half-changed.
+        self.unsent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn publish_now(&self, channel: &str, payload: &[u8]) -> Result<(), RedisAdapterError> {
+        let mut commands = self.commands.clone();
+        let _receivers: i64 = timed(
+            self.command_timeout,
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut commands),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes the kept messages, oldest first. Fails (keeping the rest) at the first that
+    /// Redis refuses, so nothing newer overtakes them.
+    async fn redeliver(&self) -> Result<(), RedisAdapterError> {
+        if self.unsent().events.is_empty() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.redelivering.lock().await;
+        let mut sent = 0usize;
+        loop {
+            let Some((channel, payload)) = self.unsent().pop_front() else {
+                break;
+            };
+            if let Err(e) = self.publish_now(&channel, &payload).await {
+                self.unsent().push_front(channel, payload);
+                return Err(e);
+            }
+            sent += 1;
+        }
+        if sent > 0 {
+            tracing::info!(sent, "published the messages kept while Redis was away");
+        }
+        Ok(())
+    }
+}
+
+/// Retries kept messages every [`REDELIVERY_INTERVAL`] for as long as the broadcaster lives.
+async fn redeliver_periodically(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(REDELIVERY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(e) = shared.redeliver().await {
+            tracing::debug!(error = %e, "kept messages not published yet");
+        }
+    }
 }
 
 /// The [`EventBroadcaster`] for several nodes. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisBroadcaster {
     shared: Arc<Shared>,
-    commands: ConnectionManager,
 }
 
 impl std::fmt::Debug for RedisBroadcaster {
@@ -111,16 +240,18 @@ impl RedisBroadcaster {
         commands: ConnectionManager,
         config: &RedisConfig,
     ) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                client,
-                namespace: config.namespace.clone(),
-                command_timeout: config.command_timeout,
-                local: MemoryBroadcaster::new(config.outbound_queue),
-                link: tokio::sync::Mutex::new(Link::default()),
-            }),
+        let shared = Arc::new(Shared {
+            client,
             commands,
-        }
+            namespace: config.namespace.clone(),
+            command_timeout: config.command_timeout,
+            local: MemoryBroadcaster::new(config.outbound_queue),
+            link: tokio::sync::Mutex::new(Link::default()),
+            unsent: std::sync::Mutex::new(Unsent::new(UNSENT_LIMIT_BYTES)),
+            redelivering: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(redeliver_periodically(Arc::downgrade(&shared)));
+        Self { shared }
     }
 
     /// Opens the subscribe connection now, so start-up fails early when Redis is missing.
@@ -268,21 +399,23 @@ impl EventBroadcaster for RedisBroadcaster {
             reason: format!("cannot encode the event: {e}"),
         })?;
         let channel = room_channel(&self.shared.namespace, event.room().as_str());
-        let mut commands = self.commands.clone();
-        let _receivers: i64 = timed(
-            self.shared.command_timeout,
-            redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(payload)
-                .query_async(&mut commands),
-        )
-        .await?;
+        // Kept messages first: a message must not overtake an older one of its room.
+        let outcome = match self.shared.redeliver().await {
+            Ok(()) => self.shared.publish_now(&channel, &payload).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            if matches!(event, RoomEvent::MessagePosted(_)) {
+                self.shared.unsent().push_back(channel, payload);
+            }
+            return Err(e.into());
+        }
         metrics::histogram!("banter_broadcast_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
     async fn check(&self) -> Result<(), BroadcastError> {
-        let mut commands = self.commands.clone();
+        let mut commands = self.shared.commands.clone();
         let _: String = timed(
             self.shared.command_timeout,
             redis::cmd("PING").query_async(&mut commands),
@@ -291,6 +424,40 @@ impl EventBroadcaster for RedisBroadcaster {
         if !self.is_linked().await {
             self.connect_link().await?;
         }
+        self.shared.redeliver().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unsent;
+
+    fn payloads(unsent: &Unsent) -> Vec<&[u8]> {
+        unsent.events.iter().map(|(_, p)| p.as_slice()).collect()
+    }
+
+    #[test]
+    fn kept_messages_stay_in_order_and_a_failed_retry_goes_back_first() {
+        let mut unsent = Unsent::new(100);
+        unsent.push_back("c".into(), b"one".to_vec());
+        unsent.push_back("c".into(), b"two".to_vec());
+        let (channel, first) = unsent.pop_front().unwrap();
+        assert_eq!(first, b"one");
+        unsent.push_front(channel, first);
+        assert_eq!(payloads(&unsent), [b"one".as_slice(), b"two"]);
+        assert_eq!(unsent.bytes, 6);
+    }
+
+    #[test]
+    fn beyond_the_limit_the_oldest_are_dropped() {
+        let mut unsent = Unsent::new(10);
+        for payload in ["aaaa", "bbbb", "cccc"] {
+            unsent.push_back("c".into(), payload.as_bytes().to_vec());
+        }
+        assert_eq!(payloads(&unsent), [b"bbbb".as_slice(), b"cccc"]);
+        assert_eq!(unsent.bytes, 8);
+        while unsent.pop_front().is_some() {}
+        assert_eq!(unsent.bytes, 0);
     }
 }

@@ -126,7 +126,17 @@ fn describe_metrics() {
         "banter_presence_swept_total",
         "Connections of dead nodes removed from presence by this node's heartbeats."
     );
+    describe_gauge!(
+        "banter_redis_unsent_messages",
+        "Stored messages whose broadcast failed, kept to be published once Redis answers."
+    );
+    describe_counter!(
+        "banter_redis_unsent_dropped_total",
+        "Kept messages dropped unpublished because too many were waiting (clients still find them in the store)."
+    );
     metrics::gauge!("banter_redis_link_up").set(0.0);
+    metrics::gauge!("banter_redis_unsent_messages").set(0.0);
+    metrics::counter!("banter_redis_unsent_dropped_total").increment(0);
     metrics::counter!("banter_redis_link_losses_total").increment(0);
     metrics::counter!("banter_presence_swept_total").increment(0);
 }

@@ -14,7 +14,9 @@ use banter_adapter_redis::{RedisBroadcaster, RedisConfig, RedisPresence};
 use banter_domain::ports::{
     EventBroadcaster, EventSubscription, PresenceRegistry, SubscriptionError,
 };
-use banter_domain::{PresenceChange, PresenceEvent, RoomEvent, RoomName, Username};
+use banter_domain::{
+    Content, Message, PresenceChange, PresenceEvent, RoomEvent, RoomName, Seq, Timestamp, Username,
+};
 
 const PROMPTLY: Duration = Duration::from_secs(5);
 
@@ -35,6 +37,17 @@ fn typing(room_name: &str, n: usize) -> RoomEvent {
         username: user(&format!("user{n}")),
         is_typing: true,
     }
+}
+
+fn posted(room_name: &str, seq: u64) -> RoomEvent {
+    RoomEvent::MessagePosted(Message {
+        room: room(room_name),
+        seq: Seq::new(seq).unwrap(),
+        username: user("alice"),
+        content: Content::parse(&format!("message {seq}")).unwrap(),
+        timestamp: Timestamp::from_unix_millis(1_795_857_302_123).unwrap(),
+        client_id: None,
+    })
 }
 
 async fn next<S: EventSubscription>(subscription: &mut S) -> RoomEvent {
@@ -583,6 +596,38 @@ async fn losing_the_link_closes_subscriptions_and_a_new_link_follows() {
     let mut again = node.subscribe(&room("general")).await.unwrap();
     other.publish(typing("general", 2)).await.unwrap();
     assert_eq!(next(&mut again).await, typing("general", 2));
+}
+
+#[tokio::test]
+async fn messages_published_while_redis_is_away_go_out_in_order_once_it_is_back() {
+    let Some(cluster) = Redis::new("unsent").await else {
+        return;
+    };
+    let (proxy, node, _) = cluster.node_through_proxy().await;
+    let (other, _) = banter_adapter_redis::connect(cluster.config())
+        .await
+        .unwrap();
+    let mut watcher = other.subscribe(&room("general")).await.unwrap();
+
+    proxy.stop();
+    // Stored elsewhere already; the broadcast fails now and is kept.
+    assert!(node.publish(posted("general", 1)).await.is_err());
+    assert!(node.publish(typing("general", 1)).await.is_err());
+    assert!(node.publish(posted("general", 2)).await.is_err());
+    assert!(
+        node.check().await.is_err(),
+        "not ready with messages unsent"
+    );
+    quiet(&mut watcher).await;
+
+    // Nobody publishes and nobody asks: the node's own retry sends them, oldest first.
+    proxy.resume().await;
+    assert_eq!(next(&mut watcher).await, posted("general", 1));
+    assert_eq!(next(&mut watcher).await, posted("general", 2));
+    // Typing is not replayed late, and nothing goes out twice.
+    node.publish(posted("general", 3)).await.unwrap();
+    assert_eq!(next(&mut watcher).await, posted("general", 3));
+    quiet(&mut watcher).await;
 }
 
 #[tokio::test]

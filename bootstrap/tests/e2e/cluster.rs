@@ -309,6 +309,20 @@ async fn a_node_that_loses_redis_closes_its_sockets_and_recovers() {
     let ready = http().get(cut_off.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready without its broker");
     bob.post("while away", None).await;
+    let seen_by_bob = messages(&mut bob, 2).await;
+    assert_eq!(seen_by_bob[1]["content"], "while away");
+    // A post on the cut-off node is stored (its broadcast waits out the Redis timeout).
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let stored = patient
+        .post(cut_off.url("/api/rooms/general/messages"))
+        .json(&json!({"username": "carol", "content": "sent from the cut-off node"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 201);
 
     proxy.resume().await;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -320,19 +334,29 @@ async fn a_node_that_loses_redis_closes_its_sockets_and_recovers() {
         assert!(Instant::now() < deadline, "ready again once Redis is back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Once Redis is back, the kept broadcast reaches the other node's client live, with
+    // nobody posting after it.
+    let late = messages(&mut bob, 1).await;
+    assert_eq!(late[0]["content"], "sent from the cut-off node");
+    assert_eq!(late[0]["seq"], 3);
     // The client resumes where it was: nothing lost, nothing twice.
     let (mut alice, welcome) = connect(&cut_off, "general", "alice", "&after=1").await;
     assert_eq!(welcome["messages"], json!([]));
-    let missed = messages(&mut alice, 1).await;
+    let missed = messages(&mut alice, 2).await;
     assert_eq!(missed[0]["content"], "while away");
-    assert_eq!(missed[0]["seq"], 2);
+    let missed_seqs: Vec<&Value> = missed.iter().map(|m| &m["seq"]).collect();
+    assert_eq!(missed_seqs, [2, 3]);
     bob.post("after", None).await;
-    assert_eq!(messages(&mut alice, 1).await[0]["seq"], 3);
+    assert_eq!(messages(&mut alice, 1).await[0]["seq"], 4);
     // Operators see it happen.
     let metrics = get_text(&cut_off, "/metrics").await;
     assert!(metrics.contains("banter_redis_link_up 1"), "{metrics}");
     assert!(
         metrics.contains("banter_redis_link_losses_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("banter_redis_unsent_messages 0"),
         "{metrics}"
     );
 }
