@@ -57,6 +57,8 @@ struct Unsent {
     events: VecDeque<(String, Vec<u8>)>,
     bytes: usize,
     limit_bytes: usize,
+    /// When publishing failed last (every message is kept because of a failure).
+    failed_at: Option<std::time::Instant>,
 }
 
 impl Unsent {
@@ -65,11 +67,14 @@ impl Unsent {
             events: VecDeque::new(),
             bytes: 0,
             limit_bytes,
+            failed_at: None,
         }
     }
 
-    /// Keeps a message at the back; drops the oldest ones beyond the limit.
+    /// Keeps a message whose publishing just failed at the back; drops the oldest ones beyond
+    /// the limit.
     fn push_back(&mut self, channel: String, payload: Vec<u8>) {
+        self.failed_at = Some(std::time::Instant::now());
         self.bytes += payload.len();
         self.events.push_back((channel, payload));
         while self.bytes > self.limit_bytes {
@@ -82,8 +87,9 @@ impl Unsent {
         self.report();
     }
 
-    /// Puts back a message whose retry failed, ahead of the rest.
+    /// Puts back a message whose retry just failed, ahead of the rest.
     fn push_front(&mut self, channel: String, payload: Vec<u8>) {
+        self.failed_at = Some(std::time::Instant::now());
         self.bytes += payload.len();
         self.events.push_front((channel, payload));
         self.report();
@@ -166,6 +172,18 @@ impl Shared {
         )
         .await?;
         Ok(())
+    }
+
+    /// Whether messages are waiting and Redis was found away moments ago (or is being retried
+    /// right now): a new event then queues behind them at once instead of waiting out another
+    /// command timeout, so posts stay quick while Redis is down.
+    fn redelivery_pending(&self) -> bool {
+        let unsent = self.unsent();
+        !unsent.events.is_empty()
+            && (unsent
+                .failed_at
+                .is_some_and(|at| at.elapsed() < REDELIVERY_INTERVAL)
+                || self.redelivering.try_lock().is_err())
     }
 
     /// Publishes the kept messages, oldest first. Fails (keeping the rest) at the first that
@@ -400,9 +418,13 @@ impl EventBroadcaster for RedisBroadcaster {
         })?;
         let channel = room_channel(&self.shared.namespace, event.room().as_str());
         // Kept messages first: a message must not overtake an older one of its room.
-        let outcome = match self.shared.redeliver().await {
-            Ok(()) => self.shared.publish_now(&channel, &payload).await,
-            Err(e) => Err(e),
+        let outcome = if self.shared.redelivery_pending() {
+            Err(RedisAdapterError::Backlog)
+        } else {
+            match self.shared.redeliver().await {
+                Ok(()) => self.shared.publish_now(&channel, &payload).await,
+                Err(e) => Err(e),
+            }
         };
         if let Err(e) = outcome {
             if matches!(event, RoomEvent::MessagePosted(_)) {
@@ -440,7 +462,9 @@ mod tests {
     #[test]
     fn kept_messages_stay_in_order_and_a_failed_retry_goes_back_first() {
         let mut unsent = Unsent::new(100);
+        assert!(unsent.failed_at.is_none());
         unsent.push_back("c".into(), b"one".to_vec());
+        assert!(unsent.failed_at.is_some(), "kept because publishing failed");
         unsent.push_back("c".into(), b"two".to_vec());
         let (channel, first) = unsent.pop_front().unwrap();
         assert_eq!(first, b"one");

@@ -31,6 +31,8 @@ pub enum RedisAdapterError {
     Timeout(Duration),
     #[error("unexpected answer from Redis: {0}")]
     Protocol(String),
+    #[error("Redis did not answer moments ago; the event waits behind earlier unpublished ones")]
+    Backlog,
 }
 
 /// How a node connects to the shared Redis.
