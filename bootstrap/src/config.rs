@@ -75,8 +75,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BANTER_REDIS_NAMESPACE", default_value = "banter", value_parser = parse_namespace)]
     pub redis_namespace: String,
 
-    /// Seconds a Redis command (or a link ping) may take before the link counts as lost. At
-    /// most 10, so that a node notices a dead link well before others would sweep it (15 s).
+    /// Seconds a Redis command may take before it counts as failed (a link ping or subscribe
+    /// that fails so counts the pub/sub link as lost). At most 10, so that a node notices a
+    /// dead link well before the others would sweep it (15 s).
     #[arg(long, env = "BANTER_REDIS_TIMEOUT", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
     pub redis_timeout: u64,
 

@@ -45,6 +45,8 @@ impl Ports for ClusterNode {
 
 /// How long shutdown waits for open WebSockets to close and in-flight requests to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping node tries to publish messages kept while Redis was away.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -137,12 +139,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(node = %node_id, namespace = %args.redis_namespace, "joined the cluster through Redis");
             let chat = Chat::new(
                 store.clone(),
-                broadcaster,
+                broadcaster.clone(),
                 presence.clone(),
                 SystemClock::default(),
                 chat_settings,
             );
             let served = run::<ClusterNode>(chat, &args, settings, metrics).await;
+            // Messages stored while Redis was away and not yet published: a last chance, so
+            // other nodes' clients see them live (they are in the store either way).
+            let unpublished = broadcaster.flush(FLUSH_TIMEOUT).await;
+            if unpublished > 0 {
+                tracing::warn!(
+                    unpublished,
+                    "stopping with messages not broadcast; clients get them from the store when they resume"
+                );
+            }
             // The sockets are closed by now; anything left (a drain that timed out) goes too,
             // so the other nodes need not wait for this node's heartbeat to lapse.
             if let Err(e) = presence.leave_cluster().await {

@@ -14,11 +14,12 @@
 //! with `after`), the old link's dispatcher is stopped, and the next subscribe opens a new link.
 //!
 //! A message whose `PUBLISH` failed is already stored (the post was answered), but other nodes
-//! would only learn of it from the room's next message. It is kept ([`Unsent`], bounded) and
-//! published again, in order, once Redis answers: before the next event, on a readiness check,
-//! and every second by a small task. Receivers drop what they already have by seq, so a
-//! `PUBLISH` that timed out but did arrive costs nothing twice. Typing events are not kept:
-//! late, they would be wrong.
+//! would only learn of it from the room's next message. It is kept ([`Unsent`], bounded), and
+//! messages published while any wait queue behind them, so a room's messages keep their order.
+//! One background task publishes the queue, oldest first, when woken (by a new kept message or
+//! a readiness check that reached Redis) or every second. Receivers drop what they already
+//! have by seq, so a `PUBLISH` that timed out but did arrive costs nothing twice. Typing
+//! events are not kept: late, they would be wrong.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, PoisonError, Weak};
@@ -45,20 +46,24 @@ impl From<RedisAdapterError> for BroadcastError {
 /// How often an idle link is pinged, so a half-open connection is noticed.
 const LINK_PING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often kept messages are tried again when nothing else publishes.
+/// How long the redelivery task waits before trying kept messages again when nobody woke it
+/// (and after a failed try, so a Redis that is down is not hammered).
 const REDELIVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// At most this many bytes of unpublished messages are kept (a few thousand messages); the
 /// oldest go first. Clients still find them in the store when they resume.
 const UNSENT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
-/// Messages whose `PUBLISH` failed, oldest first, as (channel, payload).
+/// A kept message: its place in line, channel and payload (shared, so a retry copies nothing).
+type Kept = (u64, Arc<str>, Arc<[u8]>);
+
+/// Messages not yet published, oldest first. A message leaves the queue only once Redis took
+/// it, so an interrupted retry loses nothing.
 struct Unsent {
-    events: VecDeque<(String, Vec<u8>)>,
+    events: VecDeque<Kept>,
     bytes: usize,
     limit_bytes: usize,
-    /// When publishing failed last (every message is kept because of a failure).
-    failed_at: Option<std::time::Instant>,
+    next_id: u64,
 }
 
 impl Unsent {
@@ -67,18 +72,22 @@ impl Unsent {
             events: VecDeque::new(),
             bytes: 0,
             limit_bytes,
-            failed_at: None,
+            next_id: 0,
         }
     }
 
-    /// Keeps a message whose publishing just failed at the back; drops the oldest ones beyond
-    /// the limit.
-    fn push_back(&mut self, channel: String, payload: Vec<u8>) {
-        self.failed_at = Some(std::time::Instant::now());
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Queues a message at the back; drops the oldest ones beyond the limit.
+    fn push_back(&mut self, channel: &str, payload: &[u8]) {
         self.bytes += payload.len();
-        self.events.push_back((channel, payload));
+        self.events
+            .push_back((self.next_id, Arc::from(channel), Arc::from(payload)));
+        self.next_id += 1;
         while self.bytes > self.limit_bytes {
-            let Some((_, dropped)) = self.events.pop_front() else {
+            let Some((_, _, dropped)) = self.events.pop_front() else {
                 break;
             };
             self.bytes -= dropped.len();
@@ -87,21 +96,23 @@ impl Unsent {
         self.report();
     }
 
-    /// Puts back a message whose retry just failed, ahead of the rest.
-    fn push_front(&mut self, channel: String, payload: Vec<u8>) {
-        self.failed_at = Some(std::time::Instant::now());
-        self.bytes += payload.len();
-        self.events.push_front((channel, payload));
-        self.report();
+    /// The oldest message, left in place.
+    fn front(&self) -> Option<Kept> {
+        self.events.front().cloned()
     }
 
-    fn pop_front(&mut self) -> Option<(String, Vec<u8>)> {
-        let popped = self.events.pop_front();
-        if let Some((_, payload)) = &popped {
-            self.bytes -= payload.len();
+    /// Removes the message `id` once it was published, unless the limit dropped it meanwhile.
+    fn remove_front(&mut self, id: u64) {
+        if self
+            .events
+            .front()
+            .is_some_and(|(front, _, _)| *front == id)
+        {
+            if let Some((_, _, payload)) = self.events.pop_front() {
+                self.bytes -= payload.len();
+            }
             self.report();
         }
-        popped
     }
 
     fn report(&self) {
@@ -149,15 +160,16 @@ struct Shared {
     /// Held while the link or its subscriptions change, and while the dispatcher decides to
     /// unsubscribe, so that a room cannot be unsubscribed under a subscriber that just came.
     link: tokio::sync::Mutex<Link>,
+    /// Messages waiting for Redis, published in order by the redelivery task alone.
     unsent: std::sync::Mutex<Unsent>,
-    /// Held while kept messages are published again, so they go out once and in order.
-    redelivering: tokio::sync::Mutex<()>,
+    /// Wakes the redelivery task.
+    wake_redelivery: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
     fn unsent(&self) -> std::sync::MutexGuard<'_, Unsent> {
-        // The queue is consistent after every single call, so a panic elsewhere cannot have
-        // left it half-changed.
+        // Every method leaves the queue consistent, so a panic elsewhere cannot have left it
+        // half-changed.
         self.unsent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -174,54 +186,46 @@ impl Shared {
         Ok(())
     }
 
-    /// Whether messages are waiting and Redis was found away moments ago (or is being retried
-    /// right now): a new event then queues behind them at once instead of waiting out another
-    /// command timeout, so posts stay quick while Redis is down.
-    fn redelivery_pending(&self) -> bool {
-        let unsent = self.unsent();
-        !unsent.events.is_empty()
-            && (unsent
-                .failed_at
-                .is_some_and(|at| at.elapsed() < REDELIVERY_INTERVAL)
-                || self.redelivering.try_lock().is_err())
+    /// Queues a message for the redelivery task.
+    fn keep(&self, channel: &str, payload: &[u8]) {
+        self.unsent().push_back(channel, payload);
+        self.wake_redelivery.notify_one();
     }
 
-    /// Publishes the kept messages, oldest first. Fails (keeping the rest) at the first that
-    /// Redis refuses, so nothing newer overtakes them.
-    async fn redeliver(&self) -> Result<(), RedisAdapterError> {
-        if self.unsent().events.is_empty() {
-            return Ok(());
-        }
-        let _one_at_a_time = self.redelivering.lock().await;
-        let mut sent = 0usize;
+    /// Publishes the kept messages, oldest first, each removed only once Redis took it. Stops
+    /// at the first failure, so nothing newer overtakes what is left.
+    async fn redeliver(&self) -> Result<usize, RedisAdapterError> {
+        let mut sent = 0;
         loop {
-            let Some((channel, payload)) = self.unsent().pop_front() else {
-                break;
+            let Some((id, channel, payload)) = self.unsent().front() else {
+                return Ok(sent);
             };
-            if let Err(e) = self.publish_now(&channel, &payload).await {
-                self.unsent().push_front(channel, payload);
-                return Err(e);
-            }
+            self.publish_now(&channel, &payload).await?;
+            self.unsent().remove_front(id);
             sent += 1;
         }
-        if sent > 0 {
-            tracing::info!(sent, "published the messages kept while Redis was away");
-        }
-        Ok(())
     }
 }
 
-/// Retries kept messages every [`REDELIVERY_INTERVAL`] for as long as the broadcaster lives.
-async fn redeliver_periodically(shared: Weak<Shared>) {
-    let mut tick = tokio::time::interval(REDELIVERY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Publishes kept messages whenever woken (or every [`REDELIVERY_INTERVAL`]), until the
+/// broadcaster is dropped. The only publisher of kept messages, so they go out once each and
+/// in order; it is never cancelled mid-message, so none is lost on the way.
+async fn redeliver_in_background(shared: Weak<Shared>, wake: Arc<tokio::sync::Notify>) {
     loop {
-        tick.tick().await;
+        // A lost wake-up costs at most one interval.
+        let _ = tokio::time::timeout(REDELIVERY_INTERVAL, wake.notified()).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Err(e) = shared.redeliver().await {
-            tracing::debug!(error = %e, "kept messages not published yet");
+        match shared.redeliver().await {
+            Ok(0) => {}
+            Ok(sent) => tracing::info!(sent, "published the messages kept while Redis was away"),
+            Err(e) => {
+                let waiting = shared.unsent().events.len();
+                tracing::debug!(error = %e, waiting, "kept messages not published yet");
+                drop(shared);
+                tokio::time::sleep(REDELIVERY_INTERVAL).await;
+            }
         }
     }
 }
@@ -266,9 +270,12 @@ impl RedisBroadcaster {
             local: MemoryBroadcaster::new(config.outbound_queue),
             link: tokio::sync::Mutex::new(Link::default()),
             unsent: std::sync::Mutex::new(Unsent::new(UNSENT_LIMIT_BYTES)),
-            redelivering: tokio::sync::Mutex::new(()),
+            wake_redelivery: Arc::new(tokio::sync::Notify::new()),
         });
-        tokio::spawn(redeliver_periodically(Arc::downgrade(&shared)));
+        tokio::spawn(redeliver_in_background(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.wake_redelivery),
+        ));
         Self { shared }
     }
 
@@ -276,6 +283,21 @@ impl RedisBroadcaster {
     pub(crate) async fn connect_link(&self) -> Result<(), RedisAdapterError> {
         let mut link = self.shared.link.lock().await;
         self.ensure_link(&mut link).await.map(|_| ())
+    }
+
+    /// Gives kept messages (stored while Redis was away) up to `within` to be published, for a
+    /// node that is stopping. Returns how many are still unpublished.
+    pub async fn flush(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let waiting = self.shared.unsent().events.len();
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                return waiting;
+            }
+            // The background task stays the only publisher of kept messages (their order).
+            self.shared.wake_redelivery.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether the subscribe connection is up (for tests and diagnostics).
@@ -417,18 +439,21 @@ impl EventBroadcaster for RedisBroadcaster {
             reason: format!("cannot encode the event: {e}"),
         })?;
         let channel = room_channel(&self.shared.namespace, event.room().as_str());
-        // Kept messages first: a message must not overtake an older one of its room.
-        let outcome = if self.shared.redelivery_pending() {
-            Err(RedisAdapterError::Backlog)
-        } else {
-            match self.shared.redeliver().await {
-                Ok(()) => self.shared.publish_now(&channel, &payload).await,
-                Err(e) => Err(e),
+        let is_message = matches!(event, RoomEvent::MessagePosted(_));
+        // While messages wait, a new one queues behind them (it must not overtake an older
+        // one of its room) and goes out with them; a typing event is dropped.
+        let waiting = !self.shared.unsent().is_empty();
+        if waiting {
+            if !is_message {
+                return Err(RedisAdapterError::Backlog.into());
             }
-        };
-        if let Err(e) = outcome {
-            if matches!(event, RoomEvent::MessagePosted(_)) {
-                self.shared.unsent().push_back(channel, payload);
+            self.shared.keep(&channel, &payload);
+            return Ok(());
+        }
+        if let Err(e) = self.shared.publish_now(&channel, &payload).await {
+            if is_message {
+                tracing::warn!(error = %e, "a message's broadcast failed; kept to publish once Redis answers");
+                self.shared.keep(&channel, &payload);
             }
             return Err(e.into());
         }
@@ -446,7 +471,10 @@ impl EventBroadcaster for RedisBroadcaster {
         if !self.is_linked().await {
             self.connect_link().await?;
         }
-        self.shared.redeliver().await?;
+        // Redis answers: kept messages can go now (the task publishes them, not the probe).
+        if !self.shared.unsent().is_empty() {
+            self.shared.wake_redelivery.notify_one();
+        }
         Ok(())
     }
 }
@@ -456,32 +484,39 @@ mod tests {
     use super::Unsent;
 
     fn payloads(unsent: &Unsent) -> Vec<&[u8]> {
-        unsent.events.iter().map(|(_, p)| p.as_slice()).collect()
+        unsent.events.iter().map(|(_, _, p)| &**p).collect()
     }
 
     #[test]
-    fn kept_messages_stay_in_order_and_a_failed_retry_goes_back_first() {
+    fn a_message_leaves_the_queue_only_once_published() {
         let mut unsent = Unsent::new(100);
-        assert!(unsent.failed_at.is_none());
-        unsent.push_back("c".into(), b"one".to_vec());
-        assert!(unsent.failed_at.is_some(), "kept because publishing failed");
-        unsent.push_back("c".into(), b"two".to_vec());
-        let (channel, first) = unsent.pop_front().unwrap();
-        assert_eq!(first, b"one");
-        unsent.push_front(channel, first);
+        unsent.push_back("c", b"one");
+        unsent.push_back("c", b"two");
+        let (id, _, first) = unsent.front().unwrap();
+        assert_eq!(&*first, b"one");
+        // A retry that fails (or is interrupted) leaves everything in place.
         assert_eq!(payloads(&unsent), [b"one".as_slice(), b"two"]);
-        assert_eq!(unsent.bytes, 6);
+        unsent.remove_front(id);
+        assert_eq!(payloads(&unsent), [b"two".as_slice()]);
+        assert_eq!(unsent.bytes, 3);
     }
 
     #[test]
     fn beyond_the_limit_the_oldest_are_dropped() {
         let mut unsent = Unsent::new(10);
-        for payload in ["aaaa", "bbbb", "cccc"] {
-            unsent.push_back("c".into(), payload.as_bytes().to_vec());
-        }
+        unsent.push_back("c", b"aaaa");
+        let (in_flight, _, _) = unsent.front().unwrap();
+        unsent.push_back("c", b"bbbb");
+        unsent.push_back("c", b"cccc");
         assert_eq!(payloads(&unsent), [b"bbbb".as_slice(), b"cccc"]);
         assert_eq!(unsent.bytes, 8);
-        while unsent.pop_front().is_some() {}
+        // The message dropped while it was being published does not take another with it.
+        unsent.remove_front(in_flight);
+        assert_eq!(payloads(&unsent), [b"bbbb".as_slice(), b"cccc"]);
+        while let Some((id, _, _)) = unsent.front() {
+            unsent.remove_front(id);
+        }
         assert_eq!(unsent.bytes, 0);
+        assert!(unsent.is_empty());
     }
 }

@@ -31,7 +31,7 @@ pub enum RedisAdapterError {
     Timeout(Duration),
     #[error("unexpected answer from Redis: {0}")]
     Protocol(String),
-    #[error("Redis did not answer moments ago; the event waits behind earlier unpublished ones")]
+    #[error("earlier messages are still waiting for Redis; a typing event is not kept")]
     Backlog,
 }
 

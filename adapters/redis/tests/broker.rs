@@ -610,13 +610,18 @@ async fn messages_published_while_redis_is_away_go_out_in_order_once_it_is_back(
     let mut watcher = other.subscribe(&room("general")).await.unwrap();
 
     proxy.stop();
-    // Stored elsewhere already; the broadcast fails now and is kept.
+    // Stored elsewhere already; the broadcast fails now and the message is kept.
     assert!(node.publish(posted("general", 1)).await.is_err());
+    // Later messages queue behind it at once, in order; a typing event is not kept.
     assert!(node.publish(typing("general", 1)).await.is_err());
-    assert!(node.publish(posted("general", 2)).await.is_err());
-    assert!(
-        node.check().await.is_err(),
-        "not ready with messages unsent"
+    for seq in 2..=30 {
+        node.publish(posted("general", seq)).await.unwrap();
+    }
+    assert!(node.check().await.is_err(), "not ready without Redis");
+    assert_eq!(
+        node.flush(Duration::from_millis(300)).await,
+        30,
+        "nothing goes while Redis is away"
     );
     quiet(&mut watcher).await;
 
@@ -628,11 +633,14 @@ async fn messages_published_while_redis_is_away_go_out_in_order_once_it_is_back(
         .expect("published again within 15 s")
         .unwrap();
     assert_eq!(first.event(), &posted("general", 1));
-    assert_eq!(next(&mut watcher).await, posted("general", 2));
-    // Typing is not replayed late, and nothing goes out twice.
-    node.publish(posted("general", 3)).await.unwrap();
-    assert_eq!(next(&mut watcher).await, posted("general", 3));
+    for seq in 2..=30 {
+        assert_eq!(next(&mut watcher).await, posted("general", seq));
+    }
+    // Typing is not replayed late, nothing goes out twice, and new messages go straight out.
+    node.publish(posted("general", 31)).await.unwrap();
+    assert_eq!(next(&mut watcher).await, posted("general", 31));
     quiet(&mut watcher).await;
+    assert_eq!(node.flush(Duration::ZERO).await, 0, "nothing left");
 }
 
 #[tokio::test]
