@@ -370,7 +370,11 @@ where
             // Posting ends the poster's typing indicator.
             let _ordered = self.room_lock(room).await;
             let ended = self.typing_book().stop(room, username);
-            self.publish_typing(ended).await;
+            if ended.is_some() {
+                self.publish_typing(ended).await;
+            } else {
+                self.end_typing_elsewhere(room, username).await;
+            }
         }
         Ok(appended)
     }
@@ -611,6 +615,24 @@ where
                 tracing::warn!(%room, error = %e, "typing list not read; showing this node's");
                 self.typing_book().typing(room)
             }
+        }
+    }
+
+    /// Ends a typing indicator that another node started: two tabs of one user are one typer,
+    /// so a post from a tab here ends the typing of a tab there. Only the shared list knows of
+    /// it; the other node's own expiry later sends a second, harmless `is_typing:false`.
+    async fn end_typing_elsewhere(&self, room: &RoomName, username: &Username) {
+        match self.inner.presence.set_typing(room, username, None).await {
+            Ok(true) => {
+                self.publish(RoomEvent::Typing {
+                    room: room.clone(),
+                    username: username.clone(),
+                    is_typing: false,
+                })
+                .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%room, %username, error = %e, "typing list not updated"),
         }
     }
 

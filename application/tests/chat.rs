@@ -840,6 +840,53 @@ async fn a_registry_that_announces_changes_is_not_echoed() {
 }
 
 #[tokio::test]
+async fn a_post_ends_typing_that_a_tab_on_another_node_started() {
+    use banter_domain::ports::PresenceRegistry;
+    let w = world();
+    let mut alice = w.join("general", "alice", Start::DEFAULT).await;
+    let bob = w.join("general", "bob", Start::DEFAULT).await;
+    next_event(&mut alice).await; // bob's join
+    // Bob types in a tab on another node: this node's book never saw it, the shared list did.
+    w.presence
+        .set_typing(&room("general"), &user("bob"), Some(Duration::from_secs(8)))
+        .await
+        .unwrap();
+    bob.session
+        .post(PostDraft::new("sent from this tab", None))
+        .await
+        .unwrap();
+    assert_eq!(message_seq(&next_event(&mut alice).await), 1);
+    assert_eq!(
+        next_event(&mut alice).await.event(),
+        &RoomEvent::Typing {
+            room: room("general"),
+            username: user("bob"),
+            is_typing: false,
+        },
+        "two tabs are one typer: the post ends it"
+    );
+    assert!(
+        w.presence
+            .typing(&room("general"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Someone typing nowhere is not told to stop.
+    let published = w.broadcaster.published().len();
+    bob.session
+        .post(PostDraft::new("again", None))
+        .await
+        .unwrap();
+    assert_eq!(message_seq(&next_event(&mut alice).await), 2);
+    assert_eq!(
+        w.broadcaster.published().len(),
+        published + 1,
+        "only the message"
+    );
+}
+
+#[tokio::test]
 async fn typists_on_other_nodes_are_listed_from_the_registry() {
     use banter_domain::ports::PresenceRegistry;
     let w = world();

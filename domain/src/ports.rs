@@ -195,6 +195,10 @@ pub trait PresenceRegistry: Send + Sync + Clone + 'static {
     /// shared registry lists the typist if nobody says otherwise (their node died); a
     /// registry inside the process may ignore it.
     ///
+    /// Returns whether `user` was listed (and not lapsed) before the call: a node that did not
+    /// see someone start typing (they typed in a tab on another node) learns so when they
+    /// post, and can end the indicator for them.
+    ///
     /// # Errors
     /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated.
     fn set_typing(
@@ -202,7 +206,7 @@ pub trait PresenceRegistry: Send + Sync + Clone + 'static {
         room: &RoomName,
         user: &Username,
         at_most: Option<Duration>,
-    ) -> impl Future<Output = Result<(), PresenceError>> + Send;
+    ) -> impl Future<Output = Result<bool, PresenceError>> + Send;
 
     /// Who is typing in `room`, in code-point order.
     ///

@@ -66,21 +66,24 @@ impl PresenceRegistry for MemoryPresence {
         room: &RoomName,
         user: &Username,
         at_most: Option<Duration>,
-    ) -> Result<(), PresenceError> {
+    ) -> Result<bool, PresenceError> {
         let mut state = self.state();
-        if at_most.is_some() {
-            state
+        let was_listed = if at_most.is_some() {
+            !state
                 .typing
                 .entry(room.clone())
                 .or_default()
-                .insert(user.clone());
+                .insert(user.clone())
         } else if let Some(typists) = state.typing.get_mut(room) {
-            typists.remove(user);
+            let removed = typists.remove(user);
             if typists.is_empty() {
                 state.typing.remove(room);
             }
-        }
-        Ok(())
+            removed
+        } else {
+            false
+        };
+        Ok(was_listed)
     }
 
     async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {

@@ -441,12 +441,12 @@ impl PresenceRegistry for RedisPresence {
         room: &RoomName,
         user: &Username,
         at_most: Option<Duration>,
-    ) -> Result<(), PresenceError> {
+    ) -> Result<bool, PresenceError> {
         let ttl_ms = at_most.map_or(0, |d| {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
         });
         let mut commands = self.commands.clone();
-        let _: i64 = timed(
+        let was_listed: i64 = timed(
             self.shared.command_timeout,
             SET_TYPING_SCRIPT
                 .arg(&self.shared.namespace)
@@ -456,7 +456,7 @@ impl PresenceRegistry for RedisPresence {
                 .invoke_async(&mut commands),
         )
         .await?;
-        Ok(())
+        Ok(was_listed == 1)
     }
 
     async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {

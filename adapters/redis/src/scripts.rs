@@ -181,13 +181,19 @@ redis.call('ZREM', P .. ':nodes', node)
 return 0
 "#;
 
-/// ARGV: namespace, room, user, listed for (ms; 0 when they stopped typing).
+/// ARGV: namespace, room, user, listed for (ms; 0 when they stopped typing). Returns 1 when
+/// the user was listed (not lapsed) before.
 const SET_TYPING: &str = r#"
 local room, user, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local key = P .. ':typing:' .. room
+local now = now_ms()
+local listed_until = tonumber(redis.call('ZSCORE', key, user))
+local was_listed = 0
+if listed_until and listed_until > now then
+  was_listed = 1
+end
 if ttl > 0 then
-  local lapses = now_ms() + ttl
-  redis.call('ZADD', key, lapses, user)
+  redis.call('ZADD', key, now + ttl, user)
   -- The whole set goes when its last typist lapses, so idle rooms leave nothing behind.
   if redis.call('PTTL', key) < ttl then
     redis.call('PEXPIRE', key, ttl)
@@ -195,7 +201,7 @@ if ttl > 0 then
 else
   redis.call('ZREM', key, user)
 end
-return 0
+return was_listed
 "#;
 
 /// ARGV: namespace, room. Returns the typists whose listing has not lapsed.

@@ -312,19 +312,25 @@ async fn typists_are_listed_on_every_node(cluster: &mut impl Cluster) {
     let (_, b) = cluster.node().await;
     let general = room("general");
     let listed = Some(Duration::from_secs(8));
-    a.set_typing(&general, &user("zoe"), listed).await.unwrap();
-    b.set_typing(&general, &user("bob"), listed).await.unwrap();
-    a.set_typing(&room("other"), &user("x"), listed)
-        .await
-        .unwrap();
+    assert!(
+        !a.set_typing(&general, &user("zoe"), listed).await.unwrap(),
+        "not listed before"
+    );
+    assert!(!b.set_typing(&general, &user("bob"), listed).await.unwrap());
+    assert!(
+        !a.set_typing(&room("other"), &user("x"), listed)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         b.typing(&general).await.unwrap(),
         vec![user("bob"), user("zoe")],
         "sorted, from both nodes"
     );
-    // A refresh is one entry.
-    a.set_typing(&general, &user("zoe"), listed).await.unwrap();
-    b.set_typing(&general, &user("zoe"), None).await.unwrap();
+    // A refresh is one entry; every node knows who was listed, whoever listed them.
+    assert!(a.set_typing(&general, &user("zoe"), listed).await.unwrap());
+    assert!(b.set_typing(&general, &user("zoe"), None).await.unwrap());
+    assert!(!b.set_typing(&general, &user("zoe"), None).await.unwrap());
     assert_eq!(a.typing(&general).await.unwrap(), vec![user("bob")]);
     assert!(a.typing(&room("nobody")).await.unwrap().is_empty());
 }

@@ -376,16 +376,15 @@ impl PresenceRegistry for FakePresence {
         room: &RoomName,
         user: &Username,
         at_most: Option<Duration>,
-    ) -> Result<(), PresenceError> {
+    ) -> Result<bool, PresenceError> {
         self.check_up()?;
         let mut typing = self.typing.lock().unwrap();
         let typists = typing.entry(room.clone()).or_default();
-        if at_most.is_some() {
-            typists.insert(user.clone());
+        Ok(if at_most.is_some() {
+            !typists.insert(user.clone())
         } else {
-            typists.remove(user);
-        }
-        Ok(())
+            typists.remove(user)
+        })
     }
 
     async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {
@@ -474,7 +473,7 @@ impl PresenceRegistry for AnnouncingPresence {
         room: &RoomName,
         user: &Username,
         at_most: Option<Duration>,
-    ) -> Result<(), PresenceError> {
+    ) -> Result<bool, PresenceError> {
         self.inner.set_typing(room, user, at_most).await
     }
 

@@ -261,6 +261,45 @@ async fn typing_reaches_other_nodes_and_expires() {
 }
 
 #[tokio::test]
+async fn a_post_from_one_tab_ends_typing_in_a_tab_on_another_node() {
+    let Some(cluster) = Cluster::new("typing-tabs").await else {
+        return;
+    };
+    let (n0, n1) = (cluster.node().await, cluster.node().await);
+    let (mut alice, _) = connect(&n0, "general", "alice", "").await;
+    let (mut bob_typing, _) = connect(&n1, "general", "bob", "").await;
+    presence_frame(&mut alice).await; // bob's join
+    // Bob's second tab, on the other node: one person, so no second join.
+    let (mut bob_posting, _) = connect(&n0, "general", "bob", "").await;
+    let typing_started = Instant::now();
+    bob_typing
+        .send(json!({"type": "typing", "is_typing": true}))
+        .await;
+    assert_eq!(
+        alice.recv().await,
+        json!({"type": "typing", "username": "bob", "is_typing": true})
+    );
+    bob_posting.post("from the other tab", None).await;
+    assert_eq!(
+        messages(&mut alice, 1).await[0]["content"],
+        "from the other tab"
+    );
+    let ended = alice.recv_within(Duration::from_secs(12)).await.unwrap();
+    assert_eq!(
+        ended,
+        json!({"type": "typing", "username": "bob", "is_typing": false})
+    );
+    // Expiry would have taken 6 s from the start; the post ended it.
+    let waited = typing_started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "ended by expiry, not by the post: {waited:?}"
+    );
+    let presence = get_json(&n1, "/api/rooms/general/presence").await;
+    assert_eq!(presence["typing"], json!([]));
+}
+
+#[tokio::test]
 async fn the_users_of_a_killed_node_disappear_within_30_seconds() {
     let Some(cluster) = Cluster::new("killed").await else {
         return;
