@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use crate::StorageError;
 use crate::schema::{messages, rooms};
 
-/// A `messages` row. Inserted as-is (a `None` client id is NULL, never DEFAULT), which lets
-/// SQLite take a whole batch in one multi-row INSERT.
+/// A `messages` row. Inserted as-is (a `None` client id is NULL, never DEFAULT), so every
+/// SQLite INSERT has the same SQL and its prepared statement is reused.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = messages)]
 #[diesel(treat_none_as_default_value = false)]

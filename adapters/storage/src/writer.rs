@@ -147,8 +147,8 @@ impl Writer {
         match &self.pools {
             Pools::Sqlite(pool) => {
                 let mut pooled = pool.get().await?;
-                // The whole transaction runs on one blocking thread with sync diesel: SQLite
-                // takes a multi-row INSERT only there, and it saves a thread hop per statement.
+                // The whole transaction runs on one blocking thread with sync diesel, which
+                // saves a thread hop per statement (a batch runs one INSERT per message).
                 let outcomes = pooled
                     .spawn_blocking(move |conn| {
                         conn.immediate_transaction(|conn| {
