@@ -77,7 +77,7 @@ pub struct ServeArgs {
 
     /// Seconds a Redis command may take before it counts as failed (a link ping or subscribe
     /// that fails so counts the pub/sub link as lost). At most 10, so that a node notices a
-    /// dead link well before the others would sweep it (15 s).
+    /// hung link (pinged every 5 s) no later than the others would sweep it (15 s).
     #[arg(long, env = "BANTER_REDIS_TIMEOUT", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
     pub redis_timeout: u64,
 

@@ -167,13 +167,42 @@ fn unique_suffix(separator: &str) -> String {
 }
 
 /// A TCP proxy in front of a service, whose connections a test can cut (a broker that goes
-/// away) and whose listener it can stop and restart on the same port.
+/// away), freeze (a broker that hangs) and whose listener it can stop and restart on the same
+/// port.
 #[derive(Debug)]
 pub struct TcpProxy {
     pub addr: std::net::SocketAddr,
     upstream: String,
     accepting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// While true, nothing is relayed either way; connections stay open.
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to` until either side closes, holding still while `frozen`.
+async fn relay_one_way(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        // Bytes read just before a freeze are held until it thaws, like a stalled peer.
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl TcpProxy {
@@ -185,6 +214,7 @@ impl TcpProxy {
             upstream: upstream.to_owned(),
             accepting: std::sync::Mutex::new(None),
             connections: Default::default(),
+            frozen: tokio::sync::watch::Sender::new(false),
         };
         proxy.accept_on(listener);
         proxy
@@ -193,12 +223,20 @@ impl TcpProxy {
     fn accept_on(&self, listener: tokio::net::TcpListener) {
         let upstream = self.upstream.clone();
         let connections = std::sync::Arc::clone(&self.connections);
+        let frozen = self.frozen.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
+                let frozen = frozen.subscribe();
                 let relay = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        // Either direction ending ends the connection.
+                        tokio::select! {
+                            () = relay_one_way(client_read, server_write, frozen.clone()) => {}
+                            () = relay_one_way(server_read, client_write, frozen) => {}
+                        }
                     }
                 });
                 connections.lock().unwrap().push(relay);
@@ -220,6 +258,16 @@ impl TcpProxy {
             task.abort();
         }
         self.cut();
+    }
+
+    /// Stops relaying without closing anything: the service hangs.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Relays again what was held and what comes next.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 
     /// Accepts again on the same port.

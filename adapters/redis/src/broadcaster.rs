@@ -17,7 +17,7 @@
 //! would only learn of it from the room's next message. It is kept ([`Unsent`], bounded), and
 //! messages published while any wait queue behind them, so a room's messages keep their order.
 //! One background task publishes the queue, oldest first, when woken (by a new kept message or
-//! a readiness check that reached Redis) or every second. Receivers drop what they already
+//! a readiness check that reached Redis), or at least every 2 s. Receivers drop what they already
 //! have by seq, so a `PUBLISH` that timed out but did arrive costs nothing twice. Typing
 //! events are not kept: late, they would be wrong.
 

@@ -10,6 +10,10 @@
 //! connections back. A connect or disconnect whose outcome the node never heard (Redis down,
 //! a timeout) is counted locally anyway and sent again, as an absolute count, by the next
 //! heartbeat: a connection that closed while Redis was away does not stay online forever.
+//!
+//! Typing-list updates are best effort: for a few seconds after Redis failed they are refused
+//! at once instead of each waiting out the command timeout (a post ends its poster's typing,
+//! and must not hang on a Redis that hangs); the heartbeats find out when Redis is back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -46,7 +50,14 @@ struct Own {
     forgotten: bool,
     /// The node left the cluster (shutting down): it takes no more connections.
     left: bool,
+    /// When a heartbeat or typing update last failed; cleared by the next that succeeds.
+    failed_at: Option<std::time::Instant>,
 }
+
+/// How long typing updates are refused at once after Redis failed. Longer than the heartbeat
+/// interval, so that while Redis is away the heartbeats alone keep finding out, and posts (a
+/// post ends its poster's typing) never wait out a command timeout for a typing list.
+const TYPING_PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(6);
 
 /// Most (room, user) entries sent in one restore call.
 const RESTORE_CHUNK: usize = 500;
@@ -172,10 +183,14 @@ impl RedisPresence {
             Err(_) => {
                 // Whether Redis still knows this node is unknown now: counts are absolute, so
                 // sending them all again is safe.
-                self.own().forgotten = true;
+                let mut own = self.own();
+                own.forgotten = true;
+                own.failed_at = Some(std::time::Instant::now());
+                drop(own);
                 return answer.map(|_| ());
             }
         };
+        self.own().failed_at = None;
         if swept > 0 {
             metrics::counter!("banter_presence_swept_total")
                 .increment(u64::try_from(swept).unwrap_or(0));
@@ -442,11 +457,21 @@ impl PresenceRegistry for RedisPresence {
         user: &Username,
         at_most: Option<Duration>,
     ) -> Result<bool, PresenceError> {
+        let failed_recently = self
+            .own()
+            .failed_at
+            .is_some_and(|at| at.elapsed() < TYPING_PAUSE_AFTER_FAILURE);
+        if failed_recently {
+            return Err(PresenceError::Unavailable {
+                reason: "Redis failed moments ago; typing lists wait for a heartbeat to succeed"
+                    .to_owned(),
+            });
+        }
         let ttl_ms = at_most.map_or(0, |d| {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
         });
         let mut commands = self.commands.clone();
-        let was_listed: i64 = timed(
+        let answer: Result<i64, _> = timed(
             self.shared.command_timeout,
             SET_TYPING_SCRIPT
                 .arg(&self.shared.namespace)
@@ -455,8 +480,9 @@ impl PresenceRegistry for RedisPresence {
                 .arg(ttl_ms)
                 .invoke_async(&mut commands),
         )
-        .await?;
-        Ok(was_listed == 1)
+        .await;
+        self.own().failed_at = answer.is_err().then(std::time::Instant::now);
+        Ok(answer? == 1)
     }
 
     async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {

@@ -650,6 +650,43 @@ async fn messages_published_while_redis_is_away_go_out_in_order_once_it_is_back(
 }
 
 #[tokio::test]
+async fn while_redis_hangs_only_the_first_typing_update_waits_for_it() {
+    let Some(cluster) = Redis::new("hang").await else {
+        return;
+    };
+    let (proxy, _, node) = cluster.node_through_proxy().await;
+    let general = room("general");
+    assert!(!node.set_typing(&general, &user("bob"), None).await.unwrap());
+
+    proxy.freeze();
+    // The first finds out the hard way: it waits out the command timeout.
+    assert!(node.set_typing(&general, &user("bob"), None).await.is_err());
+    // The next ones (a post ends its poster's typing) do not wait for Redis at all.
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert!(node.set_typing(&general, &user("bob"), None).await.is_err());
+    }
+    let waited = started.elapsed();
+    let timeout = cluster.config().command_timeout;
+    assert!(
+        waited < timeout,
+        "5 refusals took {waited:?}, one timeout is {timeout:?}"
+    );
+
+    // Once a heartbeat gets through again, so do typing updates.
+    proxy.thaw();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.heartbeat().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a heartbeat got through"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!node.set_typing(&general, &user("bob"), None).await.unwrap());
+}
+
+#[tokio::test]
 async fn a_disconnect_while_redis_is_away_is_sent_again_by_the_next_heartbeat() {
     let Some(cluster) = Redis::new("unsynced").await else {
         return;
@@ -808,6 +845,13 @@ async fn a_typist_nobody_refreshes_lapses() {
     assert!(
         node.typing(&room("general")).await.unwrap().is_empty(),
         "a dead node's typist is not listed for ever"
+    );
+    assert!(
+        !node
+            .set_typing(&room("general"), &user("ghost"), None)
+            .await
+            .unwrap(),
+        "a lapsed entry does not count as listed"
     );
 }
 
