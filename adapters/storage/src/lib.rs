@@ -7,9 +7,8 @@
 //!
 //! Posts go through writer tasks, each owning a share of the rooms, that gather concurrent
 //! posts into a single transaction (group commit) and answer each caller only after its batch
-//! committed. Seqs are assigned
-//! inside that transaction by bumping the room's `last_seq`, so they are gapless and in commit
-//! order, also with several processes on one Postgres database.
+//! committed. Seqs are assigned inside that transaction by bumping the room's `last_seq`, so
+//! they are gapless and in commit order, also with several processes on one Postgres database.
 //!
 //! May depend on: `banter-domain`, diesel, diesel-async, diesel_migrations, bb8, tokio,
 //! metrics (the facade only) and tracing.

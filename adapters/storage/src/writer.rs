@@ -45,30 +45,27 @@ impl Writer {
         let mut jobs = Vec::with_capacity(self.max_batch);
         let mut previous_batch = 0;
         loop {
-            {
-                if queue.recv_many(&mut jobs, self.max_batch).await == 0 {
-                    break;
+            if queue.recv_many(&mut jobs, self.max_batch).await == 0 {
+                break;
+            }
+            // Posters answered by the previous batch are coming back: waiting a moment for
+            // them fills this batch instead of committing a handful now and the rest after.
+            // At low load the previous batch was small and nobody waits.
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while jobs.len() < previous_batch.min(self.max_batch) {
+                let room_left = self.max_batch - jobs.len();
+                match tokio::time::timeout_at(deadline, queue.recv_many(&mut jobs, room_left)).await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
-                // Posters answered by the previous batch are coming back: waiting a moment for
-                // them fills this batch instead of committing a handful now and the rest after.
-                // At low load the previous batch was small and nobody waits.
-                let deadline = tokio::time::Instant::now() + self.linger;
-                while jobs.len() < previous_batch.min(self.max_batch) {
-                    let room_left = self.max_batch - jobs.len();
-                    match tokio::time::timeout_at(deadline, queue.recv_many(&mut jobs, room_left))
-                        .await
-                    {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-                if jobs.iter().any(|job| matches!(job, Job::Close)) {
-                    // Whatever was queued before the close is still committed; then the
-                    // writer finds its queue closed and empty, and stops.
-                    queue.close();
-                    while let Ok(job) = queue.try_recv() {
-                        jobs.push(job);
-                    }
+            }
+            if jobs.iter().any(|job| matches!(job, Job::Close)) {
+                // Whatever was queued before the close is still committed; then the
+                // writer finds its queue closed and empty, and stops.
+                queue.close();
+                while let Ok(job) = queue.try_recv() {
+                    jobs.push(job);
                 }
             }
             let mut posts = Vec::with_capacity(jobs.len());
