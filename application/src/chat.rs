@@ -367,14 +367,8 @@ where
             );
             self.publish(RoomEvent::MessagePosted(message.clone()))
                 .await;
-            // Posting ends the poster's typing indicator.
             let _ordered = self.room_lock(room).await;
-            let ended = self.typing_book().stop(room, username);
-            if ended.is_some() {
-                self.publish_typing(ended).await;
-            } else {
-                self.end_typing_elsewhere(room, username).await;
-            }
+            self.end_typing_on_post(room, username).await;
         }
         Ok(appended)
     }
@@ -618,21 +612,25 @@ where
         }
     }
 
-    /// Ends a typing indicator that another node started: two tabs of one user are one typer,
-    /// so a post from a tab here ends the typing of a tab there. Only the shared list knows of
-    /// it; the other node's own expiry later sends a second, harmless `is_typing:false`.
-    async fn end_typing_elsewhere(&self, room: &RoomName, username: &Username) {
-        match self.inner.presence.set_typing(room, username, None).await {
-            Ok(true) => {
-                self.publish(RoomEvent::Typing {
-                    room: room.clone(),
-                    username: username.clone(),
-                    is_typing: false,
-                })
-                .await;
+    /// Posting ends the poster's typing indicator: one started here, and one a tab on another
+    /// node started (two tabs of one user are one typer), which only the shared list knows of;
+    /// that node's own expiry later sends a second, harmless `is_typing:false`.
+    async fn end_typing_on_post(&self, room: &RoomName, username: &Username) {
+        let ended_here = self.typing_book().stop(room, username).is_some();
+        let listed = match self.inner.presence.set_typing(room, username, None).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(%room, %username, error = %e, "typing list not updated");
+                false
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(%room, %username, error = %e, "typing list not updated"),
+        };
+        if ended_here || listed {
+            self.publish(RoomEvent::Typing {
+                room: room.clone(),
+                username: username.clone(),
+                is_typing: false,
+            })
+            .await;
         }
     }
 
