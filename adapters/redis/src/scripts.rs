@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Shared helpers, prepended to the scripts that change presence.
+/// Shared helpers, prepended to the scripts that change presence or read the clock.
 ///
 /// `drop_user` takes `n` connections of `user` off the room's total and announces a leave when
 /// none are left; returns `{2, count}` for a leave, `{0, count}` otherwise.
@@ -64,6 +64,30 @@ end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Removes `node` and every connection it holds, announcing the leaves; with `end_typing`, also
+-- the end of the typing of those who left (a dead node cannot send it). Returns how many
+-- (room, user) entries the node held.
+local function remove_node(node, end_typing)
+  local removed = 0
+  local rooms_key = P .. ':node:' .. node .. ':rooms'
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local mine_key = P .. ':node:' .. node .. ':room:' .. room
+    local entries = redis.call('HGETALL', mine_key)
+    for i = 1, #entries, 2 do
+      local user = entries[i]
+      local outcome = drop_user(room, user, tonumber(entries[i + 1]))
+      if end_typing and outcome[1] == 2 then
+        redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
+          kind = 'typing', room = room, username = user, is_typing = false }))
+      end
+      removed = removed + 1
+    end
+    redis.call('DEL', mine_key)
+  end
+  redis.call('DEL', rooms_key)
+  redis.call('ZREM', P .. ':nodes', node)
+  return removed
 end
 "#;
 
@@ -111,24 +135,7 @@ local known = redis.call('ZSCORE', nodes, node)
 redis.call('ZADD', nodes, now, node)
 local swept = 0
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_after)) do
-  local rooms_key = P .. ':node:' .. dead .. ':rooms'
-  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-    local mine_key = P .. ':node:' .. dead .. ':room:' .. room
-    local entries = redis.call('HGETALL', mine_key)
-    for i = 1, #entries, 2 do
-      local user = entries[i]
-      local outcome = drop_user(room, user, tonumber(entries[i + 1]))
-      if outcome[1] == 2 then
-        -- The dead node cannot end its users' typing indicators; this does.
-        redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
-          kind = 'typing', room = room, username = user, is_typing = false }))
-      end
-      swept = swept + 1
-    end
-    redis.call('DEL', mine_key)
-  end
-  redis.call('DEL', rooms_key)
-  redis.call('ZREM', nodes, dead)
+  swept = swept + remove_node(dead, true)
 end
 if known then return {1, swept} end
 return {0, swept}
@@ -166,18 +173,7 @@ return 0
 
 /// ARGV: namespace, node. Removes the node and its connections (a clean shutdown).
 const LEAVE: &str = r#"
-local node = ARGV[2]
-local rooms_key = P .. ':node:' .. node .. ':rooms'
-for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-  local mine_key = P .. ':node:' .. node .. ':room:' .. room
-  local entries = redis.call('HGETALL', mine_key)
-  for i = 1, #entries, 2 do
-    drop_user(room, entries[i], tonumber(entries[i + 1]))
-  end
-  redis.call('DEL', mine_key)
-end
-redis.call('DEL', rooms_key)
-redis.call('ZREM', P .. ':nodes', node)
+remove_node(ARGV[2], false)
 return 0
 "#;
 
@@ -206,11 +202,8 @@ return was_listed
 
 /// ARGV: namespace, room. Returns the typists whose listing has not lapsed.
 const TYPING: &str = r#"
-local P, room = ARGV[1], ARGV[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local key = P .. ':typing:' .. room
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+local key = P .. ':typing:' .. ARGV[2]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms())
 return redis.call('ZRANGE', key, 0, -1)
 "#;
 
@@ -244,6 +237,6 @@ pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_pre
 pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(RESTORE));
 pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(LEAVE));
 pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(SET_TYPING));
-pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TYPING));
+pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(TYPING));
 pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
 pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));
