@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::time::Duration;
 
 use banter_adapter_http::{AllowedOrigin, AuthMode, HttpSettings, WsSettings};
+use banter_adapter_redis::RedisConfig;
 use banter_application::RateLimit;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -72,13 +73,13 @@ pub struct ServeArgs {
     pub broker: Broker,
 
     /// Prefix of banter's Redis keys and channels, so several services can share one Redis.
-    #[arg(long, env = "BANTER_REDIS_NAMESPACE", default_value = "banter", value_parser = parse_namespace)]
+    #[arg(long, env = "BANTER_REDIS_NAMESPACE", default_value = RedisConfig::DEFAULT_NAMESPACE, value_parser = parse_namespace)]
     pub redis_namespace: String,
 
     /// Seconds a Redis command may take before it counts as failed (a link ping or subscribe
     /// that fails so counts the pub/sub link as lost). At most 10, so that a node notices a
     /// hung link (pinged every 5 s) no later than the others would sweep it (15 s).
-    #[arg(long, env = "BANTER_REDIS_TIMEOUT", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
+    #[arg(long, env = "BANTER_REDIS_TIMEOUT", default_value_t = RedisConfig::DEFAULT_COMMAND_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=10))]
     pub redis_timeout: u64,
 
     /// `none` (clients say who they are) or `jwt` (HS256 bearer tokens; `sub` is the username).

@@ -60,6 +60,8 @@ impl RedisConfig {
     /// Three missed heartbeats: a node's users are gone from `online` within
     /// `dead_after + HEARTBEAT_INTERVAL` (20 s) of its death.
     pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(15);
+    /// How long one command may take when nothing else is said.
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -67,7 +69,7 @@ impl RedisConfig {
             namespace: Self::DEFAULT_NAMESPACE.to_owned(),
             node_id: new_node_id(),
             dead_after: Self::DEFAULT_DEAD_AFTER,
-            command_timeout: Duration::from_secs(3),
+            command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             outbound_queue: banter_adapter_memory::MemoryBroadcaster::DEFAULT_CAPACITY,
         }
     }

@@ -57,7 +57,8 @@ struct Own {
 /// How long typing updates are refused at once after Redis failed. Longer than the heartbeat
 /// interval, so that while Redis is away the heartbeats alone keep finding out, and posts (a
 /// post ends its poster's typing) never wait out a command timeout for a typing list.
-const TYPING_PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(6);
+const TYPING_PAUSE_AFTER_FAILURE: Duration =
+    RedisConfig::HEARTBEAT_INTERVAL.saturating_add(Duration::from_secs(1));
 
 /// Most (room, user) entries sent in one restore call.
 const RESTORE_CHUNK: usize = 500;
@@ -186,11 +187,9 @@ impl RedisPresence {
                 let mut own = self.own();
                 own.forgotten = true;
                 own.failed_at = Some(std::time::Instant::now());
-                drop(own);
                 return answer.map(|_| ());
             }
         };
-        self.own().failed_at = None;
         if swept > 0 {
             metrics::counter!("banter_presence_swept_total")
                 .increment(u64::try_from(swept).unwrap_or(0));
@@ -201,6 +200,7 @@ impl RedisPresence {
         }
         let (forgotten, unsynced) = {
             let mut own = self.own();
+            own.failed_at = None;
             own.forgotten |= !known;
             (own.forgotten, !own.unsynced.is_empty())
         };
