@@ -7,7 +7,8 @@
 //! Redis tests get a namespace of their own ([`unique_namespace`]) on the server that
 //! [`redis_url`] checked, and a [`TcpProxy`] to make a broker disappear.
 //!
-//! May depend on: diesel, diesel-async (to create and drop databases) and tokio. Dev-only.
+//! May depend on: diesel, diesel-async (to create and drop databases), the redis client (to
+//! check that Redis answers) and tokio. Dev-only.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
 
@@ -114,24 +115,15 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The Redis server for tests, once it answered a `PING`; `None` when it does not answer and
 /// services are not required.
 pub async fn redis_url() -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url =
         std::env::var("BANTER_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
-    let address = url
-        .strip_prefix("redis://")
-        .map(|rest| rest.split(['/', '?']).next().unwrap_or(rest))
-        .unwrap_or("127.0.0.1:6379")
-        .to_owned();
     let ping = async {
-        let mut stream = tokio::net::TcpStream::connect(&address).await?;
-        stream.write_all(b"PING\r\n").await?;
-        let mut answer = [0u8; 7];
-        stream.read_exact(&mut answer).await?;
-        if &answer == b"+PONG\r\n" {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(format!("answered {answer:?}")))
-        }
+        let client = redis::Client::open(url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
     };
     match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
         Ok(Ok(())) => Some(url),
