@@ -5,9 +5,39 @@ use poem::web::Path;
 use poem::{Response, handler};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
-const APP_JS: &str = include_str!("../static/app.js");
-const APP_CSS: &str = include_str!("../static/app.css");
 const ASYNCAPI_YAML: &str = include_str!("../../../docs/asyncapi.yaml");
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// A script module under `/static/`, embedded.
+macro_rules! module {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../static/", $name)),
+            JAVASCRIPT,
+        )
+    };
+}
+
+/// The files under `/static/`: name, body, content type. `app.js` is the entry module and imports
+/// the others; browsers run ES modules only when served as JavaScript.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.css", include_str!("../static/app.css"), CSS),
+    module!("app.js"),
+    module!("connection.js"),
+    module!("drawer.js"),
+    module!("frames.js"),
+    module!("history.js"),
+    module!("outbox.js"),
+    module!("presence.js"),
+    module!("render.js"),
+    module!("room.js"),
+    module!("rules.js"),
+    module!("state.js"),
+    module!("ui.js"),
+];
 
 fn page() -> Response {
     Response::builder()
@@ -35,19 +65,15 @@ pub fn client() -> Response {
     page()
 }
 
-/// `/static/app.js` and `/static/app.css`.
+/// `/static/{file}`: the app's stylesheet and script modules.
 #[handler]
 pub fn asset(Path(file): Path<String>) -> Response {
-    let (body, content_type) = match file.as_str() {
-        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
-        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
-        _ => {
-            return crate::problem::Problem::new(
-                crate::problem::ErrorCode::NotFound,
-                format!("no asset {file:?}"),
-            )
-            .into_response();
-        }
+    let Some(&(_, body, content_type)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
+        return crate::problem::Problem::new(
+            crate::problem::ErrorCode::NotFound,
+            format!("no asset {file:?}"),
+        )
+        .into_response();
     };
     Response::builder()
         .status(StatusCode::OK)
@@ -63,4 +89,75 @@ pub fn asyncapi() -> Response {
     Response::builder()
         .content_type("application/yaml; charset=utf-8")
         .body(ASYNCAPI_YAML)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ASSETS, INDEX_HTML};
+
+    /// The relative module specifiers (`from "./x.js"`) a script imports.
+    fn imports(script: &str) -> Vec<&str> {
+        script
+            .split("from \"./")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect()
+    }
+
+    fn served(name: &str) -> bool {
+        ASSETS.iter().any(|(served, _, _)| *served == name)
+    }
+
+    #[test]
+    fn every_module_a_script_imports_is_served() {
+        let scripts = ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js"));
+        for (name, body, _) in scripts {
+            for import in imports(body) {
+                assert!(
+                    served(import),
+                    "{name} imports {import}, which is not served"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_served_module_is_reached_from_the_entry() {
+        let mut reached = vec!["app.js"];
+        let mut next = 0;
+        while let Some(name) = reached.get(next).copied() {
+            let body = ASSETS
+                .iter()
+                .find(|(served, _, _)| *served == name)
+                .map_or("", |(_, body, _)| *body);
+            for import in imports(body) {
+                if !reached.contains(&import) {
+                    reached.push(import);
+                }
+            }
+            next += 1;
+        }
+        for (name, _, _) in ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js")) {
+            assert!(
+                reached.contains(name),
+                "{name} is served but nothing imports it"
+            );
+        }
+    }
+
+    #[test]
+    fn the_page_loads_the_entry_as_a_module_and_its_stylesheet() {
+        assert!(INDEX_HTML.contains(r#"<script type="module" src="/static/app.js">"#));
+        assert!(INDEX_HTML.contains(r#"href="/static/app.css""#));
+        assert!(served("app.js") && served("app.css"));
+    }
+
+    #[test]
+    fn scripts_are_served_as_javascript() {
+        for (name, _, content_type) in ASSETS {
+            if name.ends_with(".js") {
+                assert!(content_type.starts_with("text/javascript"), "{name}");
+            }
+        }
+    }
 }
