@@ -125,6 +125,19 @@ try {
     assert.equal(await alice.locator("#input").inputValue(), "");
   });
 
+  await step("arrivals are read out from a role=log; the list itself is not a live region", async () => {
+    for (const page of [alice, bob]) {
+      assert.equal(await page.locator("[role=log]").count(), 1);
+      assert.equal(await page.locator("[aria-live]", { has: page.locator("li.message") }).count(), 0,
+        "no live region holds the message list (history loads would be read out)");
+      assert.equal(await page.locator("#messages").getAttribute("aria-live"), null);
+      assert.equal(await page.locator("#messages").getAttribute("role"), null);
+    }
+    const log = bob.locator("[role=log]");
+    assert.equal(await log.textContent(), "alice: Hello bob", "bob hears alice's message, and only that");
+    assert.equal(await alice.locator("[role=log]").textContent(), "", "alice is not read her own message");
+  });
+
   await step("Shift+Enter makes a new line, Enter sends", async () => {
     await bob.locator("#input").pressSequentially("line one");
     await bob.locator("#input").press("Shift+Enter");
@@ -145,6 +158,62 @@ try {
     assert.equal(await bob.locator("#messages img").count(), 0);
     await alice.waitForTimeout(300);
     assert.deepEqual(dialogs, [], "no alert() ran");
+  });
+
+  // The server counts Unicode scalar values; `maxlength` counts UTF-16 units, two per emoji.
+  const codePoints = (text) => [...text].length;
+
+  await step("an emoji message at the server's 4000-character limit goes through whole", async () => {
+    const atLimit = "👍".repeat(4000);
+    await alice.locator("#input").fill(atLimit);
+    assert.equal(codePoints(await alice.locator("#input").inputValue()), 4000, "the composer took all 4000");
+    await alice.locator("#input").press("Enter");
+    const shown = bob.locator("#messages li[data-seq] .bubble", { hasText: "👍👍👍" });
+    await shown.waitFor({ timeout: 15000 });
+    assert.equal(await shown.textContent(), atLimit);
+    // One more is cut at the limit (the server would refuse it), and the writer is told.
+    await alice.locator("#input").fill(`${atLimit}👍`);
+    assert.equal(codePoints(await alice.locator("#input").inputValue()), 4000);
+    await alice.locator("#notice", { hasText: "at most 4000 characters" }).waitFor({ timeout: 3000 });
+    await alice.locator("#input").fill("");
+  });
+
+  await step("the phone drawer: inert when closed, Escape closes it, focus returns to its button", async () => {
+    const people = alice.locator("#people");
+    const toggle = alice.locator("#toggle-people");
+    const focusedId = () => alice.evaluate(() => document.activeElement?.id ?? "");
+    assert.equal(await people.evaluate((p) => p.inert), true, "closed at phone width: inert");
+    assert.equal(await toggle.getAttribute("aria-expanded"), "false");
+    await people.evaluate((p) => p.focus());
+    assert.notEqual(await focusedId(), "people", "a closed drawer cannot take focus");
+    await toggle.click();
+    assert.equal(await people.evaluate((p) => p.inert), false);
+    assert.equal(await toggle.getAttribute("aria-expanded"), "true");
+    assert.equal(await focusedId(), "people", "opening moves focus into the drawer");
+    await alice.keyboard.press("Escape");
+    assert.equal(await people.evaluate((p) => p.inert), true);
+    assert.equal(await toggle.getAttribute("aria-expanded"), "false");
+    assert.equal(await focusedId(), "toggle-people", "focus is back on the button that opened it");
+  });
+
+  await step("names of any script: an Indic name with vowel signs joins, 32 characters fit", async () => {
+    const page = await (await browser.newContext({ viewport: { width: 560, height: 720 } })).newPage();
+    await page.goto(`${base}/?room=indic`);
+    const name = page.locator("#lobby-username");
+    const valid = () => name.evaluate((input) => input.validity.valid);
+    // Astral letters are two UTF-16 units each: 32 of them are 64 units, and the 33rd is cut.
+    await name.fill("𝒜".repeat(33));
+    assert.equal(codePoints(await name.inputValue()), 32);
+    assert.equal(await valid(), true, "32 letters are a valid name");
+    await name.fill("no spaces!");
+    assert.equal(await valid(), false, "the pattern still refuses what the server refuses");
+    await name.fill("सीमा"); // स ी म ा: the vowel signs are marks (Mc), not letters (L)
+    assert.equal(await valid(), true, "the browser accepts what the server accepts");
+    await page.locator("#lobby-form button").click();
+    await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+    assert.equal(await page.locator("#me").textContent(), "as सीमा");
+    await page.locator("#online li", { hasText: "सीमा" }).waitFor();
+    await page.context().close();
   });
 
   // Older history comes over REST in two ways: scrolling up to the top of the timeline, and the
@@ -178,6 +247,7 @@ try {
     const seqs = await seqsOf(page);
     assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1), "in order, once each");
     assert.equal(await bubbles(page).first().textContent(), "old 1");
+    assert.equal(await page.locator("[role=log] *").count(), 0, "history, old or loaded, is not read out");
   }
 
   await step("scrolling up to the top loads older history over REST", async () => {
@@ -201,6 +271,7 @@ try {
     const page = await openRoom("paging-button", { width: 1200, height: 6000 });
     const overflows = await page.$eval("#timeline", (t) => t.scrollHeight > t.clientHeight);
     assert.equal(overflows, false, "the 50 messages of the welcome fit, so no scroll event can load more");
+    assert.equal(await page.locator("#people").evaluate((p) => p.inert), false, "wide: the list is a column, not a drawer");
     await page.locator("#load-older").click();
     await expectWholeHistory(page);
     await page.context().close();
