@@ -199,7 +199,7 @@ async fn run<P: Ports>(
         .await
         .context("the HTTP server failed");
 
-    let left = state.slots.wait_until_empty(DRAIN_TIMEOUT).await;
+    let left = state.wait_until_disconnected(DRAIN_TIMEOUT).await;
     if left > 0 {
         tracing::warn!(
             connections = left,

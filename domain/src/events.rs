@@ -1,6 +1,6 @@
 //! What happens in a room, as told to everyone in it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,62 +52,27 @@ impl RoomEvent {
     }
 }
 
-/// An event as it travels to the many connections of a room: the event plus its client frame,
-/// encoded once by whichever connection gets to it first and shared by all the others.
+/// An event as it travels to the many connections of a room: allocated once and shared, not
+/// copied, by every receiver. Being one allocation per event also gives it an identity, which
+/// is how an adapter can recognise an event it has already encoded for its transport.
 #[derive(Debug)]
 pub struct EventEnvelope {
     event: RoomEvent,
-    client_frame: OnceLock<Arc<str>>,
 }
 
 impl EventEnvelope {
     pub fn new(event: RoomEvent) -> Arc<Self> {
-        Arc::new(Self {
-            event,
-            client_frame: OnceLock::new(),
-        })
+        Arc::new(Self { event })
     }
 
     pub fn event(&self) -> &RoomEvent {
         &self.event
-    }
-
-    /// The event's client frame, encoding it with `encode` on first use only.
-    pub fn client_frame(&self, encode: impl FnOnce(&RoomEvent) -> String) -> Arc<str> {
-        Arc::clone(
-            self.client_frame
-                .get_or_init(|| Arc::from(encode(&self.event))),
-        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_frame_is_encoded_once() {
-        let envelope = EventEnvelope::new(RoomEvent::Typing {
-            room: RoomName::parse("g").unwrap(),
-            username: Username::parse("bob").unwrap(),
-            is_typing: true,
-        });
-        let mut calls = 0;
-        let first = envelope.client_frame(|_| {
-            calls += 1;
-            "frame".to_owned()
-        });
-        let second = envelope.client_frame(|_| {
-            calls += 1;
-            "other".to_owned()
-        });
-        assert_eq!(calls, 1);
-        assert_eq!(&*first, "frame");
-        assert!(
-            Arc::ptr_eq(&first, &second),
-            "the bytes are shared, not copied"
-        );
-    }
 
     #[test]
     fn events_round_trip_through_json() {

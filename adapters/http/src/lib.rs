@@ -12,9 +12,12 @@
 
 mod auth;
 mod guard;
-pub mod problem;
+mod params;
+mod problem;
+mod prometheus;
 mod rest;
 mod web;
+mod wire;
 mod ws;
 
 use std::sync::Arc;
@@ -27,9 +30,11 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, get};
 use tokio::sync::watch;
 
 pub use auth::AuthMode;
-use guard::AddressLimiter;
-pub use guard::{AllowedOrigin, ConnectionSlots, OriginParseError};
+use guard::{AddressLimiter, ConnectionSlots};
+pub use guard::{AllowedOrigin, OriginParseError};
 use problem::{ErrorCode, Problem};
+pub use prometheus::install_metrics;
+use ws::FrameCaches;
 
 /// WebSocket timing and bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +94,13 @@ impl Default for HttpSettings {
 
 /// What every handler shares.
 pub struct AppState<P: Ports> {
-    pub chat: ChatOf<P>,
-    pub settings: HttpSettings,
-    pub slots: Arc<ConnectionSlots>,
+    chat: ChatOf<P>,
+    settings: HttpSettings,
+    slots: Arc<ConnectionSlots>,
     shutdown: watch::Receiver<bool>,
     rest_limiter: Option<AddressLimiter>,
     metrics: Option<PrometheusHandle>,
+    frames: FrameCaches,
 }
 
 impl<P: Ports> std::fmt::Debug for AppState<P> {
@@ -107,8 +113,13 @@ impl<P: Ports> std::fmt::Debug for AppState<P> {
 }
 
 impl<P: Ports> AppState<P> {
-    pub fn is_shutting_down(&self) -> bool {
+    fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Waits until every WebSocket closed, or `limit` passed; returns how many remain.
+    pub async fn wait_until_disconnected(&self, limit: Duration) -> usize {
+        self.slots.wait_until_empty(limit).await
     }
 
     /// Periodic housekeeping: forget idle per-address buckets, refresh metric summaries.
@@ -151,6 +162,7 @@ pub fn app_state<P: Ports>(
         shutdown: receiver,
         rest_limiter,
         metrics,
+        frames: FrameCaches::default(),
     });
     (state, Shutdown { sender })
 }
@@ -160,12 +172,12 @@ pub fn router<P: Ports>(state: Arc<AppState<P>>) -> impl Endpoint + 'static {
     let (api, docs, spec) = rest::service(Arc::clone(&state));
     let docs = Arc::new(rest::Document::new(docs, "text/html; charset=utf-8"));
     let api = Arc::new(api.into_endpoint());
-    let guarded_api = rest::guard(Arc::clone(&state), Arc::clone(&api));
+    let checked_api = rest::with_request_checks(Arc::clone(&state), Arc::clone(&api));
     let ws_endpoint = Arc::new(get(ws::Handshake::<P>::new(Arc::clone(&state))));
     Route::new()
         .at("/ws/chat/:room", Arc::clone(&ws_endpoint))
         .at("/ws/chat/:room/", ws_endpoint)
-        .nest_no_strip("/api", guarded_api)
+        .nest_no_strip("/api", checked_api)
         .at("/healthz", Arc::clone(&api))
         .at("/readyz", api)
         .at(
@@ -174,7 +186,10 @@ pub fn router<P: Ports>(state: Arc<AppState<P>>) -> impl Endpoint + 'static {
         )
         .at("/docs", get(Arc::clone(&docs)))
         .at("/docs/", get(docs))
-        .at("/metrics", get(rest::Metrics::<P>::new(Arc::clone(&state))))
+        .at(
+            "/metrics",
+            get(prometheus::Metrics::<P>::new(Arc::clone(&state))),
+        )
         .at("/asyncapi.yaml", get(web::asyncapi))
         .at("/", get(web::index))
         .at("/client1", get(web::client))
@@ -192,101 +207,4 @@ pub fn router<P: Ports>(state: Arc<AppState<P>>) -> impl Endpoint + 'static {
             response
         })
         .with(poem::middleware::Tracing)
-}
-
-/// Installs the Prometheus recorder (once per process) and returns its handle.
-///
-/// # Errors
-/// When another recorder is already installed.
-pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    const LATENCY: &[f64] = &[
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY)?
-        .set_buckets_for_metric(
-            Matcher::Full("banter_store_batch_size".to_owned()),
-            &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
-        )?
-        .install_recorder()?;
-    describe_metrics();
-    Ok(handle)
-}
-
-/// Describes the metrics and exports every counter and gauge from the start (at zero), so a
-/// scraper sees them before the first event.
-fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!("banter_connections", "Open WebSocket connections.");
-    describe_counter!(
-        "banter_connections_refused_total",
-        "Refused WebSocket handshakes, by problem code (label reason)."
-    );
-    describe_counter!(
-        "banter_messages_stored_total",
-        "Messages committed to storage."
-    );
-    describe_counter!(
-        "banter_frames_sent_total",
-        "WebSocket frames written to clients."
-    );
-    describe_counter!(
-        "banter_errors_total",
-        "WebSocket error frames sent, by error code (label code)."
-    );
-    describe_counter!(
-        "banter_http_problems_total",
-        "HTTP problem responses, by error code (label code)."
-    );
-    describe_histogram!(
-        "banter_store_seconds",
-        Unit::Seconds,
-        "Time from handing a post to the store until it is committed."
-    );
-    describe_histogram!(
-        "banter_store_commit_seconds",
-        Unit::Seconds,
-        "Time to commit one batch."
-    );
-    describe_histogram!("banter_store_batch_size", "Posts per committed batch.");
-    describe_histogram!(
-        "banter_broadcast_seconds",
-        Unit::Seconds,
-        "Time to publish one event to a room."
-    );
-    // Histograms appear once registered: register them now, empty.
-    for histogram in [
-        "banter_store_seconds",
-        "banter_store_commit_seconds",
-        "banter_store_batch_size",
-        "banter_broadcast_seconds",
-    ] {
-        drop(metrics::histogram!(histogram));
-    }
-    metrics::gauge!("banter_connections").set(0.0);
-    metrics::counter!("banter_messages_stored_total").absolute(0);
-    metrics::counter!("banter_frames_sent_total").absolute(0);
-    for code in [
-        ErrorCode::InvalidJson,
-        ErrorCode::UnknownType,
-        ErrorCode::InvalidMessage,
-        ErrorCode::RateLimited,
-        ErrorCode::Unavailable,
-    ] {
-        metrics::counter!("banter_errors_total", "code" => code.as_str()).absolute(0);
-    }
-    for code in [
-        ErrorCode::InvalidRoom,
-        ErrorCode::InvalidUsername,
-        ErrorCode::InvalidParameter,
-        ErrorCode::Unauthorized,
-        ErrorCode::ForbiddenOrigin,
-        ErrorCode::TooManyConnections,
-        ErrorCode::OverCapacity,
-        ErrorCode::Unavailable,
-    ] {
-        metrics::counter!("banter_connections_refused_total", "reason" => code.as_str())
-            .absolute(0);
-    }
 }

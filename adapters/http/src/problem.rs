@@ -1,11 +1,15 @@
-//! Errors as clients see them: the contract's codes, their HTTP statuses, and RFC 9457
-//! `application/problem+json` bodies. Every refusal of the HTTP edge is built here.
+//! Errors as clients see them: the contract's codes, their HTTP statuses, RFC 9457
+//! `application/problem+json` bodies, and each application error mapped to them once, for
+//! REST problems and WebSocket error frames alike.
 
 use poem::http::StatusCode;
 use poem_openapi::Object;
 use serde::Serialize;
 
-use banter_application::{PostError, PostRefusal};
+use banter_application::{PostRefusal, ReadError};
+use poem_openapi::error::{
+    AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+};
 
 /// The contract's error codes, for HTTP problems and WebSocket error frames alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +149,14 @@ pub fn room_from_path(raw: &str) -> Result<banter_domain::RoomName, Problem> {
         ));
     }
     banter_domain::RoomName::parse(raw)
-        .map_err(|e| Problem::new(ErrorCode::InvalidRoom, format!("room: {e}")))
+        .map_err(|e| Refusal::of_field(ErrorCode::InvalidRoom, "room", e).into())
+}
+
+/// The username a client names itself by (auth `none`): required, and valid.
+pub fn username_from_client(raw: Option<&str>) -> Result<banter_domain::Username, Problem> {
+    let raw = raw.ok_or_else(|| Problem::new(ErrorCode::InvalidUsername, "username: required"))?;
+    banter_domain::Username::parse(raw)
+        .map_err(|e| Refusal::of_field(ErrorCode::InvalidUsername, "username", e).into())
 }
 
 /// Seconds to wait, rounded up, and at least one.
@@ -153,26 +164,96 @@ pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// The contract's code and a client-facing detail for a refused post, as the REST API names
-/// fields (`content`, `client_id`).
-pub fn post_problem(error: &PostError) -> Problem {
-    match &error.refusal {
+/// A refusal as the contract tells it: its code and a detail naming the offending field.
+/// A WebSocket error frame carries it as is; REST sends it as a [`Problem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// The detail `"{field}: {reason}"`, which names the field as the contract asks.
+    pub fn of_field(code: ErrorCode, field: &str, reason: impl std::fmt::Display) -> Self {
+        Self::new(code, format!("{field}: {reason}"))
+    }
+}
+
+impl From<Refusal> for Problem {
+    fn from(refusal: Refusal) -> Self {
+        Problem::new(refusal.code, refusal.detail)
+    }
+}
+
+/// Where a post was refused: the two edges name the text field and its codes differently
+/// (REST `content` with `invalid_content`/`invalid_client_id`, WebSocket `message` with
+/// `invalid_message` for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostEdge {
+    Rest,
+    WebSocket,
+}
+
+/// A refused post as the contract tells it on `edge`.
+pub fn post_refusal(refusal: &PostRefusal, edge: PostEdge) -> Refusal {
+    let (text_field, invalid_text, invalid_client_id) = match edge {
+        PostEdge::Rest => (
+            "content",
+            ErrorCode::InvalidContent,
+            ErrorCode::InvalidClientId,
+        ),
+        PostEdge::WebSocket => (
+            "message",
+            ErrorCode::InvalidMessage,
+            ErrorCode::InvalidMessage,
+        ),
+    };
+    match refusal {
         PostRefusal::RateLimited { .. } => {
-            Problem::new(ErrorCode::RateLimited, error.refusal.to_string())
+            Refusal::new(ErrorCode::RateLimited, refusal.to_string())
         }
         PostRefusal::MissingContent => {
-            Problem::new(ErrorCode::InvalidContent, "content: must be a string")
+            Refusal::of_field(invalid_text, text_field, "must be a string")
         }
-        PostRefusal::InvalidContent(e) => {
-            Problem::new(ErrorCode::InvalidContent, format!("content: {e}"))
-        }
+        PostRefusal::InvalidContent(e) => Refusal::of_field(invalid_text, text_field, e),
         PostRefusal::ClientIdNotText => {
-            Problem::new(ErrorCode::InvalidClientId, "client_id: must be a string")
+            Refusal::of_field(invalid_client_id, "client_id", "must be a string")
         }
-        PostRefusal::InvalidClientId(e) => {
-            Problem::new(ErrorCode::InvalidClientId, format!("client_id: {e}"))
-        }
-        PostRefusal::Unavailable => Problem::new(ErrorCode::Unavailable, error.refusal.to_string()),
+        PostRefusal::InvalidClientId(e) => Refusal::of_field(invalid_client_id, "client_id", e),
+        PostRefusal::Unavailable => Refusal::new(ErrorCode::Unavailable, refusal.to_string()),
+    }
+}
+
+/// A history, rooms or presence read that failed: storage or broker does not answer.
+pub fn read_problem(error: &ReadError) -> Problem {
+    Problem::new(ErrorCode::Unavailable, error.to_string())
+}
+
+/// A request poem-openapi could not parse (path, query, body, content type, security), as
+/// problem+json: the same for every operation.
+pub fn parse_failure(err: &poem::Error) -> Problem {
+    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        Refusal::of_field(ErrorCode::NotFound, e.name, &e.reason).into()
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        Refusal::of_field(ErrorCode::InvalidParameter, e.name, &e.reason).into()
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        Refusal::of_field(ErrorCode::InvalidBody, "body", &e.reason).into()
+    } else if err.is::<ContentTypeError>() {
+        Problem::new(
+            ErrorCode::InvalidBody,
+            format!("body: {err}; send application/json"),
+        )
+    } else if err.is::<AuthorizationError>() {
+        Problem::new(ErrorCode::Unauthorized, err.to_string())
+    } else {
+        Problem::new(ErrorCode::InvalidParameter, err.to_string())
     }
 }
 
@@ -218,5 +299,50 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
         assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn post_refusals_name_each_edges_field_and_code() {
+        let missing = PostRefusal::MissingContent;
+        assert_eq!(
+            post_refusal(&missing, PostEdge::Rest),
+            Refusal::new(ErrorCode::InvalidContent, "content: must be a string")
+        );
+        assert_eq!(
+            post_refusal(&missing, PostEdge::WebSocket),
+            Refusal::new(ErrorCode::InvalidMessage, "message: must be a string")
+        );
+        let not_text = PostRefusal::ClientIdNotText;
+        assert_eq!(
+            post_refusal(&not_text, PostEdge::Rest).code,
+            ErrorCode::InvalidClientId
+        );
+        assert_eq!(
+            post_refusal(&not_text, PostEdge::WebSocket),
+            Refusal::new(ErrorCode::InvalidMessage, "client_id: must be a string")
+        );
+        for edge in [PostEdge::Rest, PostEdge::WebSocket] {
+            let limited = PostRefusal::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            };
+            assert_eq!(post_refusal(&limited, edge).code, ErrorCode::RateLimited);
+            assert_eq!(
+                post_refusal(&PostRefusal::Unavailable, edge).code,
+                ErrorCode::Unavailable
+            );
+        }
+    }
+
+    #[test]
+    fn client_usernames_are_required_and_checked_by_name() {
+        let refused = |raw| username_from_client(raw).unwrap_err();
+        assert_eq!(refused(None).detail, "username: required");
+        let bad = refused(Some("a b"));
+        assert_eq!(bad.code, "invalid_username");
+        assert!(bad.detail.starts_with("username: "), "{}", bad.detail);
+        assert_eq!(
+            username_from_client(Some("alice")).unwrap().as_str(),
+            "alice"
+        );
     }
 }

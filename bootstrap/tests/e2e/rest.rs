@@ -191,7 +191,7 @@ async fn invalid_posts_are_refused_with_the_field_named() {
             json!({"username": "alice", "content": "hi", "client_id": "x".repeat(65)}),
             "invalid_client_id",
         ),
-        (json!({"username": "alice"}), "invalid_body"),
+        (json!({"username": "alice"}), "invalid_content"),
         (
             json!({"username": "alice", "content": 5}),
             "invalid_content",
@@ -244,6 +244,33 @@ async fn invalid_posts_are_refused_with_the_field_named() {
     // Nothing of that was stored.
     let (_, history) = get(&server, "/api/rooms/general/messages").await;
     assert_eq!(history["messages"], json!([]));
+}
+
+#[tokio::test]
+async fn a_missing_field_is_refused_like_a_null_one_with_the_field_named() {
+    let server = TestServer::start(&["--rate-limit", "off"]).await;
+    for (body, code, field) in [
+        (json!({"username": "alice"}), "invalid_content", "content"),
+        (
+            json!({"username": "alice", "content": null}),
+            "invalid_content",
+            "content",
+        ),
+        (json!({"content": "hi"}), "invalid_username", "username"),
+        (
+            json!({"username": null, "content": "hi"}),
+            "invalid_username",
+            "username",
+        ),
+    ] {
+        let (status, problem) = post(&server, "general", body.clone()).await;
+        assert_problem(status, &problem, StatusCode::BAD_REQUEST, code);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with(&format!("{field}: ")),
+            "{body}: the detail names {field}: {problem}"
+        );
+    }
 }
 
 #[tokio::test]

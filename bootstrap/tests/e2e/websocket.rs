@@ -285,6 +285,33 @@ impl SendBinary
 }
 
 #[tokio::test]
+async fn refused_posts_name_the_offending_field() {
+    let server = TestServer::start(&["--rate-limit", "off"]).await;
+    let (mut alice, _) = connect(&server, "general", "alice", "").await;
+    for (frame, field) in [
+        (json!({"type": "chat_message"}), "message"),
+        (json!({"type": "chat_message", "message": ""}), "message"),
+        (
+            json!({"type": "chat_message", "message": "hi", "client_id": 5}),
+            "client_id",
+        ),
+        (
+            json!({"type": "chat_message", "message": "hi", "client_id": "sp ace"}),
+            "client_id",
+        ),
+    ] {
+        alice.send(frame.clone()).await;
+        let error = alice.recv().await;
+        assert_eq!(error["code"], "invalid_message", "{frame}: {error}");
+        let detail = error["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with(&format!("{field}: ")),
+            "{frame}: the detail names {field}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn posting_is_rate_limited_per_connection() {
     let server = TestServer::start(&["--rate-limit", "5:1"]).await;
     let (mut alice, _) = connect(&server, "general", "alice", "").await;

@@ -8,18 +8,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use banter_application::{FeedError, JoinedOf, Ports, PostRefusal, SessionOf};
+use banter_application::{FeedError, JoinedOf, Ports, SessionOf};
 use banter_domain::Appended;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::frame_cache::RoomFrames;
 use super::frames::{self, ClientFrame};
+use super::upgrade::Socket;
 use crate::AppState;
 use crate::WsSettings;
 use crate::guard::SlotGuard;
-use crate::problem::ErrorCode;
+use crate::problem::{ErrorCode, PostEdge, post_refusal};
 
 /// A joined connection waiting for its upgrade. If the upgrade never happens, dropping it
 /// still takes the user out of the room.
@@ -56,17 +61,13 @@ struct Inbox {
     shutdown: watch::Receiver<bool>,
 }
 
-type Sink = SplitSink<WebSocketStream, Message>;
-type Source = SplitStream<WebSocketStream>;
+type Sink = SplitSink<Socket, Message>;
+type Source = SplitStream<Socket>;
 
 /// Frames written in one go before a flush; keeps a fan-out burst to few syscalls.
 const FRAMES_PER_FLUSH: usize = 64;
 
-pub async fn run<P: Ports>(
-    socket: WebSocketStream,
-    mut pending: Pending<P>,
-    state: Arc<AppState<P>>,
-) {
+pub async fn run<P: Ports>(socket: Socket, mut pending: Pending<P>, state: Arc<AppState<P>>) {
     let Some((joined, slot)) = pending.connection.take() else {
         return;
     };
@@ -76,10 +77,12 @@ pub async fn run<P: Ports>(
     // Close requests travel apart from replies, so a full reply queue cannot swallow them.
     let (close_request, close_requested) = oneshot::channel();
     let welcome = frames::welcome(&joined.welcome);
+    let room_frames = state.frames.room(&joined.welcome.room);
     let mut writer = tokio::spawn(write_loop::<P>(
         sink,
         welcome,
         joined.feed,
+        room_frames,
         Inbox {
             replies: reply_queue,
             close: close_requested,
@@ -146,13 +149,12 @@ async fn read_loop<P: Ports>(
         let message = match next {
             Err(_idle) => return ReadEnd::Close(CloseCode::Normal, "idle timeout"),
             Ok(None) => return ReadEnd::ClientGone,
+            // A message (or a frame) over its limit.
+            Ok(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))) => {
+                return ReadEnd::Close(CloseCode::Size, "message too big");
+            }
             Ok(Some(Err(e))) => {
-                // tungstenite reports an oversized message as a capacity error, by text only.
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("Space limit") {
-                    return ReadEnd::Close(CloseCode::Size, "message too big");
-                }
-                tracing::debug!(error = %text, "websocket read failed");
+                tracing::debug!(error = %e, "websocket read failed");
                 return ReadEnd::ClientGone;
             }
             Ok(Some(Ok(message))) => message,
@@ -165,7 +167,8 @@ async fn read_loop<P: Ports>(
                 None,
             )),
             // Pongs (and pings, answered by the library) only prove the client is alive.
-            Message::Ping(_) | Message::Pong(_) => None,
+            // (Raw frames are only ever written, never read.)
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
             Message::Close(_) => return ReadEnd::ClientGone,
         };
         if let Some(reply) = reply
@@ -199,20 +202,12 @@ async fn handle_text<P: Ports>(text: &str, session: &SessionOf<P>) -> Option<Str
             Ok(Appended::Stored(_)) => None,
             Ok(Appended::Duplicate(original)) => Some(frames::duplicate(&original)),
             Err(e) => {
-                let code = match e.refusal {
-                    PostRefusal::RateLimited { .. } => ErrorCode::RateLimited,
-                    PostRefusal::Unavailable => ErrorCode::Unavailable,
-                    PostRefusal::MissingContent
-                    | PostRefusal::InvalidContent(_)
-                    | PostRefusal::ClientIdNotText
-                    | PostRefusal::InvalidClientId(_) => ErrorCode::InvalidMessage,
-                };
-                let detail = match &e.refusal {
-                    PostRefusal::MissingContent => "message: must be a string".to_owned(),
-                    PostRefusal::InvalidContent(reason) => format!("message: {reason}"),
-                    other => other.to_string(),
-                };
-                Some(error_frame(code, &detail, e.client_id.as_ref()))
+                let refusal = post_refusal(&e.refusal, PostEdge::WebSocket);
+                Some(error_frame(
+                    refusal.code,
+                    &refusal.detail,
+                    e.client_id.as_ref(),
+                ))
             }
         },
     }
@@ -238,6 +233,7 @@ async fn write_loop<P: Ports>(
     mut sink: Sink,
     welcome: String,
     mut feed: banter_application::FeedOf<P>,
+    room_frames: Arc<RoomFrames>,
     inbox: Inbox,
     settings: WsSettings,
 ) {
@@ -246,7 +242,7 @@ async fn write_loop<P: Ports>(
         mut close,
         mut shutdown,
     } = inbox;
-    if !send(&mut sink, Message::Text(welcome), &settings).await {
+    if !send(&mut sink, Message::Text(welcome.into()), &settings).await {
         return;
     }
     metrics::counter!("banter_frames_sent_total").increment(1);
@@ -267,7 +263,7 @@ async fn write_loop<P: Ports>(
             }
             reply = replies.recv() => match reply {
                 Some(text) => {
-                    if !send(&mut sink, Message::Text(text), &settings).await {
+                    if !send(&mut sink, Message::Text(text.into()), &settings).await {
                         break WriterEnd::Dropped;
                     }
                     metrics::counter!("banter_frames_sent_total").increment(1);
@@ -282,12 +278,12 @@ async fn write_loop<P: Ports>(
                 Ok((code, reason)) => break WriterEnd::Close(code, reason),
                 Err(_) => break WriterEnd::ReaderDone,
             },
-            event = feed.next() => match write_events::<P>(&mut sink, &mut feed, event, &settings).await {
+            event = feed.next() => match write_events::<P>(&mut sink, &mut feed, &room_frames, event, &settings).await {
                 Ok(()) => {}
                 Err(end) => break end,
             },
             _ = ping.tick() => {
-                if !send(&mut sink, Message::Ping(Vec::new()), &settings).await {
+                if !send(&mut sink, Message::Ping(Default::default()), &settings).await {
                     break WriterEnd::Dropped;
                 }
             }
@@ -295,12 +291,11 @@ async fn write_loop<P: Ports>(
     };
     if let WriterEnd::Close(code, reason) = end {
         // Whatever was queued before is already written; the close frame follows it.
-        let _ = send(
-            &mut sink,
-            Message::Close(Some((code, reason.to_owned()))),
-            &settings,
-        )
-        .await;
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = send(&mut sink, Message::Close(Some(frame)), &settings).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
@@ -309,6 +304,7 @@ async fn write_loop<P: Ports>(
 async fn write_events<P: Ports>(
     sink: &mut Sink,
     feed: &mut banter_application::FeedOf<P>,
+    room_frames: &RoomFrames,
     first: Result<Arc<banter_domain::EventEnvelope>, FeedError>,
     settings: &WsSettings,
 ) -> Result<(), WriterEnd> {
@@ -318,10 +314,10 @@ async fn write_events<P: Ports>(
     while let Some(event) = next.take() {
         match event {
             Ok(envelope) => {
-                let frame = envelope.client_frame(frames::event);
+                let frame = room_frames.frame(&envelope, frames::event);
                 let fed = tokio::time::timeout(
                     settings.write_timeout,
-                    sink.feed(Message::Text(frame.to_string())),
+                    sink.feed(Message::Text(frame.to_string().into())),
                 )
                 .await;
                 if !matches!(fed, Ok(Ok(()))) {

@@ -1,11 +1,12 @@
 //! The WebSocket protocol's frames: parsing what clients send, encoding what they receive.
 
 use banter_application::{DraftField, PostDraft, Welcome};
-use banter_domain::{ClientId, Message, PresenceEvent, RoomEvent, Seq, Username};
+use banter_domain::{ClientId, Message, PresenceEvent, RoomEvent, Username};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::problem::ErrorCode;
+use crate::problem::{ErrorCode, Refusal};
+use crate::wire::MessageJson;
 
 /// A client frame that parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,22 +14,6 @@ pub enum ClientFrame {
     ChatMessage(PostDraft),
     Typing { is_typing: bool },
     Ping,
-}
-
-/// A client frame that did not parse: answered with an error frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameRefusal {
-    pub code: ErrorCode,
-    pub detail: String,
-}
-
-impl FrameRefusal {
-    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
-    }
 }
 
 fn field(object: &serde_json::Map<String, Value>, name: &str) -> DraftField {
@@ -39,17 +24,17 @@ fn field(object: &serde_json::Map<String, Value>, name: &str) -> DraftField {
     }
 }
 
-/// Parses a text frame.
+/// Parses a text frame. A refusal is answered with an error frame.
 ///
 /// # Errors
 /// `invalid_json` for anything that is not a JSON object with a string `type`,
 /// `unknown_type` for a type the server does not know, `invalid_message` for a `typing` frame
 /// without a boolean `is_typing`. A `chat_message`'s fields are checked by the application.
-pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameRefusal> {
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Refusal> {
     let value: Value = serde_json::from_str(text)
-        .map_err(|e| FrameRefusal::new(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
+        .map_err(|e| Refusal::new(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
     let Value::Object(object) = value else {
-        return Err(FrameRefusal::new(
+        return Err(Refusal::new(
             ErrorCode::InvalidJson,
             "a frame must be a JSON object",
         ));
@@ -57,16 +42,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameRefusal> {
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
         Some(_) => {
-            return Err(FrameRefusal::new(
+            return Err(Refusal::new(
                 ErrorCode::InvalidJson,
                 "type must be a string",
             ));
         }
         None => {
-            return Err(FrameRefusal::new(
-                ErrorCode::InvalidJson,
-                "a frame needs a type",
-            ));
+            return Err(Refusal::new(ErrorCode::InvalidJson, "a frame needs a type"));
         }
     };
     match kind {
@@ -78,51 +60,52 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameRefusal> {
             Some(Value::Bool(is_typing)) => Ok(ClientFrame::Typing {
                 is_typing: *is_typing,
             }),
-            _ => Err(FrameRefusal::new(
+            _ => Err(Refusal::new(
                 ErrorCode::InvalidMessage,
                 "is_typing must be true or false",
             )),
         },
         "ping" => Ok(ClientFrame::Ping),
-        other => Err(FrameRefusal::new(
+        other => Err(Refusal::new(
             ErrorCode::UnknownType,
             format!("unknown frame type {other:?}; expected chat_message, typing or ping"),
         )),
     }
 }
 
+/// What the server sends, as JSON: the wire's own types, never the domain's.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ServerFrame<'a> {
     Welcome {
         room: &'a str,
-        username: &'a Username,
-        messages: &'a [Message],
+        username: &'a str,
+        messages: Vec<MessageJson>,
         has_more: bool,
-        last_seq: Seq,
-        online: &'a [Username],
+        last_seq: u64,
+        online: Vec<&'a str>,
         online_count: u64,
-        typing: &'a [Username],
+        typing: Vec<&'a str>,
     },
     ChatMessage {
-        message: &'a Message,
+        message: MessageJson,
     },
     Typing {
-        username: &'a Username,
+        username: &'a str,
         is_typing: bool,
     },
     Presence {
-        event: PresenceEvent,
-        username: &'a Username,
+        event: &'static str,
+        username: &'a str,
         online_count: u64,
     },
     Duplicate {
-        message: &'a Message,
+        message: MessageJson,
     },
     Error {
-        code: &'a str,
+        code: &'static str,
         detail: &'a str,
-        client_id: Option<&'a ClientId>,
+        client_id: Option<&'a str>,
     },
     Pong,
 }
@@ -132,29 +115,35 @@ fn encode(frame: &ServerFrame<'_>) -> String {
     serde_json::to_string(frame).unwrap_or_default()
 }
 
+fn names(users: &[Username]) -> Vec<&str> {
+    users.iter().map(Username::as_str).collect()
+}
+
 pub fn welcome(welcome: &Welcome) -> String {
     encode(&ServerFrame::Welcome {
         room: welcome.room.as_str(),
-        username: &welcome.username,
-        messages: &welcome.messages,
+        username: welcome.username.as_str(),
+        messages: welcome.messages.iter().map(MessageJson::from).collect(),
         has_more: welcome.has_more,
-        last_seq: welcome.last_seq,
-        online: &welcome.online,
+        last_seq: welcome.last_seq.get(),
+        online: names(&welcome.online),
         online_count: welcome.online_count,
-        typing: &welcome.typing,
+        typing: names(&welcome.typing),
     })
 }
 
 /// A room event as the frame every connection of the room receives.
 pub fn event(event: &RoomEvent) -> String {
     encode(&match event {
-        RoomEvent::MessagePosted(message) => ServerFrame::ChatMessage { message },
+        RoomEvent::MessagePosted(message) => ServerFrame::ChatMessage {
+            message: message.into(),
+        },
         RoomEvent::Typing {
             username,
             is_typing,
             ..
         } => ServerFrame::Typing {
-            username,
+            username: username.as_str(),
             is_typing: *is_typing,
         },
         RoomEvent::Presence {
@@ -163,22 +152,27 @@ pub fn event(event: &RoomEvent) -> String {
             online_count,
             ..
         } => ServerFrame::Presence {
-            event: *event,
-            username,
+            event: match event {
+                PresenceEvent::Join => "join",
+                PresenceEvent::Leave => "leave",
+            },
+            username: username.as_str(),
             online_count: *online_count,
         },
     })
 }
 
 pub fn duplicate(message: &Message) -> String {
-    encode(&ServerFrame::Duplicate { message })
+    encode(&ServerFrame::Duplicate {
+        message: message.into(),
+    })
 }
 
 pub fn error(code: ErrorCode, detail: &str, client_id: Option<&ClientId>) -> String {
     encode(&ServerFrame::Error {
         code: code.as_str(),
         detail,
-        client_id,
+        client_id: client_id.map(ClientId::as_str),
     })
 }
 
@@ -189,7 +183,7 @@ pub fn pong() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banter_domain::{Content, RoomName, Timestamp};
+    use banter_domain::{Content, RoomName, Seq, Timestamp};
     use serde_json::json;
 
     fn refusal(text: &str) -> ErrorCode {
@@ -275,5 +269,37 @@ mod tests {
             json!({"type": "error", "code": "rate_limited", "detail": "slow down", "client_id": null})
         );
         assert_eq!(pong(), r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn welcome_and_typing_frames_have_the_contract_shape() {
+        let alice = Username::parse("alice").unwrap();
+        let welcome_frame: Value = serde_json::from_str(&welcome(&Welcome {
+            room: RoomName::parse("general").unwrap(),
+            username: alice.clone(),
+            messages: Vec::new(),
+            has_more: false,
+            last_seq: Seq::new(7).unwrap(),
+            online: vec![alice.clone(), Username::parse("bob").unwrap()],
+            online_count: 2,
+            typing: vec![alice.clone()],
+        }))
+        .unwrap();
+        assert_eq!(
+            welcome_frame,
+            json!({"type": "welcome", "room": "general", "username": "alice", "messages": [],
+                   "has_more": false, "last_seq": 7, "online": ["alice", "bob"],
+                   "online_count": 2, "typing": ["alice"]})
+        );
+        let typing: Value = serde_json::from_str(&event(&RoomEvent::Typing {
+            room: RoomName::parse("general").unwrap(),
+            username: alice,
+            is_typing: true,
+        }))
+        .unwrap();
+        assert_eq!(
+            typing,
+            json!({"type": "typing", "username": "alice", "is_typing": true})
+        );
     }
 }

@@ -5,21 +5,27 @@
 //! is down gives a 503 rather than a socket that dies at once.
 
 mod connection;
-pub mod frames;
+mod frame_cache;
+mod frames;
+mod upgrade;
+
+pub use frame_cache::FrameCaches;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use banter_application::{Ports, Start};
-use banter_domain::{RoomName, Seq, Username};
+use banter_domain::{RoomName, Username};
 use poem::http::header;
-use poem::web::websocket::{WebSocket, WebSocketConfig};
-use poem::{Endpoint, FromRequest, IntoResponse, Request, Response};
+use poem::{Endpoint, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::AppState;
 use crate::auth::{self, AuthMode};
 use crate::guard::{SlotRefusal, origin_allowed};
-use crate::problem::{ErrorCode, Problem};
+use crate::params::seq_cursor_from_text;
+use crate::problem::{ErrorCode, Problem, room_from_path, username_from_client};
+use upgrade::Upgrade;
 
 /// Largest single frame read in full before it is refused (transiently, per connection).
 const MAX_DRAINED_FRAME: usize = 256 * 1024;
@@ -52,17 +58,7 @@ struct Handshaking {
 
 fn parse_start(query: &HashMap<String, String>) -> Result<Start, Problem> {
     if let Some(raw) = query.get("after") {
-        let after = raw
-            .parse::<u64>()
-            .ok()
-            .and_then(|v| Seq::new(v).ok())
-            .ok_or_else(|| {
-                Problem::new(
-                    ErrorCode::InvalidParameter,
-                    format!("after: must be an integer ≥ 0, got {raw:?}"),
-                )
-            })?;
-        return Ok(Start::After(after));
+        return Ok(Start::After(seq_cursor_from_text("after", raw)?));
     }
     match query.get("history") {
         None => Ok(Start::DEFAULT),
@@ -93,7 +89,7 @@ impl<P: Ports> Handshake<P> {
             ));
         }
         let raw_room = req.raw_path_param("room").unwrap_or_default();
-        let room = crate::problem::room_from_path(raw_room)?;
+        let room = room_from_path(raw_room)?;
         let headers = req.headers();
         let origin = headers
             .get(header::ORIGIN)
@@ -106,14 +102,7 @@ impl<P: Ports> Handshake<P> {
             ));
         }
         let username = match &state.settings.auth {
-            AuthMode::None => {
-                let raw = query.get("username").ok_or_else(|| {
-                    Problem::new(ErrorCode::InvalidUsername, "username: required")
-                })?;
-                Username::parse(raw).map_err(|e| {
-                    Problem::new(ErrorCode::InvalidUsername, format!("username: {e}"))
-                })?
-            }
+            AuthMode::None => username_from_client(query.get("username").map(String::as_str))?,
             AuthMode::Jwt { key } => {
                 let token = query
                     .get("token")
@@ -156,7 +145,7 @@ impl<P: Ports> Endpoint for Handshake<P> {
             Ok(ok) => ok,
             Err(problem) => return Ok(refusal_response(problem)),
         };
-        let Ok(ws) = WebSocket::from_request_without_body(&req).await else {
+        let Some(upgrade) = Upgrade::from_request(&req) else {
             return Ok(refusal_response(Problem::new(
                 ErrorCode::InvalidParameter,
                 "this endpoint speaks WebSocket: send an Upgrade: websocket handshake",
@@ -222,22 +211,8 @@ impl<P: Ports> Endpoint for Handshake<P> {
             // the socket is drained and the client reads the 1009 close frame. A frame above
             // it is refused from its header, unread, and closing may then reset the socket.
             .max_frame_size(Some(MAX_DRAINED_FRAME));
-        // The upgrade callback must be Sync; the joined connection is only Send, so it waits
-        // behind a mutex that is taken exactly once.
-        let pending = Mutex::new(Some(pending));
-        Ok(ws
-            .config(config)
-            .on_upgrade(move |socket| {
-                let pending = pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                async move {
-                    if let Some(pending) = pending {
-                        connection::run(socket, pending, state).await;
-                    }
-                }
-            })
-            .into_response())
+        Ok(upgrade.accept(config, move |socket| {
+            connection::run(socket, pending, state)
+        }))
     }
 }

@@ -1,0 +1,126 @@
+//! Query parameters shared by the REST operations and the WebSocket handshake: page sizes and
+//! the cursors (`before`/`after`) that page through history, rooms and people online.
+
+use banter_domain::{PageLimit, Seq};
+
+use crate::problem::{ErrorCode, Problem, Refusal};
+
+/// A page size's default and largest value, as the contract gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageBounds {
+    pub default: u16,
+    pub max: u16,
+}
+
+/// `GET /api/rooms/{room}/messages`: 1–200, default 50.
+pub const HISTORY_PAGE: PageBounds = PageBounds {
+    default: 50,
+    max: PageLimit::MAX_HISTORY,
+};
+
+/// `GET /api/rooms`: 1–1000, default 100.
+pub const ROOMS_PAGE: PageBounds = PageBounds {
+    default: 100,
+    max: 1000,
+};
+
+/// `GET /api/rooms/{room}/presence`: 1–1000, default 1000.
+pub const PRESENCE_PAGE: PageBounds = PageBounds {
+    default: 1000,
+    max: 1000,
+};
+
+/// The `limit` parameter within `bounds`, or its default when not given.
+pub fn page_limit(value: Option<i64>, bounds: PageBounds) -> Result<PageLimit, Problem> {
+    let value = value.unwrap_or(i64::from(bounds.default));
+    u64::try_from(value)
+        .ok()
+        .and_then(|v| PageLimit::bounded(v, bounds.max).ok())
+        .ok_or_else(|| {
+            let reason = format!("must be an integer from 1 to {}, got {value}", bounds.max);
+            Refusal::of_field(ErrorCode::InvalidParameter, "limit", reason).into()
+        })
+}
+
+fn not_a_seq(name: &str, got: impl std::fmt::Display) -> Problem {
+    let reason = format!("must be an integer ≥ 0, got {got}");
+    Refusal::of_field(ErrorCode::InvalidParameter, name, reason).into()
+}
+
+/// A seq cursor (`before`, `after`) given as a number.
+pub fn seq_cursor(name: &str, value: Option<i64>) -> Result<Option<Seq>, Problem> {
+    value
+        .map(|v| Seq::from_i64(v).map_err(|_| not_a_seq(name, v)))
+        .transpose()
+}
+
+/// A seq cursor given as text (the handshake's query string).
+pub fn seq_cursor_from_text(name: &str, raw: &str) -> Result<Seq, Problem> {
+    raw.parse::<i64>()
+        .ok()
+        .and_then(|v| Seq::from_i64(v).ok())
+        .ok_or_else(|| not_a_seq(name, format!("{raw:?}")))
+}
+
+/// A name cursor (`after=<room>`, `after=<username>`): the name it starts after, which must be
+/// one that could exist.
+pub fn name_cursor<T, E: std::fmt::Display>(
+    raw: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, Problem> {
+    raw.map(|raw| {
+        parse(&raw).map_err(|e| Refusal::of_field(ErrorCode::InvalidParameter, "after", e).into())
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(problem: Problem) -> String {
+        assert_eq!(problem.code, "invalid_parameter");
+        problem.detail
+    }
+
+    #[test]
+    fn limits_default_and_stay_within_their_bounds() {
+        assert_eq!(page_limit(None, HISTORY_PAGE).unwrap().get(), 50);
+        assert_eq!(page_limit(None, ROOMS_PAGE).unwrap().get(), 100);
+        assert_eq!(page_limit(Some(200), HISTORY_PAGE).unwrap().get(), 200);
+        assert_eq!(
+            detail(page_limit(Some(201), HISTORY_PAGE).unwrap_err()),
+            "limit: must be an integer from 1 to 200, got 201"
+        );
+        assert!(page_limit(Some(0), PRESENCE_PAGE).is_err());
+        assert!(page_limit(Some(-1), ROOMS_PAGE).is_err());
+    }
+
+    #[test]
+    fn seq_cursors_refuse_negatives_and_non_numbers_naming_the_parameter() {
+        assert_eq!(seq_cursor("before", Some(3)).unwrap(), Seq::new(3).ok());
+        assert_eq!(seq_cursor("before", None).unwrap(), None);
+        assert_eq!(
+            detail(seq_cursor("before", Some(-1)).unwrap_err()),
+            "before: must be an integer ≥ 0, got -1"
+        );
+        assert_eq!(seq_cursor_from_text("after", "0").unwrap(), Seq::ZERO);
+        assert_eq!(
+            detail(seq_cursor_from_text("after", "x").unwrap_err()),
+            "after: must be an integer ≥ 0, got \"x\""
+        );
+        assert!(seq_cursor_from_text("after", "-2").is_err());
+    }
+
+    #[test]
+    fn name_cursors_must_be_valid_names() {
+        let parse = banter_domain::RoomName::parse;
+        assert!(name_cursor(None, parse).unwrap().is_none());
+        assert!(
+            name_cursor(Some("general".into()), parse)
+                .unwrap()
+                .is_some()
+        );
+        assert!(detail(name_cursor(Some("Bad".into()), parse).unwrap_err()).starts_with("after: "));
+    }
+}

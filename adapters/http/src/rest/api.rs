@@ -1,0 +1,256 @@
+//! The REST operations (poem-openapi): history, posting, rooms, presence, health and
+//! readiness. Each parses its parameters, asks the application, and answers with its bodies.
+
+use std::sync::Arc;
+
+use banter_application::{DraftField, Ports, PostDraft};
+use banter_domain::{Appended, HistoryQuery, RoomName, Username};
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{OpenApi, Tags};
+
+use super::bodies::{HistoryBody, PostBody, PresenceBody, RoomBody, RoomsBody, StringField};
+use super::request_checks::Caller;
+use super::responses::{
+    HistoryResponse, PostResponse, PresenceResponse, ReadyResponse, RoomsResponse,
+};
+use crate::AppState;
+use crate::params::{HISTORY_PAGE, PRESENCE_PAGE, ROOMS_PAGE, name_cursor, page_limit, seq_cursor};
+use crate::problem::{
+    ErrorCode, PostEdge, Problem, post_refusal, read_problem, room_from_path, username_from_client,
+};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Messages and rooms.
+    Chat,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+#[derive(Debug)]
+pub struct ChatApi<P: Ports> {
+    state: Arc<AppState<P>>,
+}
+
+impl<P: Ports> ChatApi<P> {
+    pub fn new(state: Arc<AppState<P>>) -> Self {
+        Self { state }
+    }
+}
+
+// The page sizes in the attributes below are literals (poem-openapi takes no constants there);
+// a test holds them to `crate::params`.
+#[OpenApi]
+impl<P: Ports> ChatApi<P> {
+    /// Read a room's history.
+    ///
+    /// With `before`, the latest `limit` messages with seq < before; with `after`, the earliest
+    /// `limit` with seq > after; with neither, the latest `limit`. Always oldest first.
+    #[oai(
+        path = "/api/rooms/:room/messages",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn history(
+        &self,
+        /// The room.
+        room: Path<String>,
+        /// Only messages with a smaller seq (integer ≥ 0).
+        #[oai(validator(minimum(value = "0")))]
+        before: Query<Option<i64>>,
+        /// Only messages with a greater seq (integer ≥ 0).
+        #[oai(validator(minimum(value = "0")))]
+        after: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<i64>>,
+    ) -> HistoryResponse {
+        let run = async {
+            let room = room_from_path(&room)?;
+            let limit = page_limit(limit.0, HISTORY_PAGE)?;
+            let query = match (
+                seq_cursor("before", before.0)?,
+                seq_cursor("after", after.0)?,
+            ) {
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        ErrorCode::InvalidParameter,
+                        "before and after: give one, not both",
+                    ));
+                }
+                (Some(before), None) => HistoryQuery::Before { before, limit },
+                (None, Some(after)) => HistoryQuery::After { after, limit },
+                (None, None) => HistoryQuery::Latest { limit },
+            };
+            let page = self
+                .state
+                .chat
+                .history(&room, query)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok(HistoryBody {
+                messages: page.messages.into_iter().map(Into::into).collect(),
+                has_more: page.has_more,
+            })
+        };
+        match run.await {
+            Ok(body) => HistoryResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Post a message.
+    ///
+    /// Stored, then broadcast to the room like a WebSocket post. Posts are rate limited per
+    /// client address (token bucket, burst 20, 2 per second by default); every attempt counts.
+    /// With auth `jwt` the username is the bearer token's `sub`.
+    #[oai(
+        path = "/api/rooms/:room/messages",
+        method = "post",
+        tag = "ApiTags::Chat"
+    )]
+    async fn post(&self, req: &Request, room: Path<String>, body: Json<PostBody>) -> PostResponse {
+        let run = async {
+            let room = room_from_path(&room)?;
+            let body = body.0;
+            let username = match (req.extensions().get::<Caller>(), body.username) {
+                (Some(Caller(username)), _) => username.clone(),
+                (None, Some(StringField::Text(raw))) => username_from_client(Some(&raw))?,
+                (None, Some(StringField::NotText)) => {
+                    return Err(Problem::new(
+                        ErrorCode::InvalidUsername,
+                        "username: must be a string",
+                    ));
+                }
+                (None, None | Some(StringField::Missing)) => username_from_client(None)?,
+            };
+            let draft = PostDraft {
+                content: body.content.into_draft(),
+                client_id: body
+                    .client_id
+                    .map_or(DraftField::Absent, StringField::into_draft),
+            };
+            // The post runs in its own task: if the client hangs up mid-request, a message
+            // that was committed is still broadcast (nobody would see it live otherwise).
+            let chat = self.state.chat.clone();
+            tokio::spawn(async move { chat.post(&room, &username, draft).await })
+                .await
+                .map_err(|e| Problem::new(ErrorCode::Unavailable, format!("the post failed: {e}")))?
+                .map_err(|e| Problem::from(post_refusal(&e.refusal, PostEdge::Rest)))
+        };
+        match run.await {
+            Ok(Appended::Stored(message)) => PostResponse::Created(Json(message.into())),
+            Ok(Appended::Duplicate(message)) => PostResponse::Duplicate(Json(message.into())),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// List rooms that have messages or people online, sorted by name.
+    #[oai(path = "/api/rooms", method = "get", tag = "ApiTags::Chat")]
+    async fn rooms(
+        &self,
+        /// Page size, 1–1000 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<i64>>,
+        /// Start after this room name.
+        after: Query<Option<String>>,
+    ) -> RoomsResponse {
+        let run = async {
+            let limit = page_limit(limit.0, ROOMS_PAGE)?;
+            let after = name_cursor(after.0, RoomName::parse)?;
+            let page = self
+                .state
+                .chat
+                .rooms(after.as_ref(), limit)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(RoomsBody {
+                rooms: page
+                    .rooms
+                    .into_iter()
+                    .map(|r| RoomBody {
+                        room: r.room.into_inner(),
+                        last_seq: r.last_seq.get(),
+                        last_message_at: r.last_message_at.map(|t| t.to_rfc3339()),
+                        online: r.online,
+                    })
+                    .collect(),
+                has_more: page.has_more,
+            })
+        };
+        match run.await {
+            Ok(body) => RoomsResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Who is online in a room (paged) and who is typing.
+    #[oai(
+        path = "/api/rooms/:room/presence",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn presence(
+        &self,
+        room: Path<String>,
+        /// Page size, 1–1000 (default 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<i64>>,
+        /// Start after this username.
+        after: Query<Option<String>>,
+    ) -> PresenceResponse {
+        let run = async {
+            let room = room_from_path(&room)?;
+            let limit = page_limit(limit.0, PRESENCE_PAGE)?;
+            let after = name_cursor(after.0, Username::parse)?;
+            let presence = self
+                .state
+                .chat
+                .presence(&room, after.as_ref(), limit.get())
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(PresenceBody {
+                room: presence.room.into_inner(),
+                online: presence
+                    .online
+                    .users
+                    .into_iter()
+                    .map(Username::into_inner)
+                    .collect(),
+                online_count: presence.online.online_count,
+                typing: presence
+                    .typing
+                    .into_iter()
+                    .map(Username::into_inner)
+                    .collect(),
+            })
+        };
+        match run.await {
+            Ok(body) => PresenceResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Liveness: 200 while the process serves.
+    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
+    async fn healthz(&self) -> PlainText<&'static str> {
+        PlainText("ok")
+    }
+
+    /// Readiness: 200 when storage and broker answer, else 503.
+    #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
+    async fn readyz(&self) -> ReadyResponse {
+        if self.state.is_shutting_down() {
+            return ReadyResponse::NotReady(Json(Problem::new(
+                ErrorCode::Unavailable,
+                "shutting down",
+            )));
+        }
+        match self.state.chat.check_ready().await {
+            Ok(()) => ReadyResponse::Ready(PlainText("ready".to_owned())),
+            Err(e) => ReadyResponse::NotReady(Json(Problem::new(ErrorCode::Unavailable, e))),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The REST API's request and response bodies (the wire's own types; messages are
+//! [`MessageJson`]).
+
+use banter_application::DraftField;
+use poem_openapi::Object;
+use poem_openapi::types::Example;
+
+use crate::wire::MessageJson;
+
+/// A page of history, oldest first.
+#[derive(Debug, Object)]
+pub struct HistoryBody {
+    pub messages: Vec<MessageJson>,
+    /// More messages exist beyond this page in the direction of travel.
+    pub has_more: bool,
+}
+
+/// A string field of a request body as sent. The schema says string; any JSON value parses, so
+/// a value of the wrong type, or none, is refused against its field (`content: must be a
+/// string`) rather than as an unreadable body. (poem-openapi's own `String` would even accept
+/// `5` as `"5"`, storing what the client did not send.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringField {
+    Text(String),
+    NotText,
+    /// Not in the body at all: the same mistake as `null`.
+    Missing,
+}
+
+impl StringField {
+    pub fn into_draft(self) -> DraftField {
+        match self {
+            StringField::Text(text) => DraftField::Text(text),
+            StringField::NotText => DraftField::NotText,
+            StringField::Missing => DraftField::Absent,
+        }
+    }
+}
+
+impl poem_openapi::types::Type for StringField {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        <String as poem_openapi::types::Type>::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        match self {
+            StringField::Text(text) => Some(text),
+            StringField::NotText | StringField::Missing => None,
+        }
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for StringField {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        Ok(match value {
+            Some(serde_json::Value::String(text)) => StringField::Text(text),
+            Some(_) => StringField::NotText,
+            // A required field that is absent: the application refuses it by name.
+            None => StringField::Missing,
+        })
+    }
+}
+
+impl poem_openapi::types::ToJSON for StringField {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        poem_openapi::types::Type::as_raw_value(self)
+            .cloned()
+            .map(serde_json::Value::String)
+    }
+}
+
+/// A message to post.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct PostBody {
+    /// Who posts (auth `none`); ignored with auth `jwt`, where the token's `sub` is used.
+    pub username: Option<StringField>,
+    /// 1–4000 characters, not only whitespace, no control characters but tab, LF, CR.
+    pub content: StringField,
+    /// Optional idempotency key: 1–64 printable ASCII characters. A resend with the same
+    /// room, username and client_id returns the original with 200.
+    pub client_id: Option<StringField>,
+}
+
+impl Example for PostBody {
+    fn example() -> Self {
+        Self {
+            username: Some(StringField::Text("alice".into())),
+            content: StringField::Text("Hello".into()),
+            client_id: Some(StringField::Text("c-7f3a".into())),
+        }
+    }
+}
+
+/// A room with messages or people online.
+#[derive(Debug, Object)]
+pub struct RoomBody {
+    pub room: String,
+    pub last_seq: u64,
+    /// When the last message was stored; null for a room without messages.
+    pub last_message_at: Option<String>,
+    /// People online now.
+    pub online: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct RoomsBody {
+    pub rooms: Vec<RoomBody>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Object)]
+pub struct PresenceBody {
+    pub room: String,
+    /// A page of online usernames in code-point order.
+    pub online: Vec<String>,
+    /// Everyone online, whatever the page.
+    pub online_count: u64,
+    /// Who is typing, in code-point order.
+    pub typing: Vec<String>,
+}

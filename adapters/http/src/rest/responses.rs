@@ -1,0 +1,85 @@
+//! Each REST operation's responses: its success and the problem+json refusals, as poem-openapi
+//! documents them. Anything poem-openapi cannot parse is answered by [`bad_request`].
+
+use poem_openapi::ApiResponse;
+use poem_openapi::payload::{Json, PlainText};
+
+use super::bodies::{HistoryBody, PresenceBody, RoomsBody};
+use crate::problem::{Problem, parse_failure};
+use crate::wire::MessageJson;
+
+macro_rules! problem_responses {
+    ($name:ident { $($ok:tt)* }) => {
+        #[derive(Debug, ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name {
+            $($ok)*
+            /// A parameter, path or body is invalid.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// Missing or invalid bearer token (auth `jwt`).
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(Json<Problem>),
+            /// No such resource (a room name containing `/`).
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            /// Storage or broker unavailable.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl From<Problem> for $name {
+            fn from(problem: Problem) -> Self {
+                match problem.status().as_u16() {
+                    401 => Self::Unauthorized(Json(problem)),
+                    404 => Self::NotFound(Json(problem)),
+                    503 => Self::Unavailable(Json(problem)),
+                    _ => Self::BadRequest(Json(problem)),
+                }
+            }
+        }
+    };
+}
+
+/// poem-openapi's hook for a request it could not parse.
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(parse_failure(&err))
+}
+
+problem_responses!(HistoryResponse {
+    /// A page of messages, oldest first.
+    #[oai(status = 200)]
+    Ok(Json<HistoryBody>),
+});
+
+problem_responses!(PostResponse {
+    /// Stored and broadcast to the room.
+    #[oai(status = 201)]
+    Created(Json<MessageJson>),
+    /// The client_id was already used: nothing new was stored; this is the original.
+    #[oai(status = 200)]
+    Duplicate(Json<MessageJson>),
+    /// Too many posts from this address; see Retry-After.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    RateLimited(Json<Problem>, #[oai(header = "Retry-After")] u64),
+});
+
+problem_responses!(RoomsResponse {
+    #[oai(status = 200)]
+    Ok(Json<RoomsBody>),
+});
+
+problem_responses!(PresenceResponse {
+    #[oai(status = 200)]
+    Ok(Json<PresenceBody>),
+});
+
+#[derive(Debug, ApiResponse)]
+pub enum ReadyResponse {
+    /// Storage and broker answer.
+    #[oai(status = 200)]
+    Ready(PlainText<String>),
+    /// Storage or broker does not answer.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    NotReady(Json<Problem>),
+}
