@@ -567,7 +567,9 @@ impl<P: Ports> ChatApi<P> {
         }
         match self.state.chat.check_ready().await {
             Ok(()) => ReadyResponse::Ready(PlainText("ready".to_owned())),
-            Err(e) => ReadyResponse::NotReady(Json(Problem::new(ErrorCode::Unavailable, e))),
+            Err(e) => {
+                ReadyResponse::NotReady(Json(Problem::new(ErrorCode::Unavailable, e.to_string())))
+            }
         }
     }
 }
