@@ -18,7 +18,7 @@ use futures_util::future::{Either, select};
 
 /// Orders one room's messages by seq from a starting point on.
 #[derive(Debug)]
-pub struct Sequencer {
+pub(crate) struct Sequencer {
     cursor: Seq,
     pending: BTreeMap<Seq, Arc<EventEnvelope>>,
 }

@@ -19,7 +19,6 @@
 mod chat;
 mod feed;
 mod rate;
-mod session;
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
 
@@ -61,9 +60,8 @@ pub type FeedOf<P> = RoomFeed<
 >;
 
 pub use chat::{
-    Chat, ChatSettings, DraftField, JoinError, Joined, PostDraft, PostError, PostRefusal,
-    ReadError, RoomOverview, RoomPresence, RoomsPage, Start, Welcome,
+    Chat, ChatSettings, DraftField, JoinError, Joined, NotReady, PostDraft, PostError, PostRefusal,
+    ReadError, RoomOverview, RoomPresence, RoomsPage, Session, Start, Welcome,
 };
-pub use feed::{FeedError, FeedSettings, RoomFeed, Sequencer};
-pub use rate::{GovernorClock, PostBucket, RateLimit};
-pub use session::Session;
+pub use feed::{FeedError, FeedSettings, RoomFeed};
+pub use rate::RateLimit;

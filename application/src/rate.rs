@@ -29,7 +29,7 @@ impl RateLimit {
 
 /// Adapts a [`Clock`] port to governor's clock.
 #[derive(Debug, Clone)]
-pub struct GovernorClock<C>(pub C);
+pub(crate) struct GovernorClock<C>(pub C);
 
 impl<C: Clock> governor::clock::Clock for GovernorClock<C> {
     type Instant = Duration;
@@ -47,7 +47,7 @@ type DirectLimiter<C> = RateLimiter<
 >;
 
 /// One connection's bucket; `None` inside when limits are off.
-pub struct PostBucket<C: Clock> {
+pub(crate) struct PostBucket<C: Clock> {
     limiter: Option<DirectLimiter<C>>,
     clock: GovernorClock<C>,
 }

@@ -402,13 +402,33 @@ async fn a_leave_and_a_rejoin_are_told_in_the_order_they_happened() {
     // new tab opens.
     let release = w.presence.hold_next_disconnect();
     let leaving = tokio::spawn(async move { tab1.session.leave().await });
-    tokio::task::yield_now().await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while w.presence.is_online(&room("general"), &user("alice")) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the leave reaches the registry");
+    // The rejoin's snapshot is its last step before it asks for the room; the test runtime
+    // has one thread, so by the time this test runs again the rejoin has either stopped at
+    // the room's lock (right) or registered and announced its join already (the race lost).
+    let (snapshot_read, snapshot_was_read) = tokio::sync::oneshot::channel();
+    let mut snapshot_read = Some(snapshot_read);
+    w.store.after_next_history(move |_| {
+        if let Some(tx) = snapshot_read.take() {
+            let _ = tx.send(());
+        }
+    });
     let chat = w.chat.clone();
     let rejoining = tokio::spawn(async move {
         chat.join(room("general"), user("alice"), Start::DEFAULT)
             .await
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    snapshot_was_read.await.unwrap();
+    assert!(
+        !leaving.is_finished(),
+        "the leave is still held by the registry while the rejoin runs"
+    );
     release.send(()).unwrap();
     leaving.await.unwrap();
     let _tab2 = rejoining.await.unwrap().unwrap();

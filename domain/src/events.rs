@@ -42,14 +42,6 @@ impl RoomEvent {
             RoomEvent::Presence { room, .. } | RoomEvent::Typing { room, .. } => room,
         }
     }
-
-    /// The user the event is about.
-    pub fn username(&self) -> &Username {
-        match self {
-            RoomEvent::MessagePosted(message) => &message.username,
-            RoomEvent::Presence { username, .. } | RoomEvent::Typing { username, .. } => username,
-        }
-    }
 }
 
 /// An event as it travels to the many connections of a room: allocated once and shared, not

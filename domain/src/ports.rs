@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::{
     Appended, EventEnvelope, HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage,
-    PageLimit, PresenceChange, RoomEvent, RoomName, StoredRoomsPage, Timestamp, Username,
+    PageLimit, PresenceChange, RoomEvent, RoomName, StoredRoomsPage, Username,
 };
 
 /// The store could not do what was asked; nothing was changed.
@@ -226,11 +226,9 @@ pub trait PresenceRegistry: Send + Sync + Clone + 'static {
     fn heartbeat(&self) -> impl Future<Output = Result<(), PresenceError>> + Send;
 }
 
-/// Time, injected so rules that depend on it are tested without waiting.
+/// Time, injected so rules that depend on it are tested without waiting. There is no wall
+/// clock here: a message's timestamp is the store's, taken at commit.
 pub trait Clock: Send + Sync + Clone + 'static {
-    /// The wall-clock time, for timestamps.
-    fn now(&self) -> Timestamp;
-
     /// A monotonic reading since an arbitrary origin, for durations and deadlines.
     fn monotonic(&self) -> Duration;
 

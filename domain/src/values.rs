@@ -87,9 +87,6 @@ const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 impl Timestamp {
-    /// 1970-01-01T00:00:00.000Z.
-    pub const EPOCH: Timestamp = Timestamp(0);
-
     /// Milliseconds since 1970-01-01T00:00:00Z, within years 0000–9999 so it always formats.
     pub fn from_unix_millis(millis: i64) -> Result<Self, TimestampError> {
         // 0000-01-01 and 9999-12-31T23:59:59.999 as unix millis.

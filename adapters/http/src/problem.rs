@@ -6,7 +6,7 @@ use poem::http::StatusCode;
 use poem_openapi::Object;
 use serde::Serialize;
 
-use banter_application::{PostRefusal, ReadError};
+use banter_application::{JoinError, NotReady, PostRefusal, ReadError};
 use poem_openapi::error::{
     AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
 };
@@ -228,6 +228,32 @@ pub fn post_refusal(refusal: &PostRefusal, edge: PostEdge) -> Refusal {
         }
         PostRefusal::InvalidClientId(e) => Refusal::of_field(invalid_client_id, "client_id", e),
         PostRefusal::Unavailable => Refusal::new(ErrorCode::Unavailable, refusal.to_string()),
+    }
+}
+
+/// A WebSocket join that could not be completed: a port did not answer, or the task doing
+/// the join failed.
+pub fn join_problem(error: &JoinFailure) -> Problem {
+    Problem::new(
+        ErrorCode::Unavailable,
+        format!("cannot join the room now: {error}"),
+    )
+}
+
+/// Why a join failed, as the handshake sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinFailure {
+    #[error(transparent)]
+    Port(#[from] JoinError),
+    #[error("the join task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A readiness check that failed, or a server that is shutting down (`None`).
+pub fn not_ready_problem(error: Option<&NotReady>) -> Problem {
+    match error {
+        Some(e) => Problem::new(ErrorCode::Unavailable, e.to_string()),
+        None => Problem::new(ErrorCode::Unavailable, "shutting down"),
     }
 }
 

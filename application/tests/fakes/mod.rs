@@ -28,15 +28,16 @@ impl FakeClock {
     pub fn advance(&self, by: Duration) {
         *self.elapsed.lock().unwrap() += by;
     }
-}
 
-impl Clock for FakeClock {
-    fn now(&self) -> Timestamp {
+    /// Wall time for the fake store's timestamps, moving with the fake time.
+    pub fn now(&self) -> Timestamp {
         let base = 1_795_857_302_000_i64;
         let ms = self.elapsed.lock().unwrap().as_millis() as i64;
         Timestamp::from_unix_millis(base + ms).unwrap()
     }
+}
 
+impl Clock for FakeClock {
     fn monotonic(&self) -> Duration {
         *self.elapsed.lock().unwrap()
     }

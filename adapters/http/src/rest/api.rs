@@ -18,7 +18,8 @@ use super::responses::{
 use crate::AppState;
 use crate::params::{HISTORY_PAGE, PRESENCE_PAGE, ROOMS_PAGE, name_cursor, page_limit, seq_cursor};
 use crate::problem::{
-    ErrorCode, PostEdge, Problem, post_refusal, read_problem, room_from_path, username_from_client,
+    ErrorCode, PostEdge, Problem, not_ready_problem, post_refusal, read_problem, room_from_path,
+    username_from_client,
 };
 
 #[derive(Tags)]
@@ -243,14 +244,11 @@ impl<P: Ports> ChatApi<P> {
     #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
     async fn readyz(&self) -> ReadyResponse {
         if self.state.is_shutting_down() {
-            return ReadyResponse::NotReady(Json(Problem::new(
-                ErrorCode::Unavailable,
-                "shutting down",
-            )));
+            return ReadyResponse::NotReady(Json(not_ready_problem(None)));
         }
         match self.state.chat.check_ready().await {
             Ok(()) => ReadyResponse::Ready(PlainText("ready".to_owned())),
-            Err(e) => ReadyResponse::NotReady(Json(Problem::new(ErrorCode::Unavailable, e))),
+            Err(e) => ReadyResponse::NotReady(Json(not_ready_problem(Some(&e)))),
         }
     }
 }

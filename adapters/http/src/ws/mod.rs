@@ -24,7 +24,9 @@ use crate::AppState;
 use crate::auth::{self, AuthMode};
 use crate::guard::{SlotRefusal, origin_allowed};
 use crate::params::seq_cursor_from_text;
-use crate::problem::{ErrorCode, Problem, room_from_path, username_from_client};
+use crate::problem::{
+    ErrorCode, JoinFailure, Problem, join_problem, room_from_path, username_from_client,
+};
 use upgrade::Upgrade;
 
 /// Largest single frame read in full before it is refused (transiently, per connection).
@@ -183,18 +185,15 @@ impl<P: Ports> Endpoint for Handshake<P> {
             };
             tokio::spawn(tracing::Instrument::in_current_span(joining))
         };
-        let joined = joining
-            .await
-            .map_err(|e| format!("the join task failed: {e}"))
-            .and_then(|joined| joined.map_err(|e| e.to_string()));
+        let joined = match joining.await {
+            Ok(joined) => joined.map_err(JoinFailure::from),
+            Err(task) => Err(JoinFailure::from(task)),
+        };
         let pending = match joined {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(%room, error = %e, "join failed");
-                return Ok(refusal_response(Problem::new(
-                    ErrorCode::Unavailable,
-                    format!("cannot join the room now: {e}"),
-                )));
+                return Ok(refusal_response(join_problem(&e)));
             }
         };
         tracing::debug!(%room, %username, %address, "websocket joined");

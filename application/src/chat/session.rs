@@ -1,9 +1,10 @@
-//! What one connection can do once it joined a room.
+//! What one connection can do once it joined a room: post, type, and leave.
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
-use banter_domain::{Appended, ClientId, RoomName, Username};
+use banter_domain::{Appended, ClientId, PresenceChange, PresenceEvent, RoomName, Username};
 
-use crate::chat::{Chat, DraftField, PostDraft, PostError, PostRefusal};
+use super::Chat;
+use super::types::{DraftField, PostDraft, PostError, PostRefusal};
 use crate::rate::PostBucket;
 
 /// One connection in one room. Call [`Session::leave`] when the connection ends: presence
@@ -23,7 +24,8 @@ where
     P: PresenceRegistry,
     C: Clock,
 {
-    pub(crate) fn new(
+    /// A session for a connection whose presence [`Chat::join`] has just registered.
+    pub(super) fn new(
         chat: Chat<S, B, P, C>,
         room: RoomName,
         username: Username,
@@ -61,9 +63,26 @@ where
             .await;
     }
 
-    /// Ends the connection: the user leaves the room if this was their last connection.
+    /// Ends the connection: when it was the user's last one in the room, their typing ends
+    /// and the room is told they left.
     pub async fn leave(self) {
-        self.chat.disconnect(&self.room, &self.username).await;
+        let Self {
+            chat,
+            room,
+            username,
+            ..
+        } = self;
+        let _ordered = chat.room_lock(&room).await;
+        match chat.inner.presence.disconnect(&room, &username).await {
+            Ok(PresenceChange::Left { online_count }) => {
+                let ended = chat.typing_book().stop(&room, &username);
+                chat.publish_typing(ended).await;
+                chat.announce(&room, &username, PresenceEvent::Leave, online_count)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%room, %username, error = %e, "presence not updated on leave"),
+        }
     }
 }
 

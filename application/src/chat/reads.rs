@@ -1,0 +1,121 @@
+//! Reads that change nothing: history, the room listing, a room's presence, and the health of
+//! the dependencies (heartbeat, readiness).
+
+use std::collections::BTreeMap;
+
+use banter_domain::ports::{
+    Clock, EventBroadcaster, MessageStore, PresenceError, PresenceRegistry,
+};
+use banter_domain::{HistoryPage, HistoryQuery, PageLimit, RoomName, Seq, Username};
+
+use super::Chat;
+use super::types::{NotReady, ReadError, RoomOverview, RoomPresence, RoomsPage};
+
+impl<S, B, P, C> Chat<S, B, P, C>
+where
+    S: MessageStore,
+    B: EventBroadcaster,
+    P: PresenceRegistry,
+    C: Clock,
+{
+    /// Reads a page of history.
+    ///
+    /// # Errors
+    /// [`ReadError::Store`] when the store cannot be read.
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, ReadError> {
+        Ok(self.inner.store.history(room, query).await?)
+    }
+
+    /// Lists rooms with messages or people online, sorted by name, after `after`.
+    ///
+    /// # Errors
+    /// [`ReadError`] when the store or the registry cannot be read.
+    pub async fn rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: PageLimit,
+    ) -> Result<RoomsPage, ReadError> {
+        let stored = self.inner.store.rooms(after, limit).await?;
+        let occupied = self
+            .inner
+            .presence
+            .occupied_rooms(after, limit.get() + 1)
+            .await?;
+        // Any room among the first `limit` of the union is among the first `limit` of its own
+        // list, so one page of each is enough.
+        let mut union: BTreeMap<RoomName, RoomOverview> = stored
+            .rooms
+            .into_iter()
+            .map(|s| {
+                let overview = RoomOverview {
+                    room: s.room.clone(),
+                    last_seq: s.last_seq,
+                    last_message_at: s.last_message_at,
+                    online: 0,
+                };
+                (s.room, overview)
+            })
+            .collect();
+        for o in occupied {
+            union
+                .entry(o.room.clone())
+                .or_insert_with(|| RoomOverview {
+                    room: o.room,
+                    last_seq: Seq::ZERO,
+                    last_message_at: None,
+                    online: 0,
+                })
+                .online = o.online_count;
+        }
+        let has_more = union.len() > limit.get() || stored.has_more;
+        let merged: Vec<RoomOverview> = union.into_values().take(limit.get()).collect();
+        Ok(RoomsPage {
+            rooms: merged,
+            has_more,
+        })
+    }
+
+    /// Who is online in `room` (a page of names after `after`) and who is typing.
+    ///
+    /// # Errors
+    /// [`ReadError::Presence`] when the registry cannot be read.
+    pub async fn presence(
+        &self,
+        room: &RoomName,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<RoomPresence, ReadError> {
+        let online = self.inner.presence.online(room, after, limit).await?;
+        let typing = self.typists(room).await;
+        Ok(RoomPresence {
+            room: room.clone(),
+            online,
+            typing,
+        })
+    }
+
+    /// Keeps this node's presence alive in a shared registry.
+    ///
+    /// # Errors
+    /// [`PresenceError`] when the registry cannot be reached.
+    pub async fn heartbeat(&self) -> Result<(), PresenceError> {
+        self.inner.presence.heartbeat().await
+    }
+
+    /// Whether storage and the broker answer, asked in that order.
+    ///
+    /// # Errors
+    /// [`NotReady`] names the first one that does not answer.
+    pub async fn check_ready(&self) -> Result<(), NotReady> {
+        self.inner.store.check().await.map_err(NotReady::Store)?;
+        self.inner
+            .broadcaster
+            .check()
+            .await
+            .map_err(NotReady::Broadcast)
+    }
+}

@@ -1,0 +1,177 @@
+//! The chat service's vocabulary: its settings, what a join starts from and answers, a post as
+//! it comes in, and the typed errors of every use case.
+
+use std::time::Duration;
+
+use banter_domain::ports::{BroadcastError, Clock, EventBroadcaster, PresenceError, StoreError};
+use banter_domain::{
+    ClientId, ContentError, NameError, OnlinePage, PageLimit, RoomName, Seq, Timestamp,
+    TypingRules, Username,
+};
+
+use super::session::Session;
+use crate::feed::{FeedSettings, RoomFeed};
+use crate::rate::RateLimit;
+
+/// Settings of the chat rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatSettings {
+    /// Per-connection post limit; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+    pub typing: TypingRules,
+    pub feed: FeedSettings,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: Some(RateLimit::DEFAULT),
+            typing: TypingRules::default(),
+            feed: FeedSettings::default(),
+        }
+    }
+}
+
+/// Where a joining connection starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Show the latest `history` messages (0–200) in the welcome.
+    Latest { history: u16 },
+    /// Resume after this seq: the welcome carries no messages, the missed ones follow.
+    After(Seq),
+}
+
+impl Start {
+    pub const MAX_HISTORY: u16 = PageLimit::MAX_HISTORY;
+    pub const DEFAULT: Start = Start::Latest { history: 50 };
+}
+
+/// The first thing a connection is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub room: RoomName,
+    pub username: Username,
+    pub messages: Vec<banter_domain::Message>,
+    pub has_more: bool,
+    pub last_seq: Seq,
+    /// At most [`banter_domain::WELCOME_ONLINE_CAP`] names, sorted; includes the joining user.
+    pub online: Vec<Username>,
+    pub online_count: u64,
+    pub typing: Vec<Username>,
+}
+
+/// A joined connection: what to tell it first, the events that follow, and what it can do.
+#[derive(Debug)]
+pub struct Joined<S, B: EventBroadcaster, P, C: Clock> {
+    pub welcome: Welcome,
+    pub feed: RoomFeed<S, B::Subscription, C>,
+    pub session: Session<S, B, P, C>,
+}
+
+/// Why a join failed, by the port that failed. Nothing was registered: the user is not
+/// counted online.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broadcast(#[from] BroadcastError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+}
+
+/// A field of a post as the transport found it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DraftField {
+    /// Not given (or `null`).
+    #[default]
+    Absent,
+    Text(String),
+    /// Given, but not a string.
+    NotText,
+}
+
+/// A post as it came in: validated by [`super::Chat::post`], so that a refusal still counts as
+/// an attempt for the rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostDraft {
+    pub content: DraftField,
+    pub client_id: DraftField,
+}
+
+impl PostDraft {
+    pub fn new(content: impl Into<String>, client_id: Option<String>) -> Self {
+        Self {
+            content: DraftField::Text(content.into()),
+            client_id: client_id.map_or(DraftField::Absent, DraftField::Text),
+        }
+    }
+}
+
+/// Why a post was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostRefusal {
+    #[error("too many messages: wait {retry_after:?} before posting again")]
+    RateLimited { retry_after: Duration },
+    #[error("the message is missing or is not a string")]
+    MissingContent,
+    #[error("the message {0}")]
+    InvalidContent(ContentError),
+    #[error("client_id must be a string")]
+    ClientIdNotText,
+    #[error("client_id {0}")]
+    InvalidClientId(NameError),
+    /// Not stored and not delivered to anyone; resending with the same client id is safe.
+    #[error("the message could not be stored; resend it")]
+    Unavailable,
+}
+
+/// A refused post, with the post's own client id when that id was valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{refusal}")]
+pub struct PostError {
+    pub refusal: PostRefusal,
+    pub client_id: Option<ClientId>,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+}
+
+/// Which dependency did not answer a readiness check (the first one asked that failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Broadcast(BroadcastError),
+}
+
+/// A room in the listing: it has messages, people online, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomOverview {
+    pub room: RoomName,
+    pub last_seq: Seq,
+    pub last_message_at: Option<Timestamp>,
+    pub online: u64,
+}
+
+/// One page of the room listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomsPage {
+    pub rooms: Vec<RoomOverview>,
+    pub has_more: bool,
+}
+
+/// A room's presence as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPresence {
+    pub room: RoomName,
+    pub online: OnlinePage,
+    pub typing: Vec<Username>,
+}
