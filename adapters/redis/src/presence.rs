@@ -26,8 +26,8 @@ use redis::{Script, ScriptInvocation};
 
 use crate::node_book::{Key, NodeBook, Resync};
 use crate::scripts::{
-    CONNECT_SCRIPT, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT, OCCUPIED_SCRIPT,
-    ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
+    CONNECT_SCRIPT, ChangeAnswer, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT,
+    OCCUPIED_SCRIPT, ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
 };
 use crate::{RedisAdapterError, RedisConfig, timed};
 
@@ -68,38 +68,6 @@ impl std::fmt::Debug for RedisPresence {
             .field("namespace", &self.shared.namespace)
             .field("node_id", &self.shared.node_id)
             .finish_non_exhaustive()
-    }
-}
-
-/// What a connect or disconnect script answered: `{code, online count[, node registered]}`.
-struct ChangeAnswer {
-    change: PresenceChange,
-    /// Redis did not know this node (it restarted, or swept us): the connect registered it
-    /// again, and its other connections must follow.
-    node_registered: bool,
-}
-
-impl ChangeAnswer {
-    fn read(answer: &[i64]) -> Result<Self, RedisAdapterError> {
-        let (code, count, node_registered) = match answer {
-            [code, count] => (*code, *count, false),
-            [code, count, registered] => (*code, *count, *registered == 1),
-            other => {
-                return Err(RedisAdapterError::Protocol(format!(
-                    "presence script answered {other:?}"
-                )));
-            }
-        };
-        let online_count = u64::try_from(count).unwrap_or(0);
-        let change = match code {
-            1 => PresenceChange::Joined { online_count },
-            2 => PresenceChange::Left { online_count },
-            _ => PresenceChange::Unchanged { online_count },
-        };
-        Ok(Self {
-            change,
-            node_registered,
-        })
     }
 }
 

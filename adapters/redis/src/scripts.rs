@@ -1,7 +1,7 @@
-//! The Lua scripts that keep presence in Redis. Each runs atomically on the server, so a
-//! decision (first connection, last connection, a dead node's users) and its announcement on
-//! the room's channel happen in one step: every subscriber sees joins and leaves in the order
-//! Redis decided them, whichever node caused them.
+//! The Lua scripts that keep presence in Redis, and what their answers mean. Each runs
+//! atomically on the server, so a decision (first connection, last connection, a dead node's
+//! users) and its announcement on the room's channel happen in one step: every subscriber sees
+//! joins and leaves in the order Redis decided them, whichever node caused them.
 //!
 //! Keys, under the namespace `P` (default `banter`):
 //! - `P:nodes` — sorted set, node id → last heartbeat (Redis server time, ms);
@@ -22,7 +22,10 @@
 
 use std::sync::LazyLock;
 
+use banter_domain::PresenceChange;
 use redis::Script;
+
+use crate::RedisAdapterError;
 
 /// The namespace and the clock, prepended to every script that changes presence or reads the
 /// clock.
@@ -139,6 +142,38 @@ else
 end
 return drop_user(room, user, 1)
 "#;
+
+/// What a connect or disconnect script answered: `{code, online count[, node registered]}`.
+pub(crate) struct ChangeAnswer {
+    pub(crate) change: PresenceChange,
+    /// Redis did not know this node (it restarted, or swept us): the connect registered it
+    /// again, and its other connections must follow.
+    pub(crate) node_registered: bool,
+}
+
+impl ChangeAnswer {
+    pub(crate) fn read(answer: &[i64]) -> Result<Self, RedisAdapterError> {
+        let (code, count, node_registered) = match answer {
+            [code, count] => (*code, *count, false),
+            [code, count, registered] => (*code, *count, *registered == 1),
+            other => {
+                return Err(RedisAdapterError::Protocol(format!(
+                    "presence script answered {other:?}"
+                )));
+            }
+        };
+        let online_count = u64::try_from(count).unwrap_or(0);
+        let change = match code {
+            1 => PresenceChange::Joined { online_count },
+            2 => PresenceChange::Left { online_count },
+            _ => PresenceChange::Unchanged { online_count },
+        };
+        Ok(Self {
+            change,
+            node_registered,
+        })
+    }
+}
 
 /// ARGV: namespace, templates, node, dead-after ms. Refreshes the node, then removes every
 /// node silent for longer than dead-after, with its connections (announcing the leaves).
@@ -260,3 +295,27 @@ pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_ba
 pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(TYPING));
 pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
 pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_answers_are_read_by_their_code() {
+        let read =
+            |answer: &[i64]| ChangeAnswer::read(answer).map(|a| (a.change, a.node_registered));
+        assert_eq!(
+            read(&[1, 3, 1]).ok(),
+            Some((PresenceChange::Joined { online_count: 3 }, true))
+        );
+        assert_eq!(
+            read(&[2, 0]).ok(),
+            Some((PresenceChange::Left { online_count: 0 }, false))
+        );
+        assert_eq!(
+            read(&[0, 2, 0]).ok(),
+            Some((PresenceChange::Unchanged { online_count: 2 }, false))
+        );
+        assert!(matches!(read(&[1]), Err(RedisAdapterError::Protocol(_))));
+    }
+}
