@@ -6,12 +6,17 @@
 //! across nodes by Lua scripts that also announce joins and leaves, with per-node heartbeats so
 //! the users of a node that dies are removed).
 //!
+//! What goes through Redis is this crate's own serde types (`wire.rs`), converted from and to
+//! the domain's at this edge.
+//!
 //! May depend on: `banter-domain`, `banter-adapter-memory` (the in-node fan-out), the `redis`
-//! client, tokio, serde_json, metrics (the facade) and tracing.
+//! client, tokio, serde and serde_json, metrics (the facade) and tracing.
 
 mod broadcaster;
+mod node_book;
 mod presence;
 mod scripts;
+mod wire;
 
 use std::time::Duration;
 
@@ -31,6 +36,8 @@ pub enum RedisAdapterError {
     Timeout(Duration),
     #[error("unexpected answer from Redis: {0}")]
     Protocol(String),
+    #[error("cannot encode the events the presence scripts announce: {0}")]
+    Templates(String),
     #[error("earlier messages are still waiting for Redis; a typing event is not kept")]
     Backlog,
 }
@@ -77,7 +84,7 @@ impl RedisConfig {
 
 /// A node id that no other process picks: the process id plus OS randomness (through the
 /// standard library's randomly keyed hasher).
-pub fn new_node_id() -> String {
+fn new_node_id() -> String {
     use std::hash::BuildHasher;
     let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
     format!("{:x}-{:016x}", std::process::id(), random)
@@ -107,10 +114,12 @@ pub async fn connect(
     .await
     .map_err(|_| RedisAdapterError::Timeout(config.command_timeout))?
     .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+    let templates =
+        wire::script_templates().map_err(|e| RedisAdapterError::Templates(e.to_string()))?;
     describe_metrics();
     let broadcaster = RedisBroadcaster::new(client, commands.clone(), &config);
     broadcaster.connect_link().await?;
-    let presence = RedisPresence::new(commands, &config);
+    let presence = RedisPresence::new(commands, &config, templates);
     presence.heartbeat_now().await?;
     Ok((broadcaster, presence))
 }

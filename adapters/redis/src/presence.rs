@@ -5,7 +5,8 @@
 //! and leaves are announced by the scripts themselves (see [`crate::scripts`]).
 //!
 //! Nodes send a heartbeat every few seconds; each heartbeat also removes the nodes that went
-//! silent, with their users. The node keeps a copy of its own counts, so when Redis forgot it
+//! silent, with their users. The node keeps a copy of its own counts (its
+//! [`NodeBook`](crate::node_book::NodeBook)), so when Redis forgot it
 //! (a Redis restart, or a pause long enough to be declared dead) the next heartbeat puts its
 //! connections back. A connect or disconnect whose outcome the node never heard (Redis down,
 //! a timeout) is counted locally anyway and sent again, as an absolute count, by the next
@@ -15,17 +16,18 @@
 //! at once instead of each waiting out the command timeout (a post ends its poster's typing,
 //! and must not hang on a Redis that hangs); the heartbeats find out when Redis is back.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use banter_domain::ports::{PresenceError, PresenceRegistry};
 use banter_domain::{OccupiedRoom, OnlinePage, PresenceChange, RoomName, Username};
 use redis::aio::ConnectionManager;
+use redis::{Script, ScriptInvocation};
 
+use crate::node_book::{Key, NodeBook, Resync};
 use crate::scripts::{
-    CONNECT_SCRIPT, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT, OCCUPIED_SCRIPT,
-    ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
+    CONNECT_SCRIPT, ChangeAnswer, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT,
+    OCCUPIED_SCRIPT, ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
 };
 use crate::{RedisAdapterError, RedisConfig, timed};
 
@@ -37,38 +39,17 @@ impl From<RedisAdapterError> for PresenceError {
     }
 }
 
-/// Connections of this node, per (room, user).
-type OwnCounts = HashMap<(RoomName, Username), u32>;
-
-/// What this node knows of its own presence.
-#[derive(Default)]
-struct Own {
-    counts: OwnCounts,
-    /// Keys whose last change may not have reached Redis.
-    unsynced: HashSet<(RoomName, Username)>,
-    /// Redis may have forgotten this node: send every count again, until that succeeds.
-    forgotten: bool,
-    /// The node left the cluster (shutting down): it takes no more connections.
-    left: bool,
-    /// When a heartbeat or typing update last failed; cleared by the next that succeeds.
-    failed_at: Option<std::time::Instant>,
-}
-
-/// How long typing updates are refused at once after Redis failed. Longer than the heartbeat
-/// interval, so that while Redis is away the heartbeats alone keep finding out, and posts (a
-/// post ends its poster's typing) never wait out a command timeout for a typing list.
-const TYPING_PAUSE_AFTER_FAILURE: Duration =
-    RedisConfig::HEARTBEAT_INTERVAL.saturating_add(Duration::from_secs(1));
-
 /// Most (room, user) entries sent in one restore call.
 const RESTORE_CHUNK: usize = 500;
 
 struct Shared {
     namespace: String,
     node_id: String,
+    /// The event templates the announcing scripts fill in (see [`crate::wire`]).
+    templates: String,
     dead_after: Duration,
     command_timeout: Duration,
-    own: Mutex<Own>,
+    book: Mutex<NodeBook>,
     /// Connects and disconnects take it shared; a restore takes it alone, so the copy it sends
     /// matches what the scripts have counted.
     restoring: tokio::sync::RwLock<()>,
@@ -90,32 +71,6 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
-/// What a connect or disconnect script answered: `{code, online count[, node registered]}`,
-/// as the change and whether the node had to be registered again.
-fn change_from(answer: &[i64]) -> Result<(PresenceChange, bool), RedisAdapterError> {
-    let (code, count, registered) = match answer {
-        [code, count] => (*code, u64::try_from(*count).unwrap_or(0), false),
-        [code, count, registered] => (*code, u64::try_from(*count).unwrap_or(0), *registered == 1),
-        other => {
-            return Err(RedisAdapterError::Protocol(format!(
-                "presence script answered {other:?}"
-            )));
-        }
-    };
-    let change = match code {
-        1 => PresenceChange::Joined {
-            online_count: count,
-        },
-        2 => PresenceChange::Left {
-            online_count: count,
-        },
-        _ => PresenceChange::Unchanged {
-            online_count: count,
-        },
-    };
-    Ok((change, registered))
-}
-
 fn protocol(e: impl std::fmt::Display) -> RedisAdapterError {
     RedisAdapterError::Protocol(e.to_string())
 }
@@ -131,45 +86,54 @@ fn lex_after(name: Option<&str>) -> String {
 }
 
 impl RedisPresence {
-    pub(crate) fn new(commands: ConnectionManager, config: &RedisConfig) -> Self {
+    /// `templates`: the events the scripts announce, from [`crate::wire::script_templates`].
+    pub(crate) fn new(
+        commands: ConnectionManager,
+        config: &RedisConfig,
+        templates: String,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 namespace: config.namespace.clone(),
                 node_id: config.node_id.clone(),
+                templates,
                 dead_after: config.dead_after,
                 command_timeout: config.command_timeout,
-                own: Mutex::new(Own::default()),
+                book: Mutex::new(NodeBook::default()),
                 restoring: tokio::sync::RwLock::new(()),
             }),
             commands,
         }
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.shared.node_id
-    }
-
-    fn own(&self) -> MutexGuard<'_, Own> {
-        // Map updates complete under the lock; a poisoned lock still holds consistent counts.
+    fn book(&self) -> MutexGuard<'_, NodeBook> {
+        // Every NodeBook method completes under the lock; a poisoned lock still holds
+        // consistent counts.
         self.shared
-            .own
+            .book
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// An announcing script with its first arguments: the namespace, the event templates and
+    /// this node's id.
+    fn announcing<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(&self.shared.namespace)
+            .arg(&self.shared.templates)
+            .arg(&self.shared.node_id);
+        invocation
+    }
+
     /// Refreshes this node, removes dead ones, and puts this node's connections back if Redis
     /// had forgotten it.
-    ///
-    /// # Errors
-    /// [`RedisAdapterError`] when Redis does not answer.
-    pub async fn heartbeat_now(&self) -> Result<(), RedisAdapterError> {
+    pub(crate) async fn heartbeat_now(&self) -> Result<(), RedisAdapterError> {
         let mut commands = self.commands.clone();
         let dead_after_ms = u64::try_from(self.shared.dead_after.as_millis()).unwrap_or(u64::MAX);
         let answer: Result<Vec<i64>, _> = timed(
             self.shared.command_timeout,
-            HEARTBEAT_SCRIPT
-                .arg(&self.shared.namespace)
-                .arg(&self.shared.node_id)
+            self.announcing(&HEARTBEAT_SCRIPT)
                 .arg(dead_after_ms)
                 .invoke_async(&mut commands),
         )
@@ -182,11 +146,7 @@ impl RedisPresence {
                 )));
             }
             Err(_) => {
-                // Whether Redis still knows this node is unknown now: counts are absolute, so
-                // sending them all again is safe.
-                let mut own = self.own();
-                own.forgotten = true;
-                own.failed_at = Some(std::time::Instant::now());
+                self.book().heartbeat_failed(Instant::now());
                 return answer.map(|_| ());
             }
         };
@@ -198,71 +158,37 @@ impl RedisPresence {
                 "removed the users of nodes that stopped sending heartbeats"
             );
         }
-        let (forgotten, unsynced) = {
-            let mut own = self.own();
-            own.failed_at = None;
-            own.forgotten |= !known;
-            (own.forgotten, !own.unsynced.is_empty())
-        };
-        if forgotten || unsynced {
-            self.restore(forgotten).await?;
+        let resync = self.book().heartbeat_answered(known);
+        match resync {
+            Resync::Nothing => Ok(()),
+            Resync::Unsynced => self.restore(false).await,
+            Resync::Everything => self.restore(true).await,
         }
-        Ok(())
     }
 
     /// Sends this node's counts as absolute values: all of them when Redis forgot the node,
     /// else those whose last change may not have arrived.
     async fn restore(&self, everything: bool) -> Result<(), RedisAdapterError> {
         let _alone = self.shared.restoring.write().await;
-        let (entries, unsynced): (Vec<((RoomName, Username), u32)>, _) = {
-            let mut own = self.own();
-            let unsynced = std::mem::take(&mut own.unsynced);
-            let mut entries: Vec<_> = unsynced
-                .iter()
-                .map(|key| (key.clone(), own.counts.get(key).copied().unwrap_or(0)))
-                .collect();
-            if everything {
-                entries.extend(
-                    own.counts
-                        .iter()
-                        .filter(|(key, _)| !unsynced.contains(*key))
-                        .map(|(key, count)| (key.clone(), *count)),
-                );
-            }
-            (entries, unsynced)
+        let resend = self.book().take_resend(everything);
+        let sent = if resend.entries().is_empty() {
+            Ok(())
+        } else {
+            tracing::warn!(
+                entries = resend.entries().len(),
+                forgotten = resend.is_everything(),
+                "sending this node's presence to Redis again"
+            );
+            self.send_counts(resend.entries()).await
         };
-        if entries.is_empty() {
-            if everything {
-                self.own().forgotten = false;
-            }
-            return Ok(());
-        }
-        tracing::warn!(
-            entries = entries.len(),
-            forgotten = everything,
-            "sending this node's presence to Redis again"
-        );
-        let sent = self.send_counts(&entries).await;
-        let mut own = self.own();
-        match &sent {
-            Ok(()) if everything => own.forgotten = false,
-            Ok(()) => {}
-            // Try again at the next heartbeat.
-            Err(_) => own.unsynced.extend(unsynced),
-        }
+        self.book().resend_finished(resend, sent.is_ok());
         sent
     }
 
-    async fn send_counts(
-        &self,
-        entries: &[((RoomName, Username), u32)],
-    ) -> Result<(), RedisAdapterError> {
+    async fn send_counts(&self, entries: &[(Key, u32)]) -> Result<(), RedisAdapterError> {
         let mut commands = self.commands.clone();
         for chunk in entries.chunks(RESTORE_CHUNK) {
-            let mut invocation = RESTORE_SCRIPT.prepare_invoke();
-            invocation
-                .arg(&self.shared.namespace)
-                .arg(&self.shared.node_id);
+            let mut invocation = self.announcing(&RESTORE_SCRIPT);
             for ((room, user), count) in chunk {
                 invocation.arg(room.as_str()).arg(user.as_str()).arg(*count);
             }
@@ -284,16 +210,10 @@ impl RedisPresence {
         let mut commands = self.commands.clone();
         let _: i64 = timed(
             self.shared.command_timeout,
-            LEAVE_SCRIPT
-                .arg(&self.shared.namespace)
-                .arg(&self.shared.node_id)
-                .invoke_async(&mut commands),
+            self.announcing(&LEAVE_SCRIPT).invoke_async(&mut commands),
         )
         .await?;
-        let mut own = self.own();
-        own.counts.clear();
-        own.unsynced.clear();
-        own.left = true;
+        self.book().left_cluster();
         Ok(())
     }
 
@@ -306,7 +226,7 @@ impl RedisPresence {
         room: &RoomName,
         user: &Username,
     ) -> Result<PresenceChange, RedisAdapterError> {
-        if connecting && self.own().left {
+        if connecting && self.book().has_left() {
             return Err(RedisAdapterError::Connect(
                 "this node left the cluster".to_owned(),
             ));
@@ -321,7 +241,7 @@ impl RedisPresence {
     async fn change_to_completion(
         &self,
         connecting: bool,
-        key: (RoomName, Username),
+        key: Key,
     ) -> Result<PresenceChange, RedisAdapterError> {
         let _shared = self.shared.restoring.read().await;
         let script = if connecting {
@@ -332,41 +252,20 @@ impl RedisPresence {
         let mut commands = self.commands.clone();
         let answer = timed(
             self.shared.command_timeout,
-            script
-                .arg(&self.shared.namespace)
-                .arg(&self.shared.node_id)
+            self.announcing(script)
                 .arg(key.0.as_str())
                 .arg(key.1.as_str())
                 .invoke_async::<Vec<i64>>(&mut commands),
         )
         .await;
-        let change = answer.and_then(|answer| change_from(&answer));
-        let mut own = self.own();
-        match (&change, connecting) {
-            (Ok((_, registered)), true) => {
-                *own.counts.entry(key).or_insert(0) += 1;
-                // Redis did not know this node: it restarted or swept us. The connect just
-                // registered the node again; the other connections follow with a full restore.
-                own.forgotten |= *registered;
-            }
-            // A refused connection is not opened; Redis may have counted it all the same.
-            (Err(_), true) => {
-                own.unsynced.insert(key);
-            }
-            (result, false) => {
-                if let Some(count) = own.counts.get_mut(&key) {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        own.counts.remove(&key);
-                    }
-                }
-                // The connection is gone whatever Redis heard; make sure it hears it.
-                if result.is_err() {
-                    own.unsynced.insert(key);
-                }
-            }
+        let answer = answer.and_then(|answer| ChangeAnswer::read(&answer));
+        let mut book = self.book();
+        match (&answer, connecting) {
+            (Ok(answer), true) => book.connect_heard(key, answer.node_registered),
+            (Err(_), true) => book.connect_unheard(key),
+            (heard, false) => book.disconnected(key, heard.is_ok()),
         }
-        change.map(|(change, _)| change)
+        answer.map(|answer| answer.change)
     }
 }
 
@@ -457,11 +356,7 @@ impl PresenceRegistry for RedisPresence {
         user: &Username,
         at_most: Option<Duration>,
     ) -> Result<bool, PresenceError> {
-        let failed_recently = self
-            .own()
-            .failed_at
-            .is_some_and(|at| at.elapsed() < TYPING_PAUSE_AFTER_FAILURE);
-        if failed_recently {
+        if self.book().typing_paused(Instant::now()) {
             return Err(PresenceError::Unavailable {
                 reason: "Redis failed moments ago; typing lists wait for a heartbeat to succeed"
                     .to_owned(),
@@ -481,7 +376,7 @@ impl PresenceRegistry for RedisPresence {
                 .invoke_async(&mut commands),
         )
         .await;
-        self.own().failed_at = answer.is_err().then(std::time::Instant::now);
+        self.book().typing_answered(answer.is_ok(), Instant::now());
         Ok(answer? == 1)
     }
 

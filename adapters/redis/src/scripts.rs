@@ -1,7 +1,7 @@
-//! The Lua scripts that keep presence in Redis. Each runs atomically on the server, so a
-//! decision (first connection, last connection, a dead node's users) and its announcement on
-//! the room's channel happen in one step: every subscriber sees joins and leaves in the order
-//! Redis decided them, whichever node caused them.
+//! The Lua scripts that keep presence in Redis, and what their answers mean. Each runs
+//! atomically on the server, so a decision (first connection, last connection, a dead node's
+//! users) and its announcement on the room's channel happen in one step: every subscriber sees
+//! joins and leaves in the order Redis decided them, whichever node caused them.
 //!
 //! Keys, under the namespace `P` (default `banter`):
 //! - `P:nodes` — sorted set, node id → last heartbeat (Redis server time, ms);
@@ -11,24 +11,48 @@
 //! - `P:online:<room>` — sorted set (all scores 0, so ordered by bytes), the online users;
 //! - `P:rooms` — sorted set (scores 0), rooms with someone online;
 //! - `P:typing:<room>` — sorted set, typist → when their listing lapses (server time, ms);
-//! - `P:room:<room>` — the room's pub/sub channel (events as JSON `RoomEvent`s).
+//! - `P:room:<room>` — the room's pub/sub channel (events as [`crate::wire::RedisEvent`] JSON).
+//!
+//! The scripts that announce take the event templates of [`crate::wire::script_templates`] as
+//! their second argument and only paste names and counts into them: the payload's shape is
+//! defined in Rust alone.
 //!
 //! Keys are built inside the scripts, so Redis Cluster is not supported (one server or a
 //! primary with replicas is).
 
 use std::sync::LazyLock;
 
+use banter_domain::PresenceChange;
 use redis::Script;
 
-/// Shared helpers, prepended to the scripts that change presence or read the clock.
+use crate::RedisAdapterError;
+
+/// The namespace and the clock, prepended to every script that changes presence or reads the
+/// clock.
+const BASE: &str = r#"
+local P = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
+/// Shared helpers of the scripts that change presence (after [`BASE`]); `ARGV[2]` holds the
+/// event templates.
 ///
 /// `drop_user` takes `n` connections of `user` off the room's total and announces a leave when
 /// none are left; returns `{2, count}` for a leave, `{0, count}` otherwise.
-const PRELUDE: &str = r#"
-local P = ARGV[1]
-local function announce(room, event, user, count)
-  redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
-    kind = 'presence', room = room, event = event, username = user, online_count = count }))
+const ANNOUNCING: &str = r#"
+local T = cjson.decode(ARGV[2])
+-- Publishes the event of template `name` (join, leave or typing_stopped) on the room's channel.
+local function announce(name, room, user, count)
+  local values = { room = cjson.encode(room), user = cjson.encode(user) }
+  if count then values.count = string.format('%d', count) end
+  local parts, out = T[name], {}
+  for i = 1, #parts do
+    if i % 2 == 1 then out[i] = parts[i] else out[i] = values[parts[i]] end
+  end
+  redis.call('PUBLISH', P .. ':room:' .. room, table.concat(out))
 end
 local function add_user(room, user, n)
   local total = redis.call('HINCRBY', P .. ':users:' .. room, user, n)
@@ -37,7 +61,7 @@ local function add_user(room, user, n)
     redis.call('ZADD', online, 0, user)
     redis.call('ZADD', P .. ':rooms', 0, room)
     local count = redis.call('ZCARD', online)
-    announce(room, 'join', user, count)
+    announce('join', room, user, count)
     return {1, count}
   end
   return {0, redis.call('ZCARD', online)}
@@ -58,12 +82,8 @@ local function drop_user(room, user, n)
     redis.call('ZREM', P .. ':rooms', room)
     redis.call('DEL', users)
   end
-  announce(room, 'leave', user, count)
+  announce('leave', room, user, count)
   return {2, count}
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- Removes `node` and every connection it holds, announcing the leaves; with `end_typing`, also
 -- the end of the typing of those who left (a dead node cannot send it). Returns how many
@@ -78,8 +98,7 @@ local function remove_node(node, end_typing)
       local user = entries[i]
       local outcome = drop_user(room, user, tonumber(entries[i + 1]))
       if end_typing and outcome[1] == 2 then
-        redis.call('PUBLISH', P .. ':room:' .. room, cjson.encode({
-          kind = 'typing', room = room, username = user, is_typing = false }))
+        announce('typing_stopped', room, user)
       end
       removed = removed + 1
     end
@@ -91,11 +110,11 @@ local function remove_node(node, end_typing)
 end
 "#;
 
-/// ARGV: namespace, node, room, user. Returns `{1 joined | 0 unchanged, online count,
-/// 1 if the node had to be registered}`. Registering an unknown node (Redis restarted, or
-/// swept it) means its connections are swept if it dies before its next heartbeat.
+/// ARGV: namespace, templates, node, room, user. Returns `{1 joined | 0 unchanged, online
+/// count, 1 if the node had to be registered}`. Registering an unknown node (Redis restarted,
+/// or swept it) means its connections are swept if it dies before its next heartbeat.
 const CONNECT: &str = r#"
-local node, room, user = ARGV[2], ARGV[3], ARGV[4]
+local node, room, user = ARGV[3], ARGV[4], ARGV[5]
 local registered = redis.call('ZADD', P .. ':nodes', 'NX', now_ms(), node)
 redis.call('HINCRBY', P .. ':node:' .. node .. ':room:' .. room, user, 1)
 redis.call('SADD', P .. ':node:' .. node .. ':rooms', room)
@@ -104,10 +123,10 @@ table.insert(result, registered)
 return result
 "#;
 
-/// ARGV: namespace, node, room, user. Returns `{2 left | 0 unchanged, online count}`. A
-/// connection this node does not hold (already swept as dead) changes nothing.
+/// ARGV: namespace, templates, node, room, user. Returns `{2 left | 0 unchanged, online
+/// count}`. A connection this node does not hold (already swept as dead) changes nothing.
 const DISCONNECT: &str = r#"
-local node, room, user = ARGV[2], ARGV[3], ARGV[4]
+local node, room, user = ARGV[3], ARGV[4], ARGV[5]
 local mine_key = P .. ':node:' .. node .. ':room:' .. room
 local mine = tonumber(redis.call('HGET', mine_key, user) or '0')
 if mine <= 0 then
@@ -124,11 +143,43 @@ end
 return drop_user(room, user, 1)
 "#;
 
-/// ARGV: namespace, node, dead-after ms. Refreshes the node, then removes every node silent
-/// for longer than dead-after, with its connections (announcing the leaves). Returns
-/// `{1 if the node was known | 0, connections swept}`.
+/// What a connect or disconnect script answered: `{code, online count[, node registered]}`.
+pub(crate) struct ChangeAnswer {
+    pub(crate) change: PresenceChange,
+    /// Redis did not know this node (it restarted, or swept us): the connect registered it
+    /// again, and its other connections must follow.
+    pub(crate) node_registered: bool,
+}
+
+impl ChangeAnswer {
+    pub(crate) fn read(answer: &[i64]) -> Result<Self, RedisAdapterError> {
+        let (code, count, node_registered) = match answer {
+            [code, count] => (*code, *count, false),
+            [code, count, registered] => (*code, *count, *registered == 1),
+            other => {
+                return Err(RedisAdapterError::Protocol(format!(
+                    "presence script answered {other:?}"
+                )));
+            }
+        };
+        let online_count = u64::try_from(count).unwrap_or(0);
+        let change = match code {
+            1 => PresenceChange::Joined { online_count },
+            2 => PresenceChange::Left { online_count },
+            _ => PresenceChange::Unchanged { online_count },
+        };
+        Ok(Self {
+            change,
+            node_registered,
+        })
+    }
+}
+
+/// ARGV: namespace, templates, node, dead-after ms. Refreshes the node, then removes every
+/// node silent for longer than dead-after, with its connections (announcing the leaves).
+/// Returns `{1 if the node was known | 0, connections swept}`.
 const HEARTBEAT: &str = r#"
-local node, dead_after = ARGV[2], tonumber(ARGV[3])
+local node, dead_after = ARGV[3], tonumber(ARGV[4])
 local nodes = P .. ':nodes'
 local now = now_ms()
 local known = redis.call('ZSCORE', nodes, node)
@@ -141,13 +192,13 @@ if known then return {1, swept} end
 return {0, swept}
 "#;
 
-/// ARGV: namespace, node, then (room, user, connections) triples. Sets the node's counts to
-/// what the node knows it holds: after Redis forgot it (a restart, or the node was swept while
-/// it was only slow), or after a change whose outcome the node never heard (a timeout).
-/// Announces the joins and leaves this causes.
+/// ARGV: namespace, templates, node, then (room, user, connections) triples. Sets the node's
+/// counts to what the node knows it holds: after Redis forgot it (a restart, or the node was
+/// swept while it was only slow), or after a change whose outcome the node never heard (a
+/// timeout). Announces the joins and leaves this causes.
 const RESTORE: &str = r#"
-local node = ARGV[2]
-for i = 3, #ARGV, 3 do
+local node = ARGV[3]
+for i = 4, #ARGV, 3 do
   local room, user, want = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local mine_key = P .. ':node:' .. node .. ':room:' .. room
   local have = tonumber(redis.call('HGET', mine_key, user) or '0')
@@ -171,9 +222,9 @@ end
 return 0
 "#;
 
-/// ARGV: namespace, node. Removes the node and its connections (a clean shutdown).
+/// ARGV: namespace, templates, node. Removes the node and its connections (a clean shutdown).
 const LEAVE: &str = r#"
-remove_node(ARGV[2], false)
+remove_node(ARGV[3], false)
 return 0
 "#;
 
@@ -227,16 +278,44 @@ end
 return out
 "#;
 
-fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}{body}"))
+fn with_base(body: &str) -> Script {
+    Script::new(&format!("{BASE}{body}"))
 }
 
-pub(crate) static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(CONNECT));
-pub(crate) static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(DISCONNECT));
-pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(HEARTBEAT));
-pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(RESTORE));
-pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(LEAVE));
-pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(SET_TYPING));
-pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_prelude(TYPING));
+fn announcing(body: &str) -> Script {
+    Script::new(&format!("{BASE}{ANNOUNCING}{body}"))
+}
+
+pub(crate) static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(CONNECT));
+pub(crate) static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(DISCONNECT));
+pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(HEARTBEAT));
+pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(RESTORE));
+pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(LEAVE));
+pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(SET_TYPING));
+pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(TYPING));
 pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
 pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_answers_are_read_by_their_code() {
+        let read =
+            |answer: &[i64]| ChangeAnswer::read(answer).map(|a| (a.change, a.node_registered));
+        assert_eq!(
+            read(&[1, 3, 1]).ok(),
+            Some((PresenceChange::Joined { online_count: 3 }, true))
+        );
+        assert_eq!(
+            read(&[2, 0]).ok(),
+            Some((PresenceChange::Left { online_count: 0 }, false))
+        );
+        assert_eq!(
+            read(&[0, 2, 0]).ok(),
+            Some((PresenceChange::Unchanged { online_count: 2 }, false))
+        );
+        assert!(matches!(read(&[1]), Err(RedisAdapterError::Protocol(_))));
+    }
+}
