@@ -3,6 +3,9 @@
 //!
 //! What only one adapter has (group commit, failing batches, query plans, shutdown) is tested
 //! beside that adapter.
+//!
+//! Longer than 400 lines on purpose: it is test code, one function per case, each meant to be
+//! read on its own; splitting the cases across files would only scatter the contract.
 
 use std::collections::{BTreeMap, HashSet};
 
