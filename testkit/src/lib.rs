@@ -7,10 +7,16 @@
 //! Redis tests get a namespace of their own ([`unique_namespace`]) on the server that
 //! [`redis_url`] checked, and a [`TcpProxy`] to make a broker disappear.
 //!
-//! May depend on: diesel, diesel-async (to create and drop databases), the redis client (to
-//! check that Redis answers) and tokio. Dev-only.
+//! The ports' contract suites live in [`contract`]: generic over the port traits, run against
+//! every adapter and against the application's fakes.
+//!
+//! May depend on: `banter-domain` (the ports the contracts bind), diesel, diesel-async (to
+//! create and drop databases), the redis client (to check that Redis answers) and tokio.
+//! Dev-only.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
+
+pub mod contract;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,6 +1,7 @@
-//! The broadcaster and presence ports' contract, run against the in-memory adapters and the
-//! Redis ones (each "node" a separate connection to the same Redis namespace), plus what only
-//! a shared broker has: announcements, dead nodes, a forgetful Redis, a lost link.
+//! The Redis broadcaster and presence registry: the ports' contracts (`banter_testkit::contract`,
+//! shared with the in-memory adapters and the application's fakes; each "node" here a separate
+//! connection to the same Redis namespace), plus what only a shared broker has: dead nodes, a
+//! forgetful Redis, a lost link, a hanging one.
 //!
 //! Redis comes from `BANTER_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); without it the
 //! Redis cases skip with a notice unless `BANTER_REQUIRE_SERVICES=1`.
@@ -9,35 +10,16 @@
 
 use std::time::Duration;
 
-use banter_adapter_memory::{MemoryBroadcaster, MemoryPresence};
 use banter_adapter_redis::{RedisBroadcaster, RedisConfig, RedisPresence};
 use banter_domain::ports::{
     EventBroadcaster, EventSubscription, PresenceRegistry, SubscriptionError,
 };
-use banter_domain::{
-    Content, Message, PresenceChange, PresenceEvent, RoomEvent, RoomName, Seq, Timestamp, Username,
-};
+use banter_domain::{Content, Message, PresenceChange, PresenceEvent, RoomEvent, Seq, Timestamp};
+use banter_testkit::contract::presence::presence_event;
+use banter_testkit::contract::{Cluster, Fixture, PROMPTLY, next, quiet, room, typing, user};
 
-const PROMPTLY: Duration = Duration::from_secs(5);
-
-/// Each subscriber's queue bound, on both backends.
+/// Each subscriber's queue bound.
 const QUEUE: usize = 256;
-
-fn room(name: &str) -> RoomName {
-    RoomName::parse(name).unwrap()
-}
-
-fn user(name: &str) -> Username {
-    Username::parse(name).unwrap()
-}
-
-fn typing(room_name: &str, n: usize) -> RoomEvent {
-    RoomEvent::Typing {
-        room: room(room_name),
-        username: user(&format!("user{n}")),
-        is_typing: true,
-    }
-}
 
 fn posted(room_name: &str, seq: u64) -> RoomEvent {
     RoomEvent::MessagePosted(Message {
@@ -50,42 +32,7 @@ fn posted(room_name: &str, seq: u64) -> RoomEvent {
     })
 }
 
-async fn next<S: EventSubscription>(subscription: &mut S) -> RoomEvent {
-    tokio::time::timeout(PROMPTLY, subscription.next())
-        .await
-        .expect("an event within 5 s")
-        .expect("an event, not an error")
-        .event()
-        .clone()
-}
-
-async fn quiet<S: EventSubscription>(subscription: &mut S) {
-    if let Ok(result) = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await
-    {
-        panic!("expected nothing, got {result:?}");
-    }
-}
-
-/// One broker seen from several nodes.
-trait Cluster {
-    type B: EventBroadcaster;
-    type P: PresenceRegistry;
-    async fn node(&mut self) -> (Self::B, Self::P);
-}
-
-struct Memory {
-    broadcaster: MemoryBroadcaster,
-    presence: MemoryPresence,
-}
-
-impl Cluster for Memory {
-    type B = MemoryBroadcaster;
-    type P = MemoryPresence;
-    async fn node(&mut self) -> (MemoryBroadcaster, MemoryPresence) {
-        (self.broadcaster.clone(), self.presence.clone())
-    }
-}
-
+/// Several nodes on one Redis namespace, each with connections of its own.
 struct Redis {
     url: String,
     namespace: String,
@@ -160,283 +107,26 @@ async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
     false
 }
 
+impl Fixture for Redis {}
+
 impl Cluster for Redis {
-    type B = RedisBroadcaster;
-    type P = RedisPresence;
-    async fn node(&mut self) -> (RedisBroadcaster, RedisPresence) {
+    type Broadcaster = RedisBroadcaster;
+    type Presence = RedisPresence;
+
+    async fn node(&self) -> (RedisBroadcaster, RedisPresence) {
         banter_adapter_redis::connect(self.config()).await.unwrap()
     }
-}
 
-// ---------- the broadcaster contract ----------
-
-async fn events_reach_every_node_in_order(cluster: &mut impl Cluster) {
-    let (a, _) = cluster.node().await;
-    let (b, _) = cluster.node().await;
-    let mut on_a = a.subscribe(&room("general")).await.unwrap();
-    let mut on_b = b.subscribe(&room("general")).await.unwrap();
-    let mut other_room = b.subscribe(&room("other")).await.unwrap();
-    // Published right after the subscriptions returned, from both nodes in turn: all arrive,
-    // in the order they were published.
-    for n in 0..100 {
-        let publisher = if n % 2 == 0 { &a } else { &b };
-        publisher.publish(typing("general", n)).await.unwrap();
+    fn queue_capacity(&self) -> usize {
+        self.outbound_queue
     }
-    for n in 0..100 {
-        assert_eq!(next(&mut on_a).await, typing("general", n));
-        assert_eq!(next(&mut on_b).await, typing("general", n));
-    }
-    quiet(&mut other_room).await;
-    // And the other way round.
-    b.publish(typing("other", 7)).await.unwrap();
-    assert_eq!(next(&mut other_room).await, typing("other", 7));
-    quiet(&mut on_a).await;
 }
 
-async fn events_before_subscribing_are_not_received(cluster: &mut impl Cluster) {
-    let (a, _) = cluster.node().await;
-    let (b, _) = cluster.node().await;
-    a.publish(typing("early", 1)).await.unwrap();
-    let mut late = b.subscribe(&room("early")).await.unwrap();
-    a.publish(typing("early", 2)).await.unwrap();
-    assert_eq!(next(&mut late).await, typing("early", 2));
-}
-
-async fn a_room_can_be_left_and_followed_again(cluster: &mut impl Cluster) {
-    let (a, _) = cluster.node().await;
-    let (b, _) = cluster.node().await;
-    let first = b.subscribe(&room("again")).await.unwrap();
-    drop(first);
-    // An event for a room nobody on b follows any more (b may unsubscribe lazily now).
-    a.publish(typing("again", 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut second = b.subscribe(&room("again")).await.unwrap();
-    a.publish(typing("again", 2)).await.unwrap();
-    assert_eq!(next(&mut second).await, typing("again", 2));
-    assert!(a.check().await.is_ok() && b.check().await.is_ok());
-}
-
-async fn a_slow_subscriber_lags_alone(cluster: &mut impl Cluster) {
-    let (a, _) = cluster.node().await;
-    let (b, _) = cluster.node().await;
-    let mut slow = b.subscribe(&room("busy")).await.unwrap();
-    let mut fast = b.subscribe(&room("busy")).await.unwrap();
-    // The queue holds QUEUE events; the slow one reads none of these.
-    for n in 0..QUEUE + 10 {
-        a.publish(typing("busy", n)).await.unwrap();
-        assert_eq!(next(&mut fast).await, typing("busy", n));
-    }
-    let lagged = tokio::time::timeout(PROMPTLY, slow.next()).await.unwrap();
-    assert!(
-        matches!(lagged, Err(SubscriptionError::Lagged { missed: 10 })),
-        "{lagged:?}"
-    );
-}
-
-// ---------- the presence contract ----------
-
-async fn presence_counts_people_across_nodes(cluster: &mut impl Cluster) {
-    let (_, a) = cluster.node().await;
-    let (_, b) = cluster.node().await;
-    let general = room("general");
-    let (alice, bob) = (user("alice"), user("bob"));
-    assert_eq!(
-        a.connect(&general, &alice).await.unwrap(),
-        PresenceChange::Joined { online_count: 1 }
-    );
-    assert_eq!(
-        b.connect(&general, &alice).await.unwrap(),
-        PresenceChange::Unchanged { online_count: 1 },
-        "a second tab on another node is the same person"
-    );
-    assert_eq!(
-        b.connect(&general, &bob).await.unwrap(),
-        PresenceChange::Joined { online_count: 2 }
-    );
-    assert_eq!(
-        a.disconnect(&general, &alice).await.unwrap(),
-        PresenceChange::Unchanged { online_count: 2 }
-    );
-    let page = a.online(&general, None, 10).await.unwrap();
-    assert_eq!(page.users, vec![alice.clone(), bob.clone()]);
-    assert_eq!(
-        b.disconnect(&general, &alice).await.unwrap(),
-        PresenceChange::Left { online_count: 1 }
-    );
-    assert_eq!(
-        b.disconnect(&general, &bob).await.unwrap(),
-        PresenceChange::Left { online_count: 0 }
-    );
-    assert!(a.occupied_rooms(None, 10).await.unwrap().is_empty());
-}
-
-async fn online_lists_are_sorted_and_paged(cluster: &mut impl Cluster) {
-    let (_, a) = cluster.node().await;
-    let (_, b) = cluster.node().await;
-    let names = ["zoe", "Émile", "bob", "alice", "名前", "carol"];
-    for (i, name) in names.iter().enumerate() {
-        let node = if i % 2 == 0 { &a } else { &b };
-        node.connect(&room("paged"), &user(name)).await.unwrap();
-    }
-    b.connect(&room("another"), &user("x")).await.unwrap();
-    let first = a.online(&room("paged"), None, 4).await.unwrap();
-    assert_eq!(first.online_count, 6);
-    assert_eq!(
-        first.users,
-        ["alice", "bob", "carol", "zoe"].map(user).to_vec(),
-        "code-point order"
-    );
-    assert!(first.has_more);
-    let rest = b
-        .online(&room("paged"), Some(&user("zoe")), 4)
-        .await
-        .unwrap();
-    assert_eq!(rest.users, ["Émile", "名前"].map(user).to_vec());
-    assert!(!rest.has_more);
-    let empty = a.online(&room("nobody"), None, 4).await.unwrap();
-    assert_eq!((empty.users.len(), empty.online_count), (0, 0));
-
-    let rooms = a.occupied_rooms(None, 10).await.unwrap();
-    let listed: Vec<(&str, u64)> = rooms
-        .iter()
-        .map(|r| (r.room.as_str(), r.online_count))
-        .collect();
-    assert_eq!(listed, vec![("another", 1), ("paged", 6)]);
-    let after = a.occupied_rooms(Some(&room("another")), 1).await.unwrap();
-    assert_eq!(after.len(), 1);
-    assert_eq!(after[0].room, room("paged"));
-}
-
-async fn typists_are_listed_on_every_node(cluster: &mut impl Cluster) {
-    let (_, a) = cluster.node().await;
-    let (_, b) = cluster.node().await;
-    let general = room("general");
-    let listed = Some(Duration::from_secs(8));
-    assert!(
-        !a.set_typing(&general, &user("zoe"), listed).await.unwrap(),
-        "not listed before"
-    );
-    assert!(!b.set_typing(&general, &user("bob"), listed).await.unwrap());
-    assert!(
-        !a.set_typing(&room("other"), &user("x"), listed)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        b.typing(&general).await.unwrap(),
-        vec![user("bob"), user("zoe")],
-        "sorted, from both nodes"
-    );
-    // A refresh is one entry; every node knows who was listed, whoever listed them.
-    assert!(a.set_typing(&general, &user("zoe"), listed).await.unwrap());
-    assert!(b.set_typing(&general, &user("zoe"), None).await.unwrap());
-    assert!(!b.set_typing(&general, &user("zoe"), None).await.unwrap());
-    assert_eq!(a.typing(&general).await.unwrap(), vec![user("bob")]);
-    assert!(a.typing(&room("nobody")).await.unwrap().is_empty());
-}
-
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let mut cluster = Memory {
-                        broadcaster: MemoryBroadcaster::new(QUEUE),
-                        presence: MemoryPresence::default(),
-                    };
-                    super::$case(&mut cluster).await;
-                }
-            )*
-        }
-        mod redis {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let Some(mut cluster) = Redis::new(stringify!($case)).await else {
-                        return;
-                    };
-                    super::$case(&mut cluster).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
-    events_reach_every_node_in_order,
-    events_before_subscribing_are_not_received,
-    a_room_can_be_left_and_followed_again,
-    a_slow_subscriber_lags_alone,
-    presence_counts_people_across_nodes,
-    online_lists_are_sorted_and_paged,
-    typists_are_listed_on_every_node,
-);
+banter_testkit::broadcaster_contract!(broadcaster_contract, crate::Redis::new("broadcaster"));
+banter_testkit::presence_contract!(presence_contract, crate::Redis::new("presence"));
+banter_testkit::announcing_presence_contract!(announcing_contract, crate::Redis::new("announced"));
 
 // ---------- only a shared broker ----------
-
-/// Next presence event on `subscription`, skipping nothing: it must be the next event.
-async fn presence_event(subscription: &mut impl EventSubscription) -> (PresenceEvent, String, u64) {
-    match next(subscription).await {
-        RoomEvent::Presence {
-            event,
-            username,
-            online_count,
-            ..
-        } => (event, username.as_str().to_owned(), online_count),
-        other => panic!("expected a presence event, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn joins_and_leaves_are_announced_by_the_registry() {
-    let Some(mut cluster) = Redis::new("announced").await else {
-        return;
-    };
-    const { assert!(<RedisPresence as PresenceRegistry>::ANNOUNCES_CHANGES) };
-    let (a_events, a) = cluster.node().await;
-    let (_, b) = cluster.node().await;
-    let mut watcher = a_events.subscribe(&room("general")).await.unwrap();
-    // Names pass through the scripts' JSON encoding intact.
-    a.connect(&room("general"), &user("Zoë_名前"))
-        .await
-        .unwrap();
-    assert_eq!(
-        presence_event(&mut watcher).await,
-        (PresenceEvent::Join, "Zoë_名前".to_owned(), 1)
-    );
-    a.disconnect(&room("general"), &user("Zoë_名前"))
-        .await
-        .unwrap();
-    assert_eq!(
-        presence_event(&mut watcher).await,
-        (PresenceEvent::Leave, "Zoë_名前".to_owned(), 0)
-    );
-    a.connect(&room("general"), &user("alice")).await.unwrap();
-    b.connect(&room("general"), &user("alice")).await.unwrap();
-    b.connect(&room("general"), &user("bob")).await.unwrap();
-    a.disconnect(&room("general"), &user("alice"))
-        .await
-        .unwrap();
-    b.disconnect(&room("general"), &user("alice"))
-        .await
-        .unwrap();
-    assert_eq!(
-        presence_event(&mut watcher).await,
-        (PresenceEvent::Join, "alice".to_owned(), 1)
-    );
-    assert_eq!(
-        presence_event(&mut watcher).await,
-        (PresenceEvent::Join, "bob".to_owned(), 2)
-    );
-    assert_eq!(
-        presence_event(&mut watcher).await,
-        (PresenceEvent::Leave, "alice".to_owned(), 1)
-    );
-    quiet(&mut watcher).await;
-}
 
 #[tokio::test]
 async fn the_users_of_a_silent_node_are_removed_by_the_others() {
@@ -495,7 +185,7 @@ async fn the_users_of_a_silent_node_are_removed_by_the_others() {
 
 #[tokio::test]
 async fn a_node_puts_its_users_back_when_redis_forgot_them() {
-    let Some(mut cluster) = Redis::new("forgotten").await else {
+    let Some(cluster) = Redis::new("forgotten").await else {
         return;
     };
     let (events, node) = cluster.node().await;
@@ -540,7 +230,7 @@ async fn a_node_puts_its_users_back_when_redis_forgot_them() {
 
 #[tokio::test]
 async fn leaving_the_cluster_removes_the_nodes_users() {
-    let Some(mut cluster) = Redis::new("leaving").await else {
+    let Some(cluster) = Redis::new("leaving").await else {
         return;
     };
     let (_, staying) = cluster.node().await;
@@ -731,7 +421,7 @@ async fn a_disconnect_while_redis_is_away_is_sent_again_by_the_next_heartbeat() 
 
 #[tokio::test]
 async fn a_node_stops_following_a_room_nobody_there_follows() {
-    let Some(mut cluster) = Redis::new("unfollow").await else {
+    let Some(cluster) = Redis::new("unfollow").await else {
         return;
     };
     let (a, _) = cluster.node().await;
@@ -766,7 +456,7 @@ async fn a_node_stops_following_a_room_nobody_there_follows() {
 
 #[tokio::test]
 async fn an_idle_link_stays_up_across_its_pings() {
-    let Some(mut cluster) = Redis::new("pings").await else {
+    let Some(cluster) = Redis::new("pings").await else {
         return;
     };
     let (a, _) = cluster.node().await;
@@ -781,7 +471,7 @@ async fn an_idle_link_stays_up_across_its_pings() {
 
 #[tokio::test]
 async fn a_connect_whose_caller_gave_up_is_still_booked() {
-    let Some(mut cluster) = Redis::new("cancelled").await else {
+    let Some(cluster) = Redis::new("cancelled").await else {
         return;
     };
     let (_, node) = cluster.node().await;
@@ -809,7 +499,7 @@ async fn a_connect_whose_caller_gave_up_is_still_booked() {
 
 #[tokio::test]
 async fn a_node_that_left_takes_no_more_connections() {
-    let Some(mut cluster) = Redis::new("left").await else {
+    let Some(cluster) = Redis::new("left").await else {
         return;
     };
     let (_, node) = cluster.node().await;
@@ -826,7 +516,7 @@ async fn a_node_that_left_takes_no_more_connections() {
 
 #[tokio::test]
 async fn a_typist_nobody_refreshes_lapses() {
-    let Some(mut cluster) = Redis::new("typing-lapses").await else {
+    let Some(cluster) = Redis::new("typing-lapses").await else {
         return;
     };
     let (_, node) = cluster.node().await;
@@ -857,7 +547,7 @@ async fn a_typist_nobody_refreshes_lapses() {
 
 #[tokio::test]
 async fn someone_who_left_is_not_listed_as_typing() {
-    let Some(mut cluster) = Redis::new("left-typing").await else {
+    let Some(cluster) = Redis::new("left-typing").await else {
         return;
     };
     let (_, a) = cluster.node().await;

@@ -14,6 +14,8 @@
 //! metrics (the facade only) and tracing.
 
 mod batch;
+mod explain;
+mod migrate;
 mod pool;
 mod reads;
 mod rows;
@@ -30,9 +32,9 @@ use banter_domain::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+pub use explain::QueryPlan;
 pub use pool::DatabaseUrl;
 use pool::Pools;
-pub use reads::QueryPlan;
 use writer::{Job, Writer};
 
 /// What can go wrong in this adapter. Turned into [`StoreError::Unavailable`] at the port.
@@ -156,7 +158,7 @@ impl Store {
     /// # Errors
     /// [`StorageError::Migration`] when a migration fails.
     pub async fn migrate(&self) -> Result<Vec<String>, StorageError> {
-        reads::migrate(&self.inner.pools).await
+        migrate::migrate(&self.inner.pools).await
     }
 
     /// Which backend this store uses: `"sqlite"` or `"postgres"`.
@@ -172,7 +174,7 @@ impl Store {
     /// # Errors
     /// [`StorageError::Query`] when EXPLAIN fails.
     pub async fn explain_history_queries(&self) -> Result<Vec<QueryPlan>, StorageError> {
-        reads::explain(&self.inner.pools).await
+        explain::explain(&self.inner.pools).await
     }
 
     /// Stops taking posts, commits those already queued and waits for the writers to finish.

@@ -1,30 +1,20 @@
-//! Reads (history, rooms, readiness), migrations and query plans.
+//! Reads: history pages, the rooms listing and the readiness ping.
 //!
 //! Each query is built once by a backend-neutral function and run on either backend through
-//! [`with_connection!`], so the EXPLAIN checks look at exactly the queries that serve reads.
+//! [`with_connection!`]; `crate::explain` plans exactly these functions, so the EXPLAIN checks
+//! look at the queries that serve reads.
 
 use banter_domain::{HistoryPage, HistoryQuery, PageLimit, RoomName, Seq, StoredRoomsPage};
-use diesel::backend::Backend;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::Untyped;
 use diesel_async::RunQueryDsl;
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::StorageError;
 use crate::pool::{Pools, with_connection};
 use crate::rows::{MessageRow, RoomRow};
 use crate::schema::{messages, rooms};
-use crate::statements;
-
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
-
-/// Postgres advisory lock key serialising migrations of several starting processes.
-const MIGRATION_LOCK: i64 = 0x6261_6e74_6572; // "banter"
 
 #[diesel::dsl::auto_type]
-fn newest_first<'a>(room: &'a str, limit: i64) -> _ {
+pub(crate) fn newest_first<'a>(room: &'a str, limit: i64) -> _ {
     messages::table
         .filter(messages::room.eq(room))
         .order(messages::seq.desc())
@@ -32,7 +22,7 @@ fn newest_first<'a>(room: &'a str, limit: i64) -> _ {
 }
 
 #[diesel::dsl::auto_type]
-fn newest_before<'a>(room: &'a str, before: i64, limit: i64) -> _ {
+pub(crate) fn newest_before<'a>(room: &'a str, before: i64, limit: i64) -> _ {
     messages::table
         .filter(messages::room.eq(room))
         .filter(messages::seq.lt(before))
@@ -41,7 +31,7 @@ fn newest_before<'a>(room: &'a str, before: i64, limit: i64) -> _ {
 }
 
 #[diesel::dsl::auto_type]
-fn oldest_after<'a>(room: &'a str, after: i64, limit: i64) -> _ {
+pub(crate) fn oldest_after<'a>(room: &'a str, after: i64, limit: i64) -> _ {
     messages::table
         .filter(messages::room.eq(room))
         .filter(messages::seq.gt(after))
@@ -50,14 +40,14 @@ fn oldest_after<'a>(room: &'a str, after: i64, limit: i64) -> _ {
 }
 
 #[diesel::dsl::auto_type]
-fn room_last_seq<'a>(room: &'a str) -> _ {
+pub(crate) fn room_last_seq<'a>(room: &'a str) -> _ {
     rooms::table
         .filter(rooms::name.eq(room))
         .select(rooms::last_seq)
 }
 
 #[diesel::dsl::auto_type]
-fn rooms_after<'a>(after: &'a str, limit: i64) -> _ {
+pub(crate) fn rooms_after<'a>(after: &'a str, limit: i64) -> _ {
     rooms::table
         .filter(rooms::name.gt(after))
         .order(rooms::name.asc())
@@ -166,170 +156,4 @@ pub(crate) async fn ping(pools: &Pools) -> Result<(), StorageError> {
         diesel::sql_query("SELECT 1").execute(conn).await?;
         Ok(())
     })
-}
-
-pub(crate) async fn migrate(pools: &Pools) -> Result<Vec<String>, StorageError> {
-    let failed = |e: &dyn std::fmt::Display| StorageError::Migration(e.to_string());
-    match pools {
-        Pools::Sqlite(pool) => {
-            let mut pooled = pool.get().await?;
-            pooled
-                .spawn_blocking(|conn| {
-                    let applied = conn
-                        .run_pending_migrations(SQLITE_MIGRATIONS)
-                        .map_err(diesel::result::Error::QueryBuilderError)?;
-                    Ok(applied.iter().map(ToString::to_string).collect())
-                })
-                .await
-                .map_err(|e| failed(&e))
-        }
-        Pools::Postgres(pool) => {
-            let mut conn = pool.dedicated_connection().await.map_err(|e| failed(&e))?;
-            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-                .execute(&mut conn)
-                .await?;
-            // The harness blocks on the async connection; run it off the async workers.
-            let runtime = tokio::runtime::Handle::current();
-            let (result, mut conn) = tokio::task::spawn_blocking(move || {
-                let _entered = runtime.enter();
-                let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-                let result = harness
-                    .run_pending_migrations(POSTGRES_MIGRATIONS)
-                    .map(|applied| applied.iter().map(ToString::to_string).collect::<Vec<_>>())
-                    .map_err(|e| e.to_string());
-                (result, harness.into_inner())
-            })
-            .await
-            .map_err(|e| failed(&e))?;
-            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-                .execute(&mut conn)
-                .await?;
-            result.map_err(|e| failed(&e))
-        }
-    }
-}
-
-/// `EXPLAIN` (Postgres) or `EXPLAIN QUERY PLAN` (SQLite) in front of any query, keeping its
-/// bind parameters.
-#[derive(Debug, Clone)]
-struct Explain<Q> {
-    prefix: &'static str,
-    query: Q,
-}
-
-impl<Q> QueryId for Explain<Q> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<Q> Query for Explain<Q> {
-    type SqlType = Untyped;
-}
-
-impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Explain<Q> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        out.push_sql(self.prefix);
-        self.query.walk_ast(out.reborrow())
-    }
-}
-
-#[derive(Debug, QueryableByName)]
-struct SqlitePlanLine {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    detail: String,
-}
-
-#[derive(Debug, QueryableByName)]
-struct PostgresPlanLine {
-    #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-    line: String,
-}
-
-/// A read query and the plan the database chose for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryPlan {
-    pub query: &'static str,
-    pub plan: Vec<String>,
-}
-
-macro_rules! explain_all {
-    ($conn:ident, $lookup:expr, $prefix:expr, $line:ty, |$row:ident| $text:expr) => {{
-        let mut plans = Vec::new();
-        macro_rules! plan {
-            ($name:expr, $query:expr) => {{
-                let lines: Vec<$line> = Explain {
-                    prefix: $prefix,
-                    query: $query,
-                }
-                .load($conn)
-                .await?;
-                plans.push(QueryPlan {
-                    query: $name,
-                    plan: lines.into_iter().map(|$row| $text).collect(),
-                });
-            }};
-        }
-        plan!(
-            "history latest",
-            newest_first("general", 51).select(MessageRow::as_select())
-        );
-        plan!(
-            "history before",
-            newest_before("general", 100, 51).select(MessageRow::as_select())
-        );
-        plan!(
-            "history after",
-            oldest_after("general", 100, 51).select(MessageRow::as_select())
-        );
-        plan!("room last_seq", room_last_seq("general"));
-        plan!(
-            "rooms listing",
-            rooms_after("general", 101).select(RoomRow::as_select())
-        );
-        plan!("client_id lookup", $lookup);
-        Ok(plans)
-    }};
-}
-
-/// Two keys, so the plan shows how a batch's lookup of several client ids is served.
-const LOOKUP_KEYS: &[crate::batch::IdempotencyKey<'static>] =
-    &[("general", "alice", "c-1"), ("general", "bob", "c-2")];
-
-pub(crate) async fn explain(pools: &Pools) -> Result<Vec<QueryPlan>, StorageError> {
-    match pools {
-        Pools::Sqlite(pool) => {
-            let mut pooled = pool.get().await?;
-            let conn = &mut *pooled;
-            explain_all!(
-                conn,
-                statements::sqlite::originals_query(LOOKUP_KEYS).select(MessageRow::as_select()),
-                "EXPLAIN QUERY PLAN ",
-                SqlitePlanLine,
-                |row| row.detail
-            )
-        }
-        Pools::Postgres(pool) => {
-            // A dedicated connection: the planner setting below must not leak into the pool.
-            let mut conn = pool
-                .dedicated_connection()
-                .await
-                .map_err(|e| StorageError::Pool(e.to_string()))?;
-            let conn = &mut conn;
-            // Test tables are tiny, where a sequential scan is cheapest; what matters is that
-            // an index *can* serve each query, as it will once the table is large.
-            diesel::sql_query("SET enable_seqscan = off")
-                .execute(conn)
-                .await?;
-            diesel::sql_query("SET enable_bitmapscan = off")
-                .execute(conn)
-                .await?;
-            explain_all!(
-                conn,
-                statements::postgres::originals_query(LOOKUP_KEYS),
-                "EXPLAIN ",
-                PostgresPlanLine,
-                |row| row.line
-            )
-        }
-    }
 }

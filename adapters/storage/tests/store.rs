@@ -1,21 +1,19 @@
-//! The message store port's contract, run against SQLite and Postgres.
+//! The message store on SQLite and Postgres: the port's contract (`banter_testkit::contract`,
+//! shared with the application's fake) and what only this adapter has — failing batches,
+//! query plans, its backend's name and shutdown.
 //!
-//! Every case is written once (in `cases`) and instantiated per backend by `for_each_backend!`.
-//! Postgres cases get a fresh database each; without a server they skip visibly, unless
-//! `BANTER_REQUIRE_SERVICES` is set (as in CI), where they fail.
+//! Every case runs once per backend (`for_each_backend!`); Postgres cases get a fresh database
+//! each. Without a server they skip visibly, unless `BANTER_REQUIRE_SERVICES` is set (as in
+//! CI), where they fail. Group commit is observed through its metrics in `group_commit.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-
 use banter_adapter_storage::{DatabaseUrl, Store, StoreConfig};
+use banter_domain::Appended;
 use banter_domain::ports::MessageStore;
-use banter_domain::{
-    Appended, ClientId, Content, HistoryQuery, Message, NewMessage, PageLimit, RoomName, Seq,
-    Username,
-};
 use banter_testkit::TestDatabase;
+use banter_testkit::contract::store::{all_messages, post, seqs};
+use banter_testkit::contract::{Fixture, StoreFixture};
 use diesel::Connection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -56,14 +54,10 @@ impl TestBackend {
         StoreConfig::new(self.url())
     }
 
-    async fn open_with(&self, config: StoreConfig) -> Store {
-        let store = Store::open(config).await.expect("open the store");
+    async fn open(&self) -> Store {
+        let store = Store::open(self.config()).await.expect("open the store");
         store.migrate().await.expect("migrate");
         store
-    }
-
-    async fn open(&self) -> Store {
-        self.open_with(self.config()).await
     }
 
     /// Runs SQL on the database behind the store's back (to inject failures).
@@ -83,7 +77,9 @@ impl TestBackend {
     fn is_sqlite(&self) -> bool {
         matches!(self, TestBackend::Sqlite { .. })
     }
+}
 
+impl Fixture for TestBackend {
     async fn finish(self) {
         match self {
             TestBackend::Sqlite { dir, .. } => drop(dir),
@@ -92,216 +88,20 @@ impl TestBackend {
     }
 }
 
-fn room(name: &str) -> RoomName {
-    RoomName::parse(name).unwrap()
-}
+impl StoreFixture for TestBackend {
+    type Store = Store;
 
-fn post(r: &str, user: &str, text: &str, client_id: Option<&str>) -> NewMessage {
-    NewMessage {
-        room: room(r),
-        username: Username::parse(user).unwrap(),
-        content: Content::parse(text).unwrap(),
-        client_id: client_id.map(|c| ClientId::parse(c).unwrap()),
+    async fn open(&self) -> Store {
+        TestBackend::open(self).await
     }
-}
 
-fn limit(n: u64) -> PageLimit {
-    PageLimit::history(n).unwrap()
-}
-
-fn seq(n: u64) -> Seq {
-    Seq::new(n).unwrap()
-}
-
-fn seqs(messages: &[Message]) -> Vec<u64> {
-    messages.iter().map(|m| m.seq.get()).collect()
-}
-
-/// Every message of a room, oldest first, read page by page.
-async fn all_messages(store: &Store, r: &str) -> Vec<Message> {
-    let mut all = Vec::new();
-    loop {
-        let after = all.last().map_or(Seq::ZERO, |m: &Message| m.seq);
-        let page = store
-            .history(
-                &room(r),
-                HistoryQuery::After {
-                    after,
-                    limit: limit(200),
-                },
-            )
-            .await
-            .unwrap();
-        all.extend(page.messages);
-        if !page.has_more {
-            return all;
-        }
+    async fn close(&self, store: Store) {
+        store.close().await;
     }
 }
 
 mod cases {
     use super::*;
-
-    pub async fn seqs_are_gapless_with_50_concurrent_posters_in_5_rooms(backend: &TestBackend) {
-        let store = backend.open().await;
-        let per_poster = 20;
-        let mut tasks = Vec::new();
-        for poster in 0..50 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let r = format!("room-{}", poster % 5);
-                let mut mine = Vec::new();
-                for i in 0..per_poster {
-                    let appended = store
-                        .append(post(
-                            &r,
-                            &format!("user{poster}"),
-                            &format!("{poster}:{i}"),
-                            None,
-                        ))
-                        .await
-                        .unwrap();
-                    let Appended::Stored(m) = appended else {
-                        panic!("nothing was resent")
-                    };
-                    mine.push(m.seq.get());
-                }
-                (r, mine)
-            }));
-        }
-        let mut per_room: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for task in tasks {
-            let (r, mine) = task.await.unwrap();
-            assert!(
-                mine.windows(2).all(|w| w[0] < w[1]),
-                "one poster's seqs follow its order: {mine:?}"
-            );
-            per_room.entry(r).or_default().extend(mine);
-        }
-        for (r, mut acked) in per_room {
-            acked.sort_unstable();
-            assert_eq!(
-                acked,
-                (1..=200).collect::<Vec<u64>>(),
-                "room {r}: acked seqs are 1..=200"
-            );
-            let stored = all_messages(&store, &r).await;
-            assert_eq!(
-                seqs(&stored),
-                (1..=200).collect::<Vec<u64>>(),
-                "room {r}: stored seqs"
-            );
-            let distinct: HashSet<&str> = stored.iter().map(|m| m.content.as_str()).collect();
-            assert_eq!(distinct.len(), 200, "room {r}: each post stored once");
-        }
-        store.close().await;
-    }
-
-    pub async fn concurrent_resends_store_one_message(backend: &TestBackend) {
-        // Two stores on one database stand for two processes racing on the same client id.
-        let first = backend.open().await;
-        let second = backend.open().await;
-        let mut tasks = Vec::new();
-        for i in 0..30 {
-            let store = if i % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            tasks.push(tokio::spawn(async move {
-                store
-                    .append(post(
-                        "general",
-                        "alice",
-                        &format!("attempt {i}"),
-                        Some("c-7f3a"),
-                    ))
-                    .await
-                    .unwrap()
-            }));
-        }
-        let mut stored = Vec::new();
-        let mut duplicates = Vec::new();
-        for task in tasks {
-            match task.await.unwrap() {
-                Appended::Stored(m) => stored.push(m),
-                Appended::Duplicate(m) => duplicates.push(m),
-            }
-        }
-        assert_eq!(stored.len(), 1, "exactly one attempt stores");
-        assert_eq!(duplicates.len(), 29);
-        assert!(
-            duplicates.iter().all(|d| *d == stored[0]),
-            "every resend gets the original"
-        );
-        assert_eq!(all_messages(&first, "general").await, stored);
-
-        // The same client id from another user, or in another room, is a different post.
-        let bob = first
-            .append(post("general", "bob", "mine", Some("c-7f3a")))
-            .await
-            .unwrap();
-        assert!(matches!(bob, Appended::Stored(m) if m.seq == seq(2)));
-        let elsewhere = second
-            .append(post("other", "alice", "there", Some("c-7f3a")))
-            .await
-            .unwrap();
-        assert!(matches!(elsewhere, Appended::Stored(m) if m.seq == seq(1)));
-        first.close().await;
-        second.close().await;
-    }
-
-    pub async fn a_batch_with_duplicates_stores_all_the_others(backend: &TestBackend) {
-        let store = backend.open().await;
-        let original = store
-            .append(post("general", "alice", "original", Some("dup")))
-            .await
-            .unwrap();
-        let Appended::Stored(original) = original else {
-            panic!("first post is new")
-        };
-        // Sent together so the writer gathers them into one batch: fresh posts, resends of a
-        // stored message, and repeats inside the batch itself.
-        let mut tasks = Vec::new();
-        for i in 0..40 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let p = match i % 4 {
-                    0 => post("general", "alice", "resend", Some("dup")),
-                    1 => post("general", "bob", "twin", Some("twin")),
-                    _ => post(
-                        "general",
-                        "carol",
-                        &format!("fresh {i}"),
-                        Some(&format!("c{i}")),
-                    ),
-                };
-                (i, store.append(p).await.unwrap())
-            }));
-        }
-        let mut twins = Vec::new();
-        for task in tasks {
-            let (i, appended) = task.await.unwrap();
-            match i % 4 {
-                0 => assert_eq!(appended, Appended::Duplicate(original.clone())),
-                1 => twins.push(appended),
-                _ => assert!(
-                    matches!(appended, Appended::Stored(ref m) if m.username.as_str() == "carol")
-                ),
-            }
-        }
-        assert_eq!(
-            twins
-                .iter()
-                .filter(|a| matches!(a, Appended::Stored(_)))
-                .count(),
-            1
-        );
-        let all = all_messages(&store, "general").await;
-        assert_eq!(all.len(), 1 + 1 + 20, "original, one twin, twenty fresh");
-        assert_eq!(seqs(&all), (1..=22).collect::<Vec<u64>>());
-        store.close().await;
-    }
 
     pub async fn a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it(
         backend: &TestBackend,
@@ -384,270 +184,6 @@ mod cases {
         store.close().await;
     }
 
-    pub async fn history_pages_latest_before_and_after(backend: &TestBackend) {
-        let store = backend.open().await;
-        let empty = store
-            .history(&room("general"), HistoryQuery::Latest { limit: limit(50) })
-            .await
-            .unwrap();
-        assert!(empty.messages.is_empty());
-        assert!(!empty.has_more);
-        assert_eq!(empty.last_seq, Seq::ZERO);
-        let after_empty = store
-            .history(
-                &room("general"),
-                HistoryQuery::After {
-                    after: Seq::ZERO,
-                    limit: limit(50),
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            (
-                after_empty.messages.len(),
-                after_empty.has_more,
-                after_empty.last_seq
-            ),
-            (0, false, Seq::ZERO)
-        );
-
-        for i in 1..=7 {
-            store
-                .append(post("general", "alice", &format!("m{i}"), None))
-                .await
-                .unwrap();
-        }
-        store
-            .append(post("other", "alice", "elsewhere", None))
-            .await
-            .unwrap();
-        let read = |q: HistoryQuery| {
-            let store = store.clone();
-            async move { store.history(&room("general"), q).await.unwrap() }
-        };
-
-        let latest = read(HistoryQuery::Latest { limit: limit(3) }).await;
-        assert_eq!(
-            (seqs(&latest.messages), latest.has_more, latest.last_seq),
-            (vec![5, 6, 7], true, seq(7))
-        );
-        let all = read(HistoryQuery::Latest { limit: limit(7) }).await;
-        assert_eq!(
-            (seqs(&all.messages), all.has_more),
-            ((1..=7).collect(), false)
-        );
-        let max = read(HistoryQuery::Latest { limit: limit(200) }).await;
-        assert_eq!((max.messages.len(), max.has_more), (7, false));
-        let one = read(HistoryQuery::Latest { limit: limit(1) }).await;
-        assert_eq!((seqs(&one.messages), one.has_more), (vec![7], true));
-
-        let before = read(HistoryQuery::Before {
-            before: seq(5),
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!(
-            (seqs(&before.messages), before.has_more, before.last_seq),
-            (vec![2, 3, 4], true, seq(7))
-        );
-        let first_page = read(HistoryQuery::Before {
-            before: seq(4),
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!(
-            (seqs(&first_page.messages), first_page.has_more),
-            (vec![1, 2, 3], false)
-        );
-        let nothing_before = read(HistoryQuery::Before {
-            before: seq(1),
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!(
-            (nothing_before.messages.len(), nothing_before.has_more),
-            (0, false)
-        );
-        let beyond = read(HistoryQuery::Before {
-            before: seq(1000),
-            limit: limit(2),
-        })
-        .await;
-        assert_eq!(
-            (seqs(&beyond.messages), beyond.has_more),
-            (vec![6, 7], true)
-        );
-
-        let after = read(HistoryQuery::After {
-            after: Seq::ZERO,
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!(
-            (seqs(&after.messages), after.has_more, after.last_seq),
-            (vec![1, 2, 3], true, seq(7))
-        );
-        let last_page = read(HistoryQuery::After {
-            after: seq(4),
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!(
-            (seqs(&last_page.messages), last_page.has_more),
-            (vec![5, 6, 7], false)
-        );
-        let at_end = read(HistoryQuery::After {
-            after: seq(7),
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!(
-            (at_end.messages.len(), at_end.has_more, at_end.last_seq),
-            (0, false, seq(7))
-        );
-        let past_end = read(HistoryQuery::After {
-            after: seq(99),
-            limit: limit(3),
-        })
-        .await;
-        assert_eq!((past_end.messages.len(), past_end.has_more), (0, false));
-        assert!(latest.messages.iter().all(|m| m.room == room("general")));
-        store.close().await;
-    }
-
-    pub async fn content_and_names_round_trip_byte_exact(backend: &TestBackend) {
-        let store = backend.open().await;
-        let texts = [
-            "plain",
-            "  padded \t with\r\nCRLF and trailing space  ",
-            "<img src=x onerror=alert(1)> & &amp; \"quotes\" 'single'",
-            "emoji 👩‍👩‍👧 flags 🇫🇷 skin 👍🏽",
-            "combining e\u{301} vs precomposed \u{e9}",
-            "RTL שלום مرحبا, CJK 漢字かなカナ, Hangul 한국어",
-            "zero width \u{200b}\u{200d}\u{feff} nbsp\u{a0}",
-            "surrogate-free max plane \u{10ffff}",
-            "'; DROP TABLE messages; --",
-        ];
-        let long = "😀".repeat(4000);
-        let mut all_texts: Vec<&str> = texts.to_vec();
-        all_texts.push(&long);
-        for (i, text) in all_texts.iter().enumerate() {
-            let user = ["Émile", "名前", "Алиса", "o.k_-"][i % 4];
-            store
-                .append(post("unicode", user, text, Some(&format!("id-{i}!~"))))
-                .await
-                .unwrap();
-        }
-        let stored = all_messages(&store, "unicode").await;
-        assert_eq!(stored.len(), all_texts.len());
-        for (i, (message, text)) in stored.iter().zip(&all_texts).enumerate() {
-            assert_eq!(message.content.as_str().as_bytes(), text.as_bytes());
-            assert_eq!(
-                message.username.as_str(),
-                ["Émile", "名前", "Алиса", "o.k_-"][i % 4]
-            );
-            assert_eq!(
-                message.client_id.as_ref().map(ClientId::as_str),
-                Some(format!("id-{i}!~").as_str())
-            );
-        }
-        store.close().await;
-    }
-
-    pub async fn reopening_keeps_everything(backend: &TestBackend) {
-        let store = backend.open().await;
-        let mut written = Vec::new();
-        for i in 0..25 {
-            let appended = store
-                .append(post(
-                    "general",
-                    "alice",
-                    &format!("m{i}"),
-                    Some(&format!("c{i}")),
-                ))
-                .await
-                .unwrap();
-            written.push(appended.into_message());
-        }
-        store.close().await;
-        drop(store);
-        let reopened = backend.open().await;
-        assert_eq!(all_messages(&reopened, "general").await, written);
-        // Seqs continue, and client ids are still remembered.
-        let next = reopened
-            .append(post("general", "alice", "after reopen", None))
-            .await
-            .unwrap();
-        assert!(matches!(next, Appended::Stored(m) if m.seq == seq(26)));
-        let resend = reopened
-            .append(post("general", "alice", "again", Some("c3")))
-            .await
-            .unwrap();
-        assert_eq!(resend, Appended::Duplicate(written[3].clone()));
-        reopened.close().await;
-    }
-
-    pub async fn rooms_are_listed_by_name_in_pages(backend: &TestBackend) {
-        let store = backend.open().await;
-        for name in ["c-room", "a_room", "b-room", "a-room", "z9"] {
-            store
-                .append(post(name, "alice", "hello", None))
-                .await
-                .unwrap();
-        }
-        store
-            .append(post("b-room", "alice", "again", None))
-            .await
-            .unwrap();
-        let page = store
-            .rooms(None, PageLimit::bounded(3, 1000).unwrap())
-            .await
-            .unwrap();
-        let names: Vec<&str> = page.rooms.iter().map(|r| r.room.as_str()).collect();
-        // Code-point order: '-' (0x2d) sorts before '_' (0x5f).
-        assert_eq!(names, ["a-room", "a_room", "b-room"]);
-        assert!(page.has_more);
-        assert_eq!(page.rooms[2].last_seq, seq(2));
-        assert!(page.rooms[2].last_message_at.is_some());
-        let rest = store
-            .rooms(Some(&room("b-room")), PageLimit::bounded(3, 1000).unwrap())
-            .await
-            .unwrap();
-        let names: Vec<&str> = rest.rooms.iter().map(|r| r.room.as_str()).collect();
-        assert_eq!(names, ["c-room", "z9"]);
-        assert!(!rest.has_more);
-        store.close().await;
-    }
-
-    pub async fn without_group_commit_every_post_is_its_own_transaction(backend: &TestBackend) {
-        let store = backend
-            .open_with(StoreConfig {
-                max_batch: 1,
-                ..backend.config()
-            })
-            .await;
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .append(post("general", "alice", &format!("m{i}"), Some("same")))
-                    .await
-                    .unwrap()
-            }));
-        }
-        let mut kinds = (0, 0);
-        for task in tasks {
-            match task.await.unwrap() {
-                Appended::Stored(_) => kinds.0 += 1,
-                Appended::Duplicate(_) => kinds.1 += 1,
-            }
-        }
-        assert_eq!(kinds, (1, 19));
-        store.close().await;
-    }
-
     pub async fn history_queries_use_the_primary_key(backend: &TestBackend) {
         let store = backend.open().await;
         let plans = store.explain_history_queries().await.unwrap();
@@ -695,9 +231,8 @@ mod cases {
         store.close().await;
     }
 
-    pub async fn readiness_answers(backend: &TestBackend) {
+    pub async fn names_its_backend(backend: &TestBackend) {
         let store = backend.open().await;
-        store.check().await.unwrap();
         assert_eq!(
             store.backend(),
             if backend.is_sqlite() {
@@ -706,6 +241,12 @@ mod cases {
                 "postgres"
             }
         );
+        store.close().await;
+    }
+
+    pub async fn a_closed_store_is_not_ready_and_refuses_posts(backend: &TestBackend) {
+        let store = backend.open().await;
+        store.check().await.unwrap();
         store.close().await;
         // Without its writers the store is not ready, and says so.
         assert!(store.check().await.is_err());
@@ -717,61 +258,30 @@ mod cases {
                 .is_err()
         );
     }
-
-    pub async fn concurrent_reads_and_writes_agree(backend: &TestBackend) {
-        let store = Arc::new(backend.open().await);
-        let writer = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                for i in 0..300 {
-                    store
-                        .append(post("busy", "alice", &format!("m{i}"), None))
-                        .await
-                        .unwrap();
-                }
-            })
-        };
-        // Readers never see a gap or a page out of order while writes land.
-        for _ in 0..30 {
-            let page = store
-                .history(&room("busy"), HistoryQuery::Latest { limit: limit(50) })
-                .await
-                .unwrap();
-            let s = seqs(&page.messages);
-            assert!(
-                s.windows(2).all(|w| w[1] == w[0] + 1),
-                "contiguous page: {s:?}"
-            );
-            if let Some(last) = s.last() {
-                assert_eq!(page.last_seq.get(), *last);
-            }
-            tokio::task::yield_now().await;
-        }
-        writer.await.unwrap();
-        assert_eq!(all_messages(&store, "busy").await.len(), 300);
-        store.close().await;
-    }
 }
 
+/// The shared contract in `<backend>::contract`, and this file's cases in `<backend>`.
 macro_rules! for_each_backend {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
+            banter_testkit::store_contract!(contract, async { Some(crate::TestBackend::sqlite()) });
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let backend = super::TestBackend::sqlite();
-                    super::cases::$case(&backend).await;
-                    backend.finish().await;
+                    let backend = crate::TestBackend::sqlite();
+                    crate::cases::$case(&backend).await;
+                    banter_testkit::contract::Fixture::finish(backend).await;
                 }
             )*
         }
         mod postgres {
+            banter_testkit::store_contract!(contract, crate::TestBackend::postgres());
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(backend) = super::TestBackend::postgres().await else { return };
-                    super::cases::$case(&backend).await;
-                    backend.finish().await;
+                    let Some(backend) = crate::TestBackend::postgres().await else { return };
+                    crate::cases::$case(&backend).await;
+                    banter_testkit::contract::Fixture::finish(backend).await;
                 }
             )*
         }
@@ -779,16 +289,8 @@ macro_rules! for_each_backend {
 }
 
 for_each_backend!(
-    seqs_are_gapless_with_50_concurrent_posters_in_5_rooms,
-    concurrent_resends_store_one_message,
-    a_batch_with_duplicates_stores_all_the_others,
     a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it,
-    history_pages_latest_before_and_after,
-    content_and_names_round_trip_byte_exact,
-    reopening_keeps_everything,
-    rooms_are_listed_by_name_in_pages,
-    without_group_commit_every_post_is_its_own_transaction,
     history_queries_use_the_primary_key,
-    readiness_answers,
-    concurrent_reads_and_writes_agree,
+    names_its_backend,
+    a_closed_store_is_not_ready_and_refuses_posts,
 );

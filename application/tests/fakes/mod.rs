@@ -16,7 +16,7 @@ use banter_domain::{
     OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, RoomEvent, RoomName, Seq,
     StoredRoom, StoredRoomsPage, Timestamp, Username,
 };
-use tokio::sync::mpsc;
+use tokio::sync::broadcast;
 
 /// A clock that only moves when told to (or when something sleeps on it).
 #[derive(Clone, Debug, Default)]
@@ -218,18 +218,37 @@ impl MessageStore for FakeStore {
     }
 }
 
-type Subscriber = mpsc::UnboundedSender<Arc<EventEnvelope>>;
+type RoomChannels = Arc<Mutex<HashMap<RoomName, broadcast::Sender<Arc<EventEnvelope>>>>>;
 
-/// A broadcaster with one unbounded queue per subscriber, a log of what was published, and a
-/// switch that swallows the next publications (as a lost broker message would).
-#[derive(Clone, Default)]
+/// A broadcaster with a bounded queue per subscriber (past it, the subscriber lags, as with
+/// the real adapters), a log of what was published, and a switch that swallows the next
+/// publications (as a lost broker message would).
+#[derive(Clone)]
 pub struct FakeBroadcaster {
-    subscribers: Arc<Mutex<HashMap<RoomName, Vec<Subscriber>>>>,
+    rooms: RoomChannels,
+    capacity: usize,
     pub published: Arc<Mutex<Vec<RoomEvent>>>,
     swallow_next: Arc<AtomicUsize>,
 }
 
+impl Default for FakeBroadcaster {
+    fn default() -> Self {
+        // The in-memory adapter's default bound.
+        Self::with_capacity(1024)
+    }
+}
+
 impl FakeBroadcaster {
+    /// A broadcaster whose subscribers lag once `capacity` events wait for them.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            rooms: RoomChannels::default(),
+            capacity,
+            published: Arc::default(),
+            swallow_next: Arc::default(),
+        }
+    }
+
     pub fn swallow_next(&self, count: usize) {
         self.swallow_next.store(count, Ordering::SeqCst);
     }
@@ -241,20 +260,27 @@ impl FakeBroadcaster {
     /// Delivers an event to the room's subscribers as if it came from the broker.
     pub fn inject(&self, event: RoomEvent) {
         let envelope = EventEnvelope::new(event);
-        let mut subscribers = self.subscribers.lock().unwrap();
-        if let Some(list) = subscribers.get_mut(envelope.event().room()) {
-            list.retain(|tx| tx.send(Arc::clone(&envelope)).is_ok());
+        let rooms = self.rooms.lock().unwrap();
+        if let Some(channel) = rooms.get(envelope.event().room()) {
+            // Nobody subscribed any more is not a failure.
+            let _ = channel.send(envelope);
         }
     }
 }
 
 pub struct FakeSubscription {
-    rx: mpsc::UnboundedReceiver<Arc<EventEnvelope>>,
+    rx: broadcast::Receiver<Arc<EventEnvelope>>,
 }
 
 impl EventSubscription for FakeSubscription {
     async fn next(&mut self) -> Result<Arc<EventEnvelope>, SubscriptionError> {
-        self.rx.recv().await.ok_or(SubscriptionError::Closed)
+        match self.rx.recv().await {
+            Ok(envelope) => Ok(envelope),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(SubscriptionError::Lagged { missed })
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(SubscriptionError::Closed),
+        }
     }
 }
 
@@ -269,13 +295,13 @@ impl EventBroadcaster for FakeBroadcaster {
     type Subscription = FakeSubscription;
 
     async fn subscribe(&self, room: &RoomName) -> Result<FakeSubscription, BroadcastError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers
+        let rx = self
+            .rooms
             .lock()
             .unwrap()
             .entry(room.clone())
-            .or_default()
-            .push(tx);
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe();
         Ok(FakeSubscription { rx })
     }
 
