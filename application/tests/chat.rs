@@ -638,12 +638,14 @@ async fn posts_are_rate_limited_per_connection_with_a_token_bucket() {
         .post(PostDraft::new("refilled", None))
         .await
         .unwrap();
+    let again = alice
+        .session
+        .post(PostDraft::new("again", None))
+        .await
+        .unwrap_err();
     assert!(
-        alice
-            .session
-            .post(PostDraft::new("again", None))
-            .await
-            .is_err()
+        matches!(again.refusal, PostRefusal::RateLimited { .. }),
+        "{again:?}"
     );
 }
 
@@ -671,7 +673,19 @@ async fn rate_limits_can_be_turned_off_or_tuned() {
     });
     let bob = tuned.join("general", "bob", Start::DEFAULT).await;
     bob.session.post(PostDraft::new("one", None)).await.unwrap();
-    assert!(bob.session.post(PostDraft::new("two", None)).await.is_err());
+    let second = bob
+        .session
+        .post(PostDraft::new("two", None))
+        .await
+        .unwrap_err();
+    let PostRefusal::RateLimited { retry_after } = second.refusal else {
+        panic!("expected a rate limit, got {second:?}");
+    };
+    // One token per second: the next one is at most a second away.
+    assert!(
+        retry_after > std::time::Duration::ZERO && retry_after <= std::time::Duration::from_secs(1),
+        "{retry_after:?}"
+    );
 }
 
 #[tokio::test]

@@ -249,7 +249,11 @@ mod tests {
         let limit = RateLimitArg::parse("20:2").unwrap().limit().unwrap();
         assert_eq!((limit.burst.get(), limit.per_second.get()), (20, 2));
         for bad in ["20", "0:2", "20:0", "a:b", "20:2:1", ""] {
-            assert!(RateLimitArg::parse(bad).is_err(), "{bad:?}");
+            let error = RateLimitArg::parse(bad).unwrap_err();
+            assert!(
+                error.contains("expected BURST:PER_SECOND"),
+                "{bad:?}: {error}"
+            );
         }
     }
 

@@ -12,8 +12,8 @@ use tokio::sync::broadcast;
 type Rooms = Arc<Mutex<HashMap<RoomName, broadcast::Sender<Arc<EventEnvelope>>>>>;
 
 /// One tokio broadcast channel per room with subscribers. An event is wrapped once in an
-/// [`EventEnvelope`] and the same `Arc` reaches every subscriber, so its client frame is encoded
-/// once and shared. Each subscriber may fall at most `capacity` events behind; past that it gets
+/// [`EventEnvelope`] and the same `Arc` reaches every subscriber: its identity lets a transport
+/// encode the event once for all of them. Each subscriber may fall at most `capacity` events behind; past that it gets
 /// [`SubscriptionError::Lagged`] and the others are not slowed down.
 #[derive(Debug, Clone)]
 pub struct MemoryBroadcaster {
