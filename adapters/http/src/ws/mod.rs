@@ -4,7 +4,9 @@
 //! upgrading; the room is joined (presence, snapshot) before the upgrade too, so a store that
 //! is down gives a 503 rather than a socket that dies at once.
 
+mod codec;
 mod connection;
+mod deflate;
 mod frame_cache;
 mod frames;
 mod upgrade;
