@@ -11,6 +11,7 @@
 //! jsonwebtoken, governor, the metrics crates, serde and tracing.
 
 mod auth;
+mod compression;
 mod guard;
 mod params;
 mod problem;
