@@ -119,6 +119,17 @@ pub struct ServeArgs {
     /// Seconds a WebSocket may stay silent (no frame, no pong) before it is closed.
     #[arg(long, env = "BANTER_WS_IDLE_TIMEOUT", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_idle_timeout: u64,
+
+    /// `on`: permessage-deflate for WebSocket clients that offer it, gzip/br for HTTP responses
+    /// and the web app's files when the request accepts them. `off`: neither.
+    #[arg(long, env = "BANTER_COMPRESSION", value_enum, default_value_t = Switch::On)]
+    pub compression: Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,6 +240,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             rest_rate_limit: self.rate_limit.limit(),
+            compression: self.compression == Switch::On,
             ws: WsSettings {
                 ping_interval: Duration::from_secs(self.ws_ping_interval),
                 idle_timeout: Duration::from_secs(self.ws_idle_timeout),

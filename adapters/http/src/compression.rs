@@ -156,9 +156,11 @@ impl<E: Endpoint> Endpoint for CompressResponsesEndpoint<E> {
         {
             return Ok(response);
         }
-        response
-            .headers_mut()
-            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if !response.headers().contains_key(header::VARY) {
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
         let Some(coding) = coding else {
             return Ok(response);
         };
@@ -199,6 +201,16 @@ impl Asset {
             brotli: OnceLock::new(),
             gzip: OnceLock::new(),
         }
+    }
+
+    #[cfg(test)]
+    pub fn body(&self) -> &'static str {
+        self.body
+    }
+
+    #[cfg(test)]
+    pub fn content_type(&self) -> &'static str {
+        self.content_type
     }
 
     /// A strong validator derived from the content, the same on every node running this
@@ -263,7 +275,10 @@ mod tests {
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
         headers
     }
 

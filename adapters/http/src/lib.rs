@@ -48,9 +48,6 @@ pub struct WsSettings {
     pub write_timeout: Duration,
     /// Largest message (all fragments together) a client may send.
     pub max_message_bytes: usize,
-    /// Replies (errors, duplicates, pongs) waiting to be written before the connection is
-    /// considered stuck.
-    pub reply_queue: usize,
 }
 
 impl Default for WsSettings {
@@ -60,7 +57,6 @@ impl Default for WsSettings {
             idle_timeout: Duration::from_secs(90),
             write_timeout: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
-            reply_queue: 256,
         }
     }
 }
@@ -77,6 +73,8 @@ pub struct HttpSettings {
     pub ws: WsSettings,
     /// Largest REST request body.
     pub max_body_bytes: usize,
+    /// permessage-deflate for WebSocket clients that offer it, gzip/br for HTTP responses.
+    pub compression: bool,
 }
 
 impl Default for HttpSettings {
@@ -89,6 +87,7 @@ impl Default for HttpSettings {
             rest_rate_limit: Some(RateLimit::DEFAULT),
             ws: WsSettings::default(),
             max_body_bytes: 64 * 1024,
+            compression: true,
         }
     }
 }
@@ -206,6 +205,12 @@ pub fn router<P: Ports>(state: Arc<AppState<P>>) -> impl Endpoint + 'static {
                 .into_response();
             response.set_status(poem::http::StatusCode::METHOD_NOT_ALLOWED);
             response
+        })
+        .data(web::WebOptions {
+            compression: state.settings.compression,
+        })
+        .with(compression::CompressResponses {
+            enabled: state.settings.compression,
         })
         .with(poem::middleware::Tracing)
 }

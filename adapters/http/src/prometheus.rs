@@ -49,6 +49,15 @@ fn describe_metrics() {
         "WebSocket frames written to clients."
     );
     describe_counter!(
+        "banter_ws_bytes_sent_total",
+        Unit::Bytes,
+        "WebSocket bytes queued to clients, frame headers included, after compression."
+    );
+    describe_counter!(
+        "banter_ws_deflate_connections_total",
+        "WebSocket connections that negotiated permessage-deflate."
+    );
+    describe_counter!(
         "banter_errors_total",
         "WebSocket error frames sent, by error code (label code)."
     );

@@ -1,8 +1,10 @@
 //! The web app, embedded in the binary: no build step, no files to deploy.
 
-use poem::http::StatusCode;
-use poem::web::Path;
-use poem::{Response, handler};
+use poem::http::{HeaderValue, header};
+use poem::web::{Data, Path};
+use poem::{Request, Response, handler};
+
+use crate::compression::Asset;
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const ASYNCAPI_YAML: &str = include_str!("../../../docs/asyncapi.yaml");
@@ -10,21 +12,30 @@ const ASYNCAPI_YAML: &str = include_str!("../../../docs/asyncapi.yaml");
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
+/// How the web app's files are served.
+#[derive(Debug, Clone, Copy)]
+pub struct WebOptions {
+    /// gzip/br for clients that accept it.
+    pub compression: bool,
+}
+
 /// A script module under `/static/`, embedded.
 macro_rules! module {
     ($name:literal) => {
         (
             $name,
-            include_str!(concat!("../static/", $name)),
-            JAVASCRIPT,
+            Asset::new(include_str!(concat!("../static/", $name)), JAVASCRIPT),
         )
     };
 }
 
-/// The files under `/static/`: name, body, content type. `app.js` is the entry module and imports
-/// the others; browsers run ES modules only when served as JavaScript.
-const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.css", include_str!("../static/app.css"), CSS),
+/// The files under `/static/`. `app.js` is the entry module and imports the others; browsers
+/// run ES modules only when served as JavaScript.
+static ASSETS: [(&str, Asset); 13] = [
+    (
+        "app.css",
+        Asset::new(include_str!("../static/app.css"), CSS),
+    ),
     module!("app.js"),
     module!("connection.js"),
     module!("drawer.js"),
@@ -39,48 +50,53 @@ const ASSETS: &[(&str, &str, &str)] = &[
     module!("ui.js"),
 ];
 
-fn page() -> Response {
-    Response::builder()
-        .content_type("text/html; charset=utf-8")
-        // The app loads only its own script and style and talks only to this server.
-        .header(
-            "Content-Security-Policy",
+static PAGE: Asset = Asset::new(INDEX_HTML, "text/html; charset=utf-8");
+
+fn page(req: &Request, options: WebOptions) -> Response {
+    let mut response = PAGE.response(req.headers(), options.compression);
+    let headers = response.headers_mut();
+    // The app loads only its own script and style and talks only to this server.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
             "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; base-uri 'none'",
-        )
-        .header("X-Content-Type-Options", "nosniff")
-        .header("Referrer-Policy", "no-referrer")
-        .body(INDEX_HTML)
+        ),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// `/`: the chat app, starting at the lobby.
 #[handler]
-pub fn index() -> Response {
-    page()
+pub fn index(req: &Request, Data(options): Data<&WebOptions>) -> Response {
+    page(req, *options)
 }
 
 /// `/client1/` and `/client2/`: the same app; the script reads the path and joins `general` as
 /// alice or bob.
 #[handler]
-pub fn client() -> Response {
-    page()
+pub fn client(req: &Request, Data(options): Data<&WebOptions>) -> Response {
+    page(req, *options)
 }
 
 /// `/static/{file}`: the app's stylesheet and script modules.
 #[handler]
-pub fn asset(Path(file): Path<String>) -> Response {
-    let Some(&(_, body, content_type)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
+pub fn asset(
+    req: &Request,
+    Path(file): Path<String>,
+    Data(options): Data<&WebOptions>,
+) -> Response {
+    let Some((_, asset)) = ASSETS.iter().find(|(name, _)| *name == file) else {
         return crate::problem::Problem::new(
             crate::problem::ErrorCode::NotFound,
             format!("no asset {file:?}"),
         )
         .into_response();
     };
-    Response::builder()
-        .status(StatusCode::OK)
-        .content_type(content_type)
-        .header("Cache-Control", "no-cache")
-        .header("X-Content-Type-Options", "nosniff")
-        .body(body)
+    asset.response(req.headers(), options.compression)
 }
 
 /// `/asyncapi.yaml`: the WebSocket protocol, machine-readable.
@@ -105,14 +121,14 @@ mod tests {
     }
 
     fn served(name: &str) -> bool {
-        ASSETS.iter().any(|(served, _, _)| *served == name)
+        ASSETS.iter().any(|(served, _)| *served == name)
     }
 
     #[test]
     fn every_module_a_script_imports_is_served() {
-        let scripts = ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js"));
-        for (name, body, _) in scripts {
-            for import in imports(body) {
+        let scripts = ASSETS.iter().filter(|(name, _)| name.ends_with(".js"));
+        for (name, asset) in scripts {
+            for import in imports(asset.body()) {
                 assert!(
                     served(import),
                     "{name} imports {import}, which is not served"
@@ -128,8 +144,8 @@ mod tests {
         while let Some(name) = reached.get(next).copied() {
             let body = ASSETS
                 .iter()
-                .find(|(served, _, _)| *served == name)
-                .map_or("", |(_, body, _)| *body);
+                .find(|(served, _)| *served == name)
+                .map_or("", |(_, asset)| asset.body());
             for import in imports(body) {
                 if !reached.contains(&import) {
                     reached.push(import);
@@ -137,7 +153,7 @@ mod tests {
             }
             next += 1;
         }
-        for (name, _, _) in ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js")) {
+        for (name, _) in ASSETS.iter().filter(|(name, _)| name.ends_with(".js")) {
             assert!(
                 reached.contains(name),
                 "{name} is served but nothing imports it"
@@ -154,9 +170,12 @@ mod tests {
 
     #[test]
     fn scripts_are_served_as_javascript() {
-        for (name, _, content_type) in ASSETS {
+        for (name, asset) in &ASSETS {
             if name.ends_with(".js") {
-                assert!(content_type.starts_with("text/javascript"), "{name}");
+                assert!(
+                    asset.content_type().starts_with("text/javascript"),
+                    "{name}"
+                );
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod cluster;
+mod compression;
 mod handshake;
 mod helpers;
 mod rest;

@@ -461,11 +461,16 @@ async fn a_client_that_sends_without_reading_is_closed_with_1013() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(&[]).await;
     let mut tcp = raw_socket(&server, "pinger", Some(4096)).await;
-    // Thousands of pings whose pongs are never read: the reply queue (256) fills up.
-    let ping = raw_text_frame(br#"{"type":"ping"}"#);
+    // Requests whose answers are never read: pings of the protocol (125-byte payloads, the
+    // most a control frame carries) and of the application. Their ~8 MB of answers overflow
+    // what the kernel buffers (4 MB here), then the server's bound on unread replies.
+    let mut ping = vec![0x89u8, 0x80 | 125, 0x12, 0x34, 0x56, 0x78];
+    ping.extend(std::iter::repeat_n(b'p', 125));
+    let app_ping = raw_text_frame(br#"{"type":"ping"}"#);
     let writing = tokio::spawn(async move {
-        for _ in 0..20_000 {
-            if tcp.write_all(&ping).await.is_err() {
+        for i in 0..64_000 {
+            let frame = if i % 64 == 0 { &app_ping } else { &ping };
+            if tcp.write_all(frame).await.is_err() {
                 break;
             }
         }

@@ -126,7 +126,10 @@ impl Decoder {
     }
 
     /// Parses one frame starting at `from`; `None` when it is not complete yet.
-    fn next_frame(&mut self, from: usize) -> Result<Option<(usize, Option<Incoming>)>, DecodeError> {
+    fn next_frame(
+        &mut self,
+        from: usize,
+    ) -> Result<Option<(usize, Option<Incoming>)>, DecodeError> {
         let available = &self.unread[from..];
         let mut cursor = Cursor::new(available);
         let (header, length) = match FrameHeader::parse(&mut cursor) {
@@ -194,7 +197,9 @@ impl Decoder {
             }
             OpCode::Data(data @ (Data::Text | Data::Binary)) => {
                 if self.fragmented.is_some() {
-                    return Err(DecodeError::Protocol("a new message inside a fragmented one"));
+                    return Err(DecodeError::Protocol(
+                        "a new message inside a fragmented one",
+                    ));
                 }
                 if header.rsv1 && !self.deflate {
                     return Err(DecodeError::Protocol("RSV1 without permessage-deflate"));
@@ -272,8 +277,8 @@ pub fn text(payload: &str) -> Bytes {
 
 /// A text frame compressed per RFC 7692 (RSV1 set), or `None` when compressing would not
 /// make it smaller.
-pub fn deflated_text(payload: &str) -> Option<Bytes> {
-    let compressed = deflate::deflate(payload.as_bytes())?;
+pub fn deflated_text(payload: &[u8]) -> Option<Bytes> {
+    let compressed = deflate::deflate(payload)?;
     Some(frame(OpCode::Data(Data::Text), true, &compressed))
 }
 
@@ -343,7 +348,11 @@ mod tests {
         let mut decoder = Decoder::new(65536, false);
         let got = decode_all(&mut decoder, &client_frame(0x81, b"Hello")).unwrap();
         assert_eq!(got, vec![Incoming::Text("Hello".to_owned())]);
-        assert_eq!(decoder.unread.capacity(), 0, "no buffer held between frames");
+        assert_eq!(
+            decoder.unread.capacity(),
+            0,
+            "no buffer held between frames"
+        );
     }
 
     #[test]
@@ -420,7 +429,11 @@ mod tests {
         bytes.extend(client_frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e']));
         assert_eq!(
             decode_all(&mut decoder, &bytes).unwrap(),
-            vec![Incoming::Binary, Incoming::Pong, Incoming::Close(Some(1000))]
+            vec![
+                Incoming::Binary,
+                Incoming::Pong,
+                Incoming::Close(Some(1000))
+            ]
         );
     }
 
@@ -469,13 +482,16 @@ mod tests {
     fn server_frames_are_unmasked_and_whole() {
         assert_eq!(&text("Hi")[..], &[0x81, 0x02, b'H', b'i']);
         assert_eq!(&ping()[..], &[0x89, 0x00]);
-        assert_eq!(&close(CloseCode::Again, "x")[..], &[0x88, 0x03, 0x03, 0xf5, b'x']);
+        assert_eq!(
+            &close(CloseCode::Again, "x")[..],
+            &[0x88, 0x03, 0x03, 0xf5, b'x']
+        );
         assert_eq!(&close_reply(Some(1005))[..], &[0x88, 0x02, 0x03, 0xe8]);
         let long = "x".repeat(300);
         let frame = text(&long);
         assert_eq!(&frame[..4], &[0x81, 126, 0x01, 0x2c]);
         assert_eq!(frame.len(), 304);
-        let deflated = deflated_text(&long).unwrap();
+        let deflated = deflated_text(long.as_bytes()).unwrap();
         assert_eq!(deflated[0], 0xC1, "FIN + RSV1 + text");
         assert!(deflated.len() < 40);
     }

@@ -1,26 +1,30 @@
-//! One open WebSocket: a reader task and a writer task.
+//! One open WebSocket, served by one task: it reads the client's frames and acts on them
+//! (post, typing, ping), writes the welcome, the room's events (in seq order, from the feed)
+//! and the replies, pings a quiet client, and closes.
 //!
-//! The reader takes client frames and acts on them (post, typing, ping), sending replies to the
-//! writer over a bounded queue. The writer sends the welcome, then whatever comes first: a
-//! reply, the room's next event (in seq order, from the feed), a ping, or the server's
-//! shutdown. Either side ending ends the connection; the session leaves the room last.
+//! The task never blocks on the socket: what is to be sent waits in one output buffer that
+//! the socket drains as the client reads, while the task goes on reading the client. Nothing
+//! is held while the connection is idle: reads go through a stack buffer and only an
+//! unfinished frame is kept, and the output buffer is freed once written. A room event is
+//! copied from the bytes every receiver shares, several of them into one write.
 
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use banter_application::{FeedError, JoinedOf, Ports, SessionOf};
-use banter_domain::Appended;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use banter_application::{FeedError, FeedOf, JoinedOf, Ports, SessionOf};
+use banter_domain::{Appended, EventEnvelope};
+use futures_util::FutureExt;
+use poem::Upgraded;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::codec::{self, CloseCode, Decoder, Incoming};
 use super::frame_cache::RoomFrames;
 use super::frames::{self, ClientFrame};
-use super::upgrade::Socket;
 use crate::AppState;
 use crate::WsSettings;
 use crate::guard::SlotGuard;
@@ -54,130 +58,357 @@ impl<P: Ports> Drop for Pending<P> {
     }
 }
 
-/// What the writer listens to besides the room's feed.
-struct Inbox {
-    replies: mpsc::Receiver<String>,
-    close: oneshot::Receiver<(CloseCode, &'static str)>,
-    shutdown: watch::Receiver<bool>,
+/// Room events taken from the feed at a time; keeps a fan-out burst to few syscalls.
+const FRAMES_PER_WRITE: usize = 64;
+
+/// The feed is read only while less than this waits to be written: a client that does not
+/// keep up leaves its events in the room's channel, where falling too far behind ends in 1013.
+const EVENTS_WHEN_BELOW: usize = 16 * 1024;
+
+/// Replies (errors, duplicates, pongs) a client may leave unread, in bytes, before it is
+/// closed with 1013: it sends requests but does not read the answers.
+const MAX_UNREAD_REPLIES: usize = 64 * 1024;
+
+/// Bytes read from the socket at a time, on the stack of the task's poll only.
+const READ_CHUNK: usize = 4096;
+
+/// How long a closing connection waits for the client's own close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How a connection ends.
+enum End {
+    /// Send this close frame after what is pending, then wait briefly for the client's.
+    Close(CloseCode, &'static str),
+    /// The client closed (its close is answered already): write what is pending, then go.
+    Closed,
+    /// The socket broke or stopped taking bytes; nothing more can be sent.
+    Gone,
 }
 
-type Sink = SplitSink<Socket, Message>;
-type Source = SplitStream<Socket>;
+/// What the socket did.
+enum Io {
+    /// Some pending output was written.
+    Wrote(usize),
+    /// Complete messages (possibly none: a frame is still arriving).
+    Read(Vec<Incoming>),
+    /// The client broke the protocol; close with this code.
+    Invalid(CloseCode, &'static str),
+    /// End of stream or a socket error.
+    Gone,
+}
 
-/// Frames written in one go before a flush; keeps a fan-out burst to few syscalls.
-const FRAMES_PER_FLUSH: usize = 64;
+struct Connection {
+    io: Upgraded,
+    decoder: Decoder,
+    deflate: bool,
+    settings: WsSettings,
+    /// Frames waiting to be written, oldest first; unallocated when nothing waits.
+    out: Vec<u8>,
+    /// Bytes of replies queued since the output was last written out in full.
+    unread_replies: usize,
+}
 
-pub async fn run<P: Ports>(socket: Socket, mut pending: Pending<P>, state: Arc<AppState<P>>) {
+pub async fn run<P: Ports>(
+    io: Upgraded,
+    deflate: bool,
+    mut pending: Pending<P>,
+    state: Arc<AppState<P>>,
+) {
     let Some((joined, slot)) = pending.connection.take() else {
         return;
     };
     let settings = state.settings.ws;
-    let (sink, mut source) = socket.split();
-    let (replies, reply_queue) = mpsc::channel(settings.reply_queue.max(1));
-    // Close requests travel apart from replies, so a full reply queue cannot swallow them.
-    let (close_request, close_requested) = oneshot::channel();
-    let welcome = frames::welcome(&joined.welcome);
-    let room_frames = state.frames.room(&joined.welcome.room);
-    let mut writer = tokio::spawn(write_loop::<P>(
-        sink,
-        welcome,
-        joined.feed,
-        room_frames,
-        Inbox {
-            replies: reply_queue,
-            close: close_requested,
-            shutdown: state.shutdown.clone(),
-        },
+    let mut connection = Connection {
+        io,
+        decoder: Decoder::new(settings.max_message_bytes, deflate),
+        deflate,
         settings,
-    ));
+        out: Vec::new(),
+        unread_replies: 0,
+    };
+    let room_frames = state.frames.room(&joined.welcome.room);
+    let welcome = frames::welcome(&joined.welcome);
     let session = joined.session;
-    let end = read_loop::<P>(&mut source, &session, &replies, &mut writer, settings).await;
-    if !matches!(end, ReadEnd::WriterGone) {
-        if let ReadEnd::Close(code, reason) = end {
-            let _ = close_request.send((code, reason));
-        }
-        // Replies already queued are still written; then the writer sees the queue end.
-        drop(replies);
-        if let Err(e) = writer.await {
-            tracing::error!(error = %e, "websocket writer failed");
-        }
-    }
-    // Give the client a moment to read our close frame before the TCP connection goes:
-    // closing a socket with unread input resets it, and the client may lose the close frame.
-    linger(&mut source).await;
+    let end = connection
+        .serve::<P>(
+            &welcome,
+            joined.feed,
+            &session,
+            &room_frames,
+            state.shutdown.clone(),
+        )
+        .await;
+    connection.finish(end).await;
     session.leave().await;
     drop(slot);
 }
 
-/// Reads and discards until the client closes too, for at most a couple of seconds.
-async fn linger(source: &mut Source) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(message)) = source.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+impl Connection {
+    async fn serve<P: Ports>(
+        &mut self,
+        welcome: &str,
+        mut feed: FeedOf<P>,
+        session: &SessionOf<P>,
+        room_frames: &RoomFrames,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> End {
+        self.push_text(welcome);
+        let settings = self.settings;
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        );
+        let idle = tokio::time::sleep(settings.idle_timeout);
+        let mut idle = pin!(idle);
+        let stalled = tokio::time::sleep(settings.write_timeout);
+        let mut stalled = pin!(stalled);
+        loop {
+            if *shutdown.borrow() {
+                return End::Close(CloseCode::Away, "server shutting down");
+            }
+            let waiting = !self.out.is_empty();
+            let take_events = self.out.len() < EVENTS_WHEN_BELOW;
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return End::Close(CloseCode::Away, "server shutting down");
+                    }
+                }
+                io = io_ready(&mut self.io, &self.out, Some(&mut self.decoder)) => match io {
+                    Io::Wrote(n) => {
+                        self.wrote(n);
+                        stalled.as_mut().reset(Instant::now() + settings.write_timeout);
+                    }
+                    Io::Read(messages) => {
+                        idle.as_mut().reset(Instant::now() + settings.idle_timeout);
+                        let before = self.out.len();
+                        for message in messages {
+                            if let Some(end) = self.on_message::<P>(message, session).await {
+                                return end;
+                            }
+                        }
+                        self.unread_replies += self.out.len().saturating_sub(before);
+                        if self.unread_replies > MAX_UNREAD_REPLIES {
+                            return End::Close(CloseCode::Again, "too many unread replies");
+                        }
+                    }
+                    Io::Invalid(code, reason) => return End::Close(code, reason),
+                    Io::Gone => return End::Gone,
+                },
+                event = feed.next(), if take_events => {
+                    if let Err(end) = self.push_events::<P>(&mut feed, room_frames, event) {
+                        return end;
+                    }
+                }
+                _ = ping.tick() => self.out.extend_from_slice(&codec::ping()),
+                () = &mut idle => return End::Close(CloseCode::Normal, "idle timeout"),
+                () = &mut stalled, if waiting => return End::Gone,
+            }
+            if !waiting && !self.out.is_empty() {
+                // Output starts waiting now: it has the write timeout to get out.
+                stalled
+                    .as_mut()
+                    .reset(Instant::now() + settings.write_timeout);
             }
         }
-    })
-    .await;
-}
+    }
 
-/// Why the reader stopped.
-enum ReadEnd {
-    /// The client closed or the connection broke.
-    ClientGone,
-    /// The writer should close the connection with this code.
-    Close(CloseCode, &'static str),
-    /// The writer already ended (and closed the connection).
-    WriterGone,
-}
-
-async fn read_loop<P: Ports>(
-    source: &mut Source,
-    session: &SessionOf<P>,
-    replies: &mpsc::Sender<String>,
-    writer: &mut tokio::task::JoinHandle<()>,
-    settings: WsSettings,
-) -> ReadEnd {
-    loop {
-        // Only waiting for a frame is interrupted when the writer ends; handling one (a post
-        // being stored and broadcast) always runs to completion.
-        let next = tokio::select! {
-            biased;
-            _ = &mut *writer => return ReadEnd::WriterGone,
-            next = tokio::time::timeout(settings.idle_timeout, source.next()) => next,
-        };
-        let message = match next {
-            Err(_idle) => return ReadEnd::Close(CloseCode::Normal, "idle timeout"),
-            Ok(None) => return ReadEnd::ClientGone,
-            // A message (or a frame) over its limit.
-            Ok(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))) => {
-                return ReadEnd::Close(CloseCode::Size, "message too big");
-            }
-            Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "websocket read failed");
-                return ReadEnd::ClientGone;
-            }
-            Ok(Some(Ok(message))) => message,
-        };
+    /// Acts on one client message; `Some` when the connection ends with it.
+    async fn on_message<P: Ports>(
+        &mut self,
+        message: Incoming,
+        session: &SessionOf<P>,
+    ) -> Option<End> {
         let reply = match message {
-            Message::Text(text) => handle_text::<P>(&text, session).await,
-            Message::Binary(_) => Some(error_frame(
+            Incoming::Text(text) => handle_text::<P>(&text, session).await,
+            Incoming::Binary => Some(error_frame(
                 ErrorCode::InvalidJson,
                 "binary frames are not supported; send JSON text",
                 None,
             )),
-            // Pongs (and pings, answered by the library) only prove the client is alive.
-            // (Raw frames are only ever written, never read.)
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
-            Message::Close(_) => return ReadEnd::ClientGone,
+            Incoming::Ping(payload) => {
+                self.out.extend_from_slice(&codec::pong(&payload));
+                None
+            }
+            // A pong only proves the client is alive, which the read itself recorded.
+            Incoming::Pong => None,
+            Incoming::Close(code) => {
+                self.out.extend_from_slice(&codec::close_reply(code));
+                return Some(End::Closed);
+            }
         };
-        if let Some(reply) = reply
-            && replies.try_send(reply).is_err()
-        {
-            // The client sends requests but does not read the answers.
-            return ReadEnd::Close(CloseCode::Again, "too many unread replies");
+        if let Some(reply) = reply {
+            self.push_text(&reply);
+        }
+        None
+    }
+
+    /// Queues a frame of this connection's own (welcome, reply), compressed if negotiated.
+    fn push_text(&mut self, json: &str) {
+        let frame = self
+            .deflate
+            .then(|| codec::deflated_text(json.as_bytes()))
+            .flatten()
+            .unwrap_or_else(|| codec::text(json));
+        self.out.extend_from_slice(&frame);
+        count_sent(1, frame.len());
+    }
+
+    /// Queues one room event and any others already waiting.
+    fn push_events<P: Ports>(
+        &mut self,
+        feed: &mut FeedOf<P>,
+        room_frames: &RoomFrames,
+        first: Result<Arc<EventEnvelope>, FeedError>,
+    ) -> Result<(), End> {
+        let mut next = Some(first);
+        let (mut frames, mut bytes) = (0, 0);
+        let mut failure = None;
+        while let Some(event) = next.take() {
+            match event {
+                Ok(envelope) => {
+                    let frame = room_frames.frame(&envelope, frames::event);
+                    let frame = frame.bytes(self.deflate);
+                    self.out.extend_from_slice(frame);
+                    frames += 1;
+                    bytes += frame.len();
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if frames < FRAMES_PER_WRITE {
+                // Only what is ready now: a pending future is dropped, which the feed allows.
+                next = feed.next().now_or_never();
+            }
+        }
+        if frames > 0 {
+            count_sent(frames, bytes);
+        }
+        match failure {
+            None => Ok(()),
+            Some(FeedError::FellBehind) => Err(End::Close(
+                CloseCode::Again,
+                "fell too far behind; reconnect with after",
+            )),
+            Some(FeedError::Closed) => Err(End::Close(CloseCode::Away, "the room's stream closed")),
+            Some(FeedError::Store(e)) => {
+                tracing::warn!(error = %e, "feed could not read missed messages");
+                Err(End::Close(
+                    CloseCode::Error,
+                    "storage unavailable; reconnect with after",
+                ))
+            }
         }
     }
+
+    /// Forgets what was written; gives the memory back once nothing waits.
+    fn wrote(&mut self, n: usize) {
+        if n >= self.out.len() {
+            self.out = Vec::new();
+            self.unread_replies = 0;
+        } else {
+            self.out.drain(..n);
+        }
+    }
+
+    /// Writes what is pending (and the close frame, if the server closes), reading and
+    /// discarding meanwhile, then waits briefly for the client's close: closing a socket with
+    /// unread input resets it, and the client could lose the close frame.
+    async fn finish(&mut self, end: End) {
+        if let End::Close(code, reason) = end {
+            self.out.extend_from_slice(&codec::close(code, reason));
+        }
+        if !matches!(end, End::Gone) {
+            let settings = self.settings;
+            let _ = tokio::time::timeout(settings.write_timeout + LINGER, async {
+                // Frames are looked at for the client's close until one cannot be decoded
+                // (the refused one, say); from then on bytes are only drained.
+                let mut decoding = true;
+                let mut client_closed = matches!(end, End::Closed);
+                let mut lingering_since = None;
+                loop {
+                    if self.out.is_empty() {
+                        let since = *lingering_since.get_or_insert_with(Instant::now);
+                        if client_closed || since.elapsed() >= LINGER {
+                            return;
+                        }
+                    }
+                    let decoder = decoding.then_some(&mut self.decoder);
+                    let io =
+                        tokio::time::timeout(LINGER, io_ready(&mut self.io, &self.out, decoder));
+                    match io.await {
+                        Ok(Io::Wrote(n)) => self.wrote(n),
+                        Ok(Io::Read(messages)) => {
+                            client_closed |=
+                                messages.iter().any(|m| matches!(m, Incoming::Close(_)));
+                        }
+                        Ok(Io::Invalid(..)) => decoding = false,
+                        Ok(Io::Gone) => return,
+                        Err(_) if self.out.is_empty() => return,
+                        Err(_) => {}
+                    }
+                }
+            })
+            .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+}
+
+/// Waits until the socket takes some of `out` or has bytes to read, whichever comes first.
+/// Reads go into a buffer that lives only during this poll and are decoded at once (or
+/// dropped, without a decoder): a connection waiting for its client holds no read buffer.
+async fn io_ready(io: &mut Upgraded, out: &[u8], mut decoder: Option<&mut Decoder>) -> Io {
+    poll_fn(|cx| {
+        if !out.is_empty() {
+            match Pin::new(&mut *io).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Io::Gone),
+                Poll::Ready(Ok(n)) => return Poll::Ready(Io::Wrote(n)),
+                Poll::Pending => {}
+            }
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut buffer = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut *io).poll_read(cx, &mut buffer) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                Poll::Ready(Io::Gone)
+            }
+            Poll::Ready(Ok(())) if buffer.filled().is_empty() => Poll::Ready(Io::Gone),
+            Poll::Ready(Ok(())) => {
+                let mut messages = Vec::new();
+                let Some(decoder) = decoder.as_deref_mut() else {
+                    return Poll::Ready(Io::Read(messages));
+                };
+                Poll::Ready(match decoder.decode(buffer.filled(), &mut messages) {
+                    Ok(()) => Io::Read(messages),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket frame refused");
+                        Io::Invalid(e.close_code(), close_reason(&e))
+                    }
+                })
+            }
+        }
+    })
+    .await
+}
+
+fn close_reason(error: &codec::DecodeError) -> &'static str {
+    match error {
+        codec::DecodeError::TooBig(_) => "message too big",
+        codec::DecodeError::Protocol(reason) => reason,
+        codec::DecodeError::InvalidUtf8 => "text is not UTF-8",
+        codec::DecodeError::Inflate => "compressed message does not inflate",
+    }
+}
+
+fn count_sent(frames: usize, bytes: usize) {
+    metrics::counter!("banter_frames_sent_total").increment(frames as u64);
+    metrics::counter!("banter_ws_bytes_sent_total").increment(bytes as u64);
 }
 
 fn error_frame(
@@ -210,156 +441,5 @@ async fn handle_text<P: Ports>(text: &str, session: &SessionOf<P>) -> Option<Str
                 ))
             }
         },
-    }
-}
-
-/// Why the writer stopped.
-enum WriterEnd {
-    Close(CloseCode, &'static str),
-    /// The socket failed or the client stopped reading; nothing more can be sent.
-    Dropped,
-    /// The reader finished; the client closed or went away.
-    ReaderDone,
-}
-
-async fn send(sink: &mut Sink, message: Message, settings: &WsSettings) -> bool {
-    matches!(
-        tokio::time::timeout(settings.write_timeout, sink.send(message)).await,
-        Ok(Ok(()))
-    )
-}
-
-async fn write_loop<P: Ports>(
-    mut sink: Sink,
-    welcome: String,
-    mut feed: banter_application::FeedOf<P>,
-    room_frames: Arc<RoomFrames>,
-    inbox: Inbox,
-    settings: WsSettings,
-) {
-    let Inbox {
-        mut replies,
-        mut close,
-        mut shutdown,
-    } = inbox;
-    if !send(&mut sink, Message::Text(welcome.into()), &settings).await {
-        return;
-    }
-    metrics::counter!("banter_frames_sent_total").increment(1);
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + settings.ping_interval,
-        settings.ping_interval,
-    );
-    let end = loop {
-        if *shutdown.borrow() {
-            break WriterEnd::Close(CloseCode::Away, "server shutting down");
-        }
-        tokio::select! {
-            biased;
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break WriterEnd::Close(CloseCode::Away, "server shutting down");
-                }
-            }
-            reply = replies.recv() => match reply {
-                Some(text) => {
-                    if !send(&mut sink, Message::Text(text.into()), &settings).await {
-                        break WriterEnd::Dropped;
-                    }
-                    metrics::counter!("banter_frames_sent_total").increment(1);
-                }
-                // The reader is done; it may have asked for a close on its way out.
-                None => match close.try_recv() {
-                    Ok((code, reason)) => break WriterEnd::Close(code, reason),
-                    Err(_) => break WriterEnd::ReaderDone,
-                },
-            },
-            request = &mut close => match request {
-                Ok((code, reason)) => break WriterEnd::Close(code, reason),
-                Err(_) => break WriterEnd::ReaderDone,
-            },
-            event = feed.next() => match write_events::<P>(&mut sink, &mut feed, &room_frames, event, &settings).await {
-                Ok(()) => {}
-                Err(end) => break end,
-            },
-            _ = ping.tick() => {
-                if !send(&mut sink, Message::Ping(Default::default()), &settings).await {
-                    break WriterEnd::Dropped;
-                }
-            }
-        }
-    };
-    if let WriterEnd::Close(code, reason) = end {
-        // Whatever was queued before is already written; the close frame follows it.
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = send(&mut sink, Message::Close(Some(frame)), &settings).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-}
-
-/// Writes one event and any others already waiting, then flushes once.
-async fn write_events<P: Ports>(
-    sink: &mut Sink,
-    feed: &mut banter_application::FeedOf<P>,
-    room_frames: &RoomFrames,
-    first: Result<Arc<banter_domain::EventEnvelope>, FeedError>,
-    settings: &WsSettings,
-) -> Result<(), WriterEnd> {
-    let mut next = Some(first);
-    let mut written = 0;
-    let mut failure = None;
-    while let Some(event) = next.take() {
-        match event {
-            Ok(envelope) => {
-                let frame = room_frames.frame(&envelope, frames::event);
-                let fed = tokio::time::timeout(
-                    settings.write_timeout,
-                    sink.feed(Message::Text(frame.to_string().into())),
-                )
-                .await;
-                if !matches!(fed, Ok(Ok(()))) {
-                    return Err(WriterEnd::Dropped);
-                }
-                written += 1;
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-        if written < FRAMES_PER_FLUSH {
-            // Only what is ready now: a pending future is dropped, which the feed allows.
-            next = feed.next().now_or_never();
-        }
-    }
-    if written > 0 {
-        if !matches!(
-            tokio::time::timeout(settings.write_timeout, sink.flush()).await,
-            Ok(Ok(()))
-        ) {
-            return Err(WriterEnd::Dropped);
-        }
-        metrics::counter!("banter_frames_sent_total").increment(written as u64);
-    }
-    match failure {
-        None => Ok(()),
-        Some(FeedError::FellBehind) => Err(WriterEnd::Close(
-            CloseCode::Again,
-            "fell too far behind; reconnect with after",
-        )),
-        Some(FeedError::Closed) => Err(WriterEnd::Close(
-            CloseCode::Away,
-            "the room's stream closed",
-        )),
-        Some(FeedError::Store(e)) => {
-            tracing::warn!(error = %e, "feed could not read missed messages");
-            Err(WriterEnd::Close(
-                CloseCode::Error,
-                "storage unavailable; reconnect with after",
-            ))
-        }
     }
 }

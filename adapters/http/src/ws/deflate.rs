@@ -78,7 +78,9 @@ pub fn inflate(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
             }
             if out.len() == out.capacity() {
                 // Room for at most one byte over the limit, which then refuses the message.
-                let room = (limit + 1).saturating_sub(out.len()).clamp(1, out.capacity().max(64));
+                let room = (limit + 1)
+                    .saturating_sub(out.len())
+                    .clamp(1, out.capacity().max(64));
                 out.reserve(room);
             } else if decompressor.total_in() == consumed as u64 && out.len() == produced {
                 return Err(DecodeError::Inflate);

@@ -3,14 +3,55 @@
 //! The broadcaster hands the same `Arc<EventEnvelope>` to every subscriber, so the envelope's
 //! address identifies the event. The connections of one room share a small ring of the latest
 //! frames keyed by that address: whichever connection meets an event first encodes it, the
-//! others clone the `Arc<str>`. Each key is a `Weak`, which keeps its allocation from being
+//! others clone the `Arc<SharedFrame>`: the frame's bytes, header included, written as they are
+//! to every receiver (and deflated once, for those that negotiated permessage-deflate). Each key is a `Weak`, which keeps its allocation from being
 //! reused for another event while it is in the ring. The lock is held for a lookup (and the
 //! one encode), never across an await.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use banter_domain::{EventEnvelope, RoomEvent, RoomName};
+use bytes::Bytes;
+
+use super::codec;
+
+/// A text frame built once and written as it is to many connections: the plain frame, and
+/// its deflated twin made on first demand (only if some receiver negotiated compression).
+#[derive(Debug)]
+pub struct SharedFrame {
+    plain: Bytes,
+    payload_at: usize,
+    deflated: OnceLock<Option<Bytes>>,
+}
+
+impl SharedFrame {
+    pub fn text(json: &str) -> Self {
+        let plain = codec::text(json);
+        Self {
+            payload_at: plain.len() - json.len(),
+            plain,
+            deflated: OnceLock::new(),
+        }
+    }
+
+    /// The JSON the frame carries.
+    pub fn payload(&self) -> &[u8] {
+        self.plain.get(self.payload_at..).unwrap_or_default()
+    }
+
+    /// The bytes to write: deflated when the receiver negotiated it and compressing helps.
+    pub fn bytes(&self, deflate: bool) -> &Bytes {
+        if deflate
+            && let Some(deflated) = self
+                .deflated
+                .get_or_init(|| codec::deflated_text(self.payload()))
+        {
+            return deflated;
+        }
+        &self.plain
+    }
+}
 
 /// Frames kept per room. Connections of a room read the same events at slightly different
 /// times (each writes a batch of up to 64 before it reads on), so the ring covers that spread.
@@ -77,19 +118,19 @@ pub struct RoomFrames {
 
 #[derive(Debug, Default)]
 struct Ring {
-    slots: Vec<(Weak<EventEnvelope>, Arc<str>)>,
+    slots: Vec<(Weak<EventEnvelope>, Arc<SharedFrame>)>,
     next: usize,
 }
 
 impl Ring {
-    fn find(&self, envelope: &Arc<EventEnvelope>) -> Option<Arc<str>> {
+    fn find(&self, envelope: &Arc<EventEnvelope>) -> Option<Arc<SharedFrame>> {
         self.slots
             .iter()
             .find(|(key, _)| std::ptr::eq(key.as_ptr(), Arc::as_ptr(envelope)))
             .map(|(_, frame)| Arc::clone(frame))
     }
 
-    fn insert(&mut self, envelope: &Arc<EventEnvelope>, frame: Arc<str>) {
+    fn insert(&mut self, envelope: &Arc<EventEnvelope>, frame: Arc<SharedFrame>) {
         let entry = (Arc::downgrade(envelope), frame);
         if self.slots.len() < RECENT_FRAMES {
             self.slots.push(entry);
@@ -106,13 +147,13 @@ impl RoomFrames {
         &self,
         envelope: &Arc<EventEnvelope>,
         encode: impl FnOnce(&RoomEvent) -> String,
-    ) -> Arc<str> {
+    ) -> Arc<SharedFrame> {
         let mut ring = lock(&self.ring);
         if let Some(frame) = ring.find(envelope) {
             return frame;
         }
         // Encoded under the lock: the connections that wait for it would encode the same.
-        let frame: Arc<str> = Arc::from(encode(envelope.event()));
+        let frame = Arc::new(SharedFrame::text(&encode(envelope.event())));
         // An envelope nobody else holds (history read back for this connection alone) will
         // not be asked for again; keeping it would only push out frames others still need.
         if Arc::strong_count(envelope) > 1 {
@@ -154,8 +195,25 @@ mod tests {
         let first = first_connection.frame(&event, &mut encode);
         let second = second_connection.frame(&received, &mut encode);
         assert_eq!(encodes, 1);
-        assert_eq!(&*first, "frame 1");
+        assert_eq!(first.payload(), b"frame 1");
         assert!(Arc::ptr_eq(&first, &second), "the bytes are shared");
+    }
+
+    #[test]
+    fn a_shared_frame_is_deflated_once_and_only_when_it_helps() {
+        let json = format!(
+            r#"{{"type":"chat_message","message":{{"content":"{}"}}}}"#,
+            "hi ".repeat(40)
+        );
+        let frame = SharedFrame::text(&json);
+        assert_eq!(frame.payload(), json.as_bytes());
+        assert_eq!(frame.bytes(false)[0], 0x81);
+        let deflated = frame.bytes(true);
+        assert_eq!(deflated[0], 0xC1, "RSV1 marks a compressed message");
+        assert!(deflated.len() < json.len() / 2);
+        assert!(std::ptr::eq(deflated, frame.bytes(true)), "compressed once");
+        let short = SharedFrame::text(r#"{"type":"pong"}"#);
+        assert_eq!(short.bytes(true), short.bytes(false));
     }
 
     #[test]
@@ -165,7 +223,10 @@ mod tests {
         let _held = (Arc::clone(&one), Arc::clone(&other));
         let first = frames.frame(&one, |_| "one".to_owned());
         let second = frames.frame(&other, |_| "other".to_owned());
-        assert_eq!((&*first, &*second), ("one", "other"));
+        assert_eq!(
+            (first.payload(), second.payload()),
+            (&b"one"[..], &b"other"[..])
+        );
     }
 
     #[test]
@@ -173,7 +234,10 @@ mod tests {
         let frames = FrameCaches::default().room(&general());
         let alone = typing("bob");
         frames.frame(&alone, |_| "first".to_owned());
-        assert_eq!(&*frames.frame(&alone, |_| "again".to_owned()), "again");
+        assert_eq!(
+            frames.frame(&alone, |_| "again".to_owned()).payload(),
+            b"again"
+        );
     }
 
     #[test]
@@ -186,13 +250,15 @@ mod tests {
         }
         let last = RECENT_FRAMES.to_string();
         assert_eq!(
-            &*frames.frame(&events[RECENT_FRAMES], |_| "new".into()),
-            last
+            frames
+                .frame(&events[RECENT_FRAMES], |_| "new".into())
+                .payload(),
+            last.as_bytes()
         );
-        assert_eq!(&*frames.frame(&events[1], |_| "new".into()), "1");
+        assert_eq!(frames.frame(&events[1], |_| "new".into()).payload(), b"1");
         assert_eq!(
-            &*frames.frame(&events[0], |_| "new".into()),
-            "new",
+            frames.frame(&events[0], |_| "new".into()).payload(),
+            b"new",
             "the oldest was pushed out"
         );
     }

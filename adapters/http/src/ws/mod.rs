@@ -20,7 +20,6 @@ use banter_application::{Ports, Start};
 use banter_domain::{RoomName, Username};
 use poem::http::header;
 use poem::{Endpoint, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::AppState;
 use crate::auth::{self, AuthMode};
@@ -30,9 +29,6 @@ use crate::problem::{
     ErrorCode, JoinFailure, Problem, join_problem, room_from_path, username_from_client,
 };
 use upgrade::Upgrade;
-
-/// Largest single frame read in full before it is refused (transiently, per connection).
-const MAX_DRAINED_FRAME: usize = 256 * 1024;
 
 /// The handshake endpoint.
 #[derive(Debug)]
@@ -199,21 +195,12 @@ impl<P: Ports> Endpoint for Handshake<P> {
             }
         };
         tracing::debug!(%room, %username, %address, "websocket joined");
-        let ws_settings = state.settings.ws;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(4 * 1024)
-            // A cap, not an allocation: the writer flushes every batch, so the buffer holds one
-            // batch at most. It must still fit the largest single frame, a welcome with 200
-            // messages of 4,000 four-byte characters (~3.3 MB).
-            .max_write_buffer_size(4 * 1024 * 1024)
-            .max_message_size(Some(ws_settings.max_message_bytes))
-            // Frames are read whole up to this size before the message limit refuses them, so
-            // the socket is drained and the client reads the 1009 close frame. A frame above
-            // it is refused from its header, unread, and closing may then reset the socket.
-            .max_frame_size(Some(MAX_DRAINED_FRAME));
-        Ok(upgrade.accept(config, move |socket| {
-            connection::run(socket, pending, state)
+        let compression = state.settings.compression;
+        Ok(upgrade.accept(compression, move |io, deflate| {
+            if deflate {
+                metrics::counter!("banter_ws_deflate_connections_total").increment(1);
+            }
+            connection::run(io, deflate, pending, state)
         }))
     }
 }
