@@ -650,7 +650,8 @@ async fn probe(
         "excess": excess,
         "out_of_order": out_of_order,
         "closed_early": closed_early,
-        "offered_deliveries_per_s": round(expected as f64 / send_seconds, 0),
+        // The posts were spread over the nominal window (the last one leaves just before its end).
+        "offered_deliveries_per_s": round(expected as f64 / settings.seconds.max(send_seconds), 0),
         "deliveries_per_s": round(received as f64 / delivery_seconds, 0),
         "p50_ms": p50.map(|v| round(v, 2)),
         "p90_ms": shared.histogram.percentile_ms(0.90).map(|v| round(v, 2)),
@@ -715,7 +716,8 @@ async fn cmd_max(args: &Args) {
     let settings = Settings::from_args(args);
     let start: f64 = args.get("start", 100.0);
     let cap: f64 = args.get("cap", 100_000.0);
-    let floor: f64 = args.get("floor", start / 16.0);
+    // Below a few posts per probe, a probe says little: stop halving there.
+    let floor: f64 = args.get("floor", (start / 16.0).max(5.0 / settings.seconds));
     let steps: u32 = args.get("steps", 5);
     let max_probes: u32 = args.get("max-probes", 20);
     let scenario = args.string("scenario", &format!("max-{}", shape.name));
@@ -789,6 +791,7 @@ async fn cmd_max(args: &Args) {
             "server_cpu_us_per_delivery": b["server_cpu_us_per_delivery"],
             "server_cpu_share": b["server_cpu_share"],
             "lowest_failing_rate": lowest_fail,
+            "lowest_failing_deliveries_per_s": lowest_fail.map(|r| r * shape.clients as f64),
             "capped": lowest_fail.is_none(),
             "probes": probes,
             "probe_seconds": settings.seconds,
@@ -805,6 +808,7 @@ async fn cmd_max(args: &Args) {
             "max_rate_posts_per_s": 0,
             "max_deliveries_per_s": 0,
             "lowest_failing_rate": lowest_fail,
+            "lowest_failing_deliveries_per_s": lowest_fail.map(|r| r * shape.clients as f64),
             "capped": false,
             "probes": probes,
             "probe_seconds": settings.seconds,
