@@ -278,6 +278,8 @@ def markdown(result, svg_name):
 def short(value):
     if value is None:
         return "–"
+    if value == 0:
+        return "0"
     if value >= 1e6:
         return f"{value / 1e6:.2f}M"
     if value >= 1e4:
