@@ -65,7 +65,10 @@ def write_meta(path):
     parameters = {}
     for pair in env("BENCH_META_PARAMETERS", "").split():
         key, _, value = pair.partition("=")
-        parameters[key] = float(value) if "." in value else int(value)
+        try:
+            parameters[key] = float(value) if "." in value else int(value)
+        except ValueError:
+            parameters[key] = value
     meta = {
         "command": env("BENCH_META_COMMAND", ""),
         "started": env("BENCH_META_STARTED", ""),
@@ -207,9 +210,12 @@ def markdown(result, svg_name):
         f"room (the sender's included) within the probe ({p.get('probe_seconds', '?')} s) plus "
         f"a {p.get('grace_seconds', '?')} s grace, with p99 latency ≤ {p.get('p99_limit_ms', 50)} ms: "
         "the rate doubles until a probe fails, then bisects. ≥ marks a search that passed at its "
-        "cap; < one in which not even the lowest rate tried passed. Latency is post sent → frame received, so it includes storing the message. Every "
-        "peer but the bare one commits each message to SQLite (WAL, synchronous=FULL) before "
-        "sending it. Idle memory is the server's RSS growth (VmRSS) divided by the connections held."
+        "cap; < one in which not even the lowest rate tried passed. Latency is post sent → frame "
+        "received, so it includes storing the message. Every peer but the bare one commits each "
+        "message to SQLite (WAL; synchronous="
+        f"{p.get('sqlite_synchronous', 'FULL')} for Node and Django, FULL for banter) before "
+        "sending it; banter batches commits, the others commit one message at a time. Idle "
+        "memory is the server's RSS growth (VmRSS) divided by the connections held."
     )
     out.append("")
     if svg_name:

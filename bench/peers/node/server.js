@@ -4,8 +4,8 @@
 //
 // Speaks the benchmark's protocol subset: GET /ws/chat/{room}/?username=NAME upgrades, the
 // first frame is a welcome, and each {"type":"chat_message","message":TEXT} is stored in SQLite
-// (WAL, synchronous=FULL like banter: one durable commit per message, synchronously, on the
-// event loop) and only then sent to every connection of the room, the sender's included.
+// (WAL, synchronous=FULL like banter unless BENCH_SQLITE_SYNCHRONOUS says NORMAL: one commit per
+// message, synchronously, on the event loop) and only then sent to every connection of the room, the sender's included.
 'use strict';
 
 const http = require('http');
@@ -17,7 +17,11 @@ const dbPath = process.argv[3] || 'node-bench.db';
 
 const db = new Database(dbPath);
 db.pragma('journal_mode = WAL');
-db.pragma('synchronous = FULL');
+// FULL by default, like banter (better-sqlite3 builds SQLite with NORMAL as the WAL default);
+// bench/run passes BENCH_SQLITE_SYNCHRONOUS=NORMAL when asked to.
+const synchronous = (process.env.BENCH_SQLITE_SYNCHRONOUS || 'FULL').toUpperCase();
+if (!['FULL', 'NORMAL'].includes(synchronous)) throw new Error(`BENCH_SQLITE_SYNCHRONOUS=${synchronous}`);
+db.pragma(`synchronous = ${synchronous}`);
 db.pragma('busy_timeout = 5000');
 db.exec(`CREATE TABLE IF NOT EXISTS messages (
   room TEXT NOT NULL,

@@ -16,13 +16,18 @@ ASGI_APPLICATION = "benchsite.asgi.application"
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+SYNCHRONOUS = os.environ.get("BENCH_SQLITE_SYNCHRONOUS", "FULL").upper()
+if SYNCHRONOUS not in ("FULL", "NORMAL"):
+    raise ValueError(f"BENCH_SQLITE_SYNCHRONOUS={SYNCHRONOUS}")
+
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("BENCH_DB", str(BASE_DIR / "bench.db")),
-        # The same durability as banter and the Node peer: WAL, a synced commit per message.
+        # The same durability as banter and the Node peer: WAL, a synced commit per message
+        # (bench/run passes BENCH_SQLITE_SYNCHRONOUS=NORMAL when asked to).
         "OPTIONS": {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;" % SYNCHRONOUS,
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },
