@@ -8,6 +8,7 @@
 //! more than `QUEUE` frames behind is closed with 1013, as banter does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
