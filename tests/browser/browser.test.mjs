@@ -308,6 +308,18 @@ try {
     }
   });
 
+  await step("Chromium's WebSockets negotiated permessage-deflate and read compressed frames", async () => {
+    // Both tabs reconnected to the restarted server above, so its counters see only them.
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const deflated = Number(/^banter_ws_deflate_connections_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+    assert.ok(deflated >= 2, `deflate connections: ${deflated}`);
+    // A message long enough to be sent compressed both ways still arrives whole.
+    const text = "compressed both ways: " + "the quick brown fox jumps over the lazy dog ".repeat(4);
+    await alice.locator("#input").fill(text);
+    await alice.locator("#input").press("Enter");
+    await bob.locator("#messages li[data-seq] .bubble", { hasText: "compressed both ways:" }).waitFor({ timeout: 15000 });
+  });
+
   if (process.env.BANTER_SCREENSHOT) {
     await step("screenshot for the README", async () => {
       await alice.locator("#input").pressSequentially("Shall we ship it?", { delay: 10 });
