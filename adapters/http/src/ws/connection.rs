@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use banter_application::{FeedError, FeedOf, JoinedOf, Ports, SessionOf};
-use banter_domain::{Appended, EventEnvelope};
+use banter_domain::EventEnvelope;
 use futures_util::FutureExt;
 use poem::Upgraded;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -24,11 +24,12 @@ use tokio::time::Instant;
 
 use super::codec::{self, CloseCode, Decoder, Incoming};
 use super::frame_cache::RoomFrames;
-use super::frames::{self, ClientFrame};
+use super::frames;
+use super::requests::{error_frame, handle_text};
 use crate::AppState;
 use crate::WsSettings;
 use crate::guard::SlotGuard;
-use crate::problem::{ErrorCode, PostEdge, post_refusal};
+use crate::problem::ErrorCode;
 
 /// A joined connection waiting for its upgrade. If the upgrade never happens, dropping it
 /// still takes the user out of the room.
@@ -409,37 +410,4 @@ fn close_reason(error: &codec::DecodeError) -> &'static str {
 fn count_sent(frames: usize, bytes: usize) {
     metrics::counter!("banter_frames_sent_total").increment(frames as u64);
     metrics::counter!("banter_ws_bytes_sent_total").increment(bytes as u64);
-}
-
-fn error_frame(
-    code: ErrorCode,
-    detail: &str,
-    client_id: Option<&banter_domain::ClientId>,
-) -> String {
-    metrics::counter!("banter_errors_total", "code" => code.as_str()).increment(1);
-    frames::error(code, detail, client_id)
-}
-
-async fn handle_text<P: Ports>(text: &str, session: &SessionOf<P>) -> Option<String> {
-    match frames::parse_client_frame(text) {
-        Err(refusal) => Some(error_frame(refusal.code, &refusal.detail, None)),
-        Ok(ClientFrame::Ping) => Some(frames::pong()),
-        Ok(ClientFrame::Typing { is_typing }) => {
-            session.set_typing(is_typing).await;
-            None
-        }
-        Ok(ClientFrame::ChatMessage(draft)) => match session.post(draft).await {
-            // The sender sees its own message when the room's feed delivers it, in order.
-            Ok(Appended::Stored(_)) => None,
-            Ok(Appended::Duplicate(original)) => Some(frames::duplicate(&original)),
-            Err(e) => {
-                let refusal = post_refusal(&e.refusal, PostEdge::WebSocket);
-                Some(error_frame(
-                    refusal.code,
-                    &refusal.detail,
-                    e.client_id.as_ref(),
-                ))
-            }
-        },
-    }
 }

@@ -9,6 +9,7 @@ mod connection;
 mod deflate;
 mod frame_cache;
 mod frames;
+mod requests;
 mod upgrade;
 
 pub use frame_cache::FrameCaches;
