@@ -139,8 +139,11 @@ pub async fn run<P: Ports>(
             state.shutdown.clone(),
         )
         .await;
-    connection.finish(end).await;
-    session.leave().await;
+    // Boxed, like the handling of a client frame below: a task's future is as large as its
+    // largest state, and these (a post's store and broadcast, a leave) would otherwise make
+    // every idle connection carry several KiB for states it is not in.
+    Box::pin(connection.finish(end)).await;
+    Box::pin(session.leave()).await;
     drop(slot);
 }
 
@@ -222,7 +225,7 @@ impl Connection {
         session: &SessionOf<P>,
     ) -> Option<End> {
         let reply = match message {
-            Incoming::Text(text) => handle_text::<P>(&text, session).await,
+            Incoming::Text(text) => Box::pin(handle_text::<P>(&text, session)).await,
             Incoming::Binary => Some(error_frame(
                 ErrorCode::InvalidJson,
                 "binary frames are not supported; send JSON text",
