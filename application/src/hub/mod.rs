@@ -3,7 +3,8 @@
 //! A hub's pump runs the room's events through a [`RoomFeed`](crate::RoomFeed) (ordered,
 //! gapless, gaps filled from the store) and hands each one to [`RoomHub::forward`], which, under
 //! one lock, adds a message to the hub's [`Window`] of latest messages and sends the event to
-//! the room's local connections. A joining connection takes its receiver and its snapshot of
+//! the room's local connections. A joining connection first lets the pump catch up with what
+//! already reached the node ([`RoomHub::sync`]), then takes its receiver and its snapshot of
 //! the window under the same lock ([`RoomHub::attach`]), so every event is either in the
 //! snapshot or arrives on the receiver, never both and never neither — the rule "subscribe
 //! before the snapshot" by construction, with no store read.
