@@ -1,87 +1,28 @@
 //! One connection's view of a room: every message once, in seq order, without gaps.
 //!
 //! A connection subscribes to the room *before* it reads its snapshot (the welcome), so no
-//! message can fall between the two; the [`Sequencer`] then drops what the snapshot already
+//! message can fall between the two; the sequencer then drops what the snapshot already
 //! covered and holds back what arrives early. Messages may arrive out of order (posters answer
 //! concurrently, and other nodes publish through a shared broker); a gap that the live stream
 //! does not fill within a short grace is filled from the store, which has every message by the
 //! time anyone could see a later one (seqs are assigned at commit, in commit order).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use banter_domain::ports::{Clock, EventSubscription, MessageStore, StoreError, SubscriptionError};
 use banter_domain::{EventEnvelope, HistoryQuery, PageLimit, RoomEvent, RoomName, Seq, Username};
+use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
-/// Orders one room's messages by seq from a starting point on.
-#[derive(Debug)]
-pub(crate) struct Sequencer {
-    cursor: Seq,
-    pending: BTreeMap<Seq, Arc<EventEnvelope>>,
-}
+use crate::sequencer::Sequencer;
 
-impl Sequencer {
-    /// Starts after `cursor`: the next message to deliver is `cursor + 1`.
-    pub fn new(cursor: Seq) -> Self {
-        Self {
-            cursor,
-            pending: BTreeMap::new(),
-        }
-    }
-
-    /// The last seq delivered.
-    pub fn cursor(&self) -> Seq {
-        self.cursor
-    }
-
-    /// Offers a message; returns it when it is the next one. A message at or below the cursor
-    /// was delivered already and is dropped; a later one waits for the gap to close.
-    pub fn offer(&mut self, seq: Seq, message: Arc<EventEnvelope>) -> Option<Arc<EventEnvelope>> {
-        if seq <= self.cursor {
-            None
-        } else if seq == self.cursor.next() {
-            self.cursor = seq;
-            Some(message)
-        } else {
-            self.pending.insert(seq, message);
-            None
-        }
-    }
-
-    /// The next held-back message, once its turn has come.
-    pub fn pop_ready(&mut self) -> Option<Arc<EventEnvelope>> {
-        while let Some(entry) = self.pending.first_entry() {
-            let seq = *entry.key();
-            if seq <= self.cursor {
-                entry.remove();
-            } else if seq == self.cursor.next() {
-                self.cursor = seq;
-                return Some(entry.remove());
-            } else {
-                return None;
-            }
-        }
-        None
-    }
-
-    /// Whether later messages wait for a missing one.
-    pub fn has_gap(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Gives up on a gap nobody can fill: continue with the first held-back message.
-    pub fn skip_gap(&mut self) -> Option<(Seq, Seq)> {
-        let first = *self.pending.keys().next()?;
-        let skipped = (self.cursor.next(), first);
-        self.cursor = Seq::new(first.get() - 1).unwrap_or(self.cursor);
-        Some(skipped)
+fn lost(e: SubscriptionError) -> FeedError {
+    match e {
+        SubscriptionError::Lagged { .. } => FeedError::FellBehind,
+        SubscriptionError::Closed => FeedError::Closed,
     }
 }
 
@@ -126,14 +67,17 @@ pub(crate) struct FeedStart {
     pub more_in_store: bool,
 }
 
-/// The events one connection receives, in order, with its own echoes filtered out.
+/// The events one connection receives, in order, with its own echoes filtered out; or, for a
+/// room hub (no user), every event of the room in order.
 #[derive(Debug)]
 pub struct RoomFeed<S, Sub, C> {
     store: S,
     subscription: Sub,
     clock: C,
     room: RoomName,
-    me: Username,
+    /// The connection's user, whose own presence and typing it is not told; `None` for a
+    /// room hub, which passes everything on.
+    me: Option<Username>,
     settings: FeedSettings,
     sequencer: Sequencer,
     /// Messages read from the store, already in order.
@@ -153,7 +97,7 @@ where
     pub(crate) fn new(
         ports: (S, Sub, C),
         room: RoomName,
-        me: Username,
+        me: Option<Username>,
         settings: FeedSettings,
         start: FeedStart,
     ) -> Self {
@@ -185,13 +129,7 @@ where
     /// read.
     pub async fn next(&mut self) -> Result<Arc<EventEnvelope>, FeedError> {
         loop {
-            if let Some(envelope) = self.ready.pop_front() {
-                return Ok(envelope);
-            }
-            if let Some(envelope) = self.sequencer.pop_ready() {
-                if !self.sequencer.has_gap() {
-                    self.gap_deadline = None;
-                }
+            if let Some(envelope) = self.take_ready() {
                 return Ok(envelope);
             }
             if self.catching_up {
@@ -225,14 +163,54 @@ where
             } else {
                 self.subscription.next().await
             };
-            let envelope = received.map_err(|e| match e {
-                SubscriptionError::Lagged { .. } => FeedError::FellBehind,
-                SubscriptionError::Closed => FeedError::Closed,
-            })?;
-            if let Some(envelope) = self.accept(envelope)? {
+            if let Some(envelope) = self.accept(received.map_err(lost)?)? {
                 return Ok(envelope);
             }
         }
+    }
+
+    /// The next event that is here already: no waiting, no store read. `None` when there is
+    /// none, or when the store must be read first ([`Self::wants_store`]).
+    ///
+    /// # Errors
+    /// As [`Self::next`], except [`FeedError::Store`].
+    pub(crate) fn try_next(&mut self) -> Option<Result<Arc<EventEnvelope>, FeedError>> {
+        loop {
+            if let Some(envelope) = self.take_ready() {
+                return Some(Ok(envelope));
+            }
+            if self.catching_up {
+                return None;
+            }
+            let received = self.subscription.next().now_or_never()?;
+            match received.map_err(lost).and_then(|e| self.accept(e)) {
+                Ok(Some(envelope)) => return Some(Ok(envelope)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Whether the next step is a store read: missed messages wait there, or a gap outlived
+    /// its grace.
+    pub(crate) fn wants_store(&self) -> bool {
+        self.catching_up
+            || (self.sequencer.has_gap()
+                && self
+                    .gap_deadline
+                    .is_some_and(|deadline| self.clock.monotonic() >= deadline))
+    }
+
+    /// A message read from the store or released by the sequencer, in order.
+    fn take_ready(&mut self) -> Option<Arc<EventEnvelope>> {
+        if let Some(envelope) = self.ready.pop_front() {
+            return Some(envelope);
+        }
+        let envelope = self.sequencer.pop_ready()?;
+        if !self.sequencer.has_gap() {
+            self.gap_deadline = None;
+        }
+        Some(envelope)
     }
 
     /// Decides what a live event means for this connection.
@@ -255,7 +233,7 @@ where
             // A connection is told about others, not about its own user: its welcome already
             // counts it online, and typing is never echoed to the typer.
             RoomEvent::Presence { username, .. } | RoomEvent::Typing { username, .. }
-                if *username == self.me =>
+                if self.me.as_ref() == Some(username) =>
             {
                 Ok(None)
             }
@@ -295,68 +273,5 @@ where
         while let Some(envelope) = self.sequencer.pop_ready() {
             self.ready.push_back(envelope);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use banter_domain::{Content, Message, Timestamp};
-
-    fn envelope(seq: u64) -> (Seq, Arc<EventEnvelope>) {
-        let seq = Seq::new(seq).unwrap();
-        let message = Message {
-            room: RoomName::parse("g").unwrap(),
-            seq,
-            username: Username::parse("alice").unwrap(),
-            content: Content::parse("hi").unwrap(),
-            timestamp: Timestamp::from_unix_millis(0).unwrap(),
-            client_id: None,
-        };
-        (seq, EventEnvelope::new(RoomEvent::MessagePosted(message)))
-    }
-
-    fn seq_of(envelope: &EventEnvelope) -> u64 {
-        match envelope.event() {
-            RoomEvent::MessagePosted(m) => m.seq.get(),
-            other => panic!("not a message: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn delivers_in_order_and_drops_what_was_seen() {
-        let mut sequencer = Sequencer::new(Seq::new(5).unwrap());
-        let (s, e) = envelope(4);
-        assert!(sequencer.offer(s, e).is_none(), "covered by the snapshot");
-        let (s, e) = envelope(5);
-        assert!(sequencer.offer(s, e).is_none());
-        let (s, e) = envelope(6);
-        assert_eq!(sequencer.offer(s, e).map(|e| seq_of(&e)), Some(6));
-        let (s, e) = envelope(6);
-        assert!(sequencer.offer(s, e).is_none(), "no duplicates");
-        assert!(!sequencer.has_gap());
-    }
-
-    #[test]
-    fn holds_early_messages_until_the_gap_closes() {
-        let mut sequencer = Sequencer::new(Seq::ZERO);
-        for seq in [3, 2, 5] {
-            let (s, e) = envelope(seq);
-            assert!(sequencer.offer(s, e).is_none());
-        }
-        assert!(sequencer.has_gap());
-        assert!(sequencer.pop_ready().is_none());
-        let (s, e) = envelope(1);
-        assert_eq!(sequencer.offer(s, e).map(|e| seq_of(&e)), Some(1));
-        assert_eq!(sequencer.pop_ready().map(|e| seq_of(&e)), Some(2));
-        assert_eq!(sequencer.pop_ready().map(|e| seq_of(&e)), Some(3));
-        assert!(sequencer.pop_ready().is_none(), "4 is still missing");
-        assert_eq!(sequencer.cursor().get(), 3);
-        assert_eq!(
-            sequencer.skip_gap(),
-            Some((Seq::new(4).unwrap(), Seq::new(5).unwrap()))
-        );
-        assert_eq!(sequencer.pop_ready().map(|e| seq_of(&e)), Some(5));
-        assert!(!sequencer.has_gap());
     }
 }

@@ -9,7 +9,9 @@
 //! falls between the snapshot and the live stream and none arrives twice.
 //!
 //! May depend on: `banter-domain`, `futures-util` (combinators, no executor), `governor` (the
-//! token bucket) and `tracing`. Never on an adapter or an executor.
+//! token bucket), tokio's `sync` channels (they run on any executor; the room hubs of the
+//! history cache fan out through them) and `tracing`. Never on an adapter or an executor: the
+//! hubs' pumps are handed to the binary to run ([`Chat::run_history_cache`]).
 //!
 //! Tests use hand-written fakes of the ports (in `tests/fakes`) rather than a mocking
 //! library: the fakes keep real state (a store that assigns seqs, a broadcaster that fans
@@ -18,7 +20,9 @@
 
 mod chat;
 mod feed;
+mod hub;
 mod rate;
+mod sequencer;
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
 
@@ -55,13 +59,18 @@ pub type SessionOf<P> = Session<
 /// A connection's feed wired with the adapters of `P`.
 pub type FeedOf<P> = RoomFeed<
     <P as Ports>::Store,
-    <<P as Ports>::Broadcaster as EventBroadcaster>::Subscription,
+    RoomSubscription<
+        <<P as Ports>::Broadcaster as EventBroadcaster>::Subscription,
+        <P as Ports>::Clock,
+    >,
     <P as Ports>::Clock,
 >;
 
 pub use chat::{
-    Chat, ChatSettings, DraftField, JoinError, Joined, NotReady, PostDraft, PostError, PostRefusal,
-    ReadError, RoomOverview, RoomPresence, RoomsPage, Session, Start, Welcome,
+    Chat, ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady, PostDraft,
+    PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Session, Start,
+    Welcome,
 };
 pub use feed::{FeedError, FeedSettings, RoomFeed};
+pub use hub::{HistoryCacheStats, HubReceiver, HubTask, RoomSubscription};
 pub use rate::RateLimit;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use banter_adapter_http::{AllowedOrigin, AuthMode, HttpSettings, WsSettings};
 use banter_adapter_redis::RedisConfig;
-use banter_application::RateLimit;
+use banter_application::{HistoryCache, RateLimit};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -112,6 +112,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BANTER_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Latest messages kept in memory per room that has clients on this node (or was read or
+    /// written through it in the last minute), so welcomes, resumes and latest pages need no
+    /// database read; 0 turns the cache off.
+    #[arg(long, env = "BANTER_HISTORY_CACHE", default_value_t = HistoryCache::DEFAULT_MESSAGES as u64, value_parser = clap::value_parser!(u64).range(0..=HistoryCache::MAX_MESSAGES as u64))]
+    pub history_cache: u64,
+
     /// Seconds between server pings on a WebSocket.
     #[arg(long, env = "BANTER_WS_PING_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_ping_interval: u64,
@@ -202,6 +208,28 @@ impl RateLimitArg {
 }
 
 impl ServeArgs {
+    /// The history cache's settings: each connection behind its room's hub keeps the
+    /// `--outbound-queue` bound.
+    pub fn history_cache(&self) -> HistoryCache {
+        HistoryCache {
+            // The flag's range (0–10,000) fits every usize.
+            messages: usize::try_from(self.history_cache).unwrap_or(HistoryCache::MAX_MESSAGES),
+            queue: self.outbound_queue,
+        }
+    }
+
+    /// Each subscriber's bound in the broadcaster. With the cache on, its subscribers are the
+    /// room hubs, one per room, which must not lag when a connection may: they get at least
+    /// the default bound.
+    pub fn broadcast_queue(&self) -> usize {
+        if self.history_cache > 0 {
+            self.outbound_queue
+                .max(banter_adapter_memory::MemoryBroadcaster::DEFAULT_CAPACITY)
+        } else {
+            self.outbound_queue
+        }
+    }
+
     pub fn http_settings(&self) -> anyhow::Result<HttpSettings> {
         let auth = match self.auth {
             Auth::None => AuthMode::None,
@@ -282,6 +310,40 @@ mod tests {
         assert_eq!(args.max_connections, 10_000);
         assert_eq!(args.max_connections_per_ip, 100);
         assert_eq!(args.rate_limit.limit(), Some(RateLimit::DEFAULT));
+        assert_eq!(args.history_cache().messages, 200);
+    }
+
+    #[test]
+    fn history_cache_argument() {
+        let parse = |raw: &str| {
+            Cli::try_parse_from([
+                "banter",
+                "serve",
+                "--history-cache",
+                raw,
+                "--outbound-queue",
+                "8",
+            ])
+            .map(|cli| match cli.command {
+                Command::Serve(args) => (args.history_cache(), args.broadcast_queue()),
+                Command::Migrate(_) => panic!("serve"),
+            })
+        };
+        let (off, queue) = parse("0").unwrap();
+        assert_eq!(
+            (off.messages, off.queue, queue),
+            (0, 8, 8),
+            "off: as before"
+        );
+        let (on, queue) = parse("10000").unwrap();
+        assert_eq!((on.messages, on.queue), (10_000, 8));
+        assert_eq!(
+            queue, 1024,
+            "the hubs' own subscriptions keep the default bound"
+        );
+        for bad in ["10001", "-1", "x"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

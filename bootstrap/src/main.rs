@@ -112,13 +112,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.database.database_url).await?;
     let chat_settings = ChatSettings {
         rate_limit: args.rate_limit.limit(),
+        history_cache: args.history_cache(),
         ..ChatSettings::default()
     };
     let served = match &args.broker {
         Broker::Memory => {
             let chat = Chat::new(
                 store.clone(),
-                MemoryBroadcaster::new(args.outbound_queue),
+                MemoryBroadcaster::new(args.broadcast_queue()),
                 MemoryPresence::default(),
                 SystemClock::default(),
                 chat_settings,
@@ -128,7 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Broker::Redis(url) => {
             let config = RedisConfig {
                 namespace: args.redis_namespace.clone(),
-                outbound_queue: args.outbound_queue,
+                outbound_queue: args.broadcast_queue(),
                 command_timeout: Duration::from_secs(args.redis_timeout),
                 ..RedisConfig::new(url.clone())
             };
@@ -214,13 +215,18 @@ async fn run<P: Ports>(
 /// nodes remove this node's users.
 const HEARTBEAT_INTERVAL: Duration = RedisConfig::HEARTBEAT_INTERVAL;
 
-/// Typing expiry, presence heartbeats and housekeeping, for as long as the server runs.
+/// Typing expiry, the history cache's room hubs, presence heartbeats and housekeeping, for as
+/// long as the server runs.
 fn spawn_background<P: Ports>(
     chat: ChatOf<P>,
     state: Arc<banter_adapter_http::AppState<P>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let expiry = chat.run_typing_expiry();
+        // Each room hub's pump is a task of its own, so busy rooms spread over the cores.
+        let hubs = chat.run_history_cache(|pump| {
+            tokio::spawn(pump);
+        });
         let periodic = async {
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
@@ -228,10 +234,11 @@ fn spawn_background<P: Ports>(
                 if let Err(e) = chat.heartbeat().await {
                     tracing::warn!(error = %e, "presence heartbeat failed");
                 }
+                chat.sweep_history_cache();
                 state.housekeeping();
             }
         };
-        tokio::join!(expiry, periodic);
+        tokio::join!(expiry, hubs, periodic);
     })
 }
 

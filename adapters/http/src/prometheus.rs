@@ -65,6 +65,18 @@ fn describe_metrics() {
         "banter_http_problems_total",
         "HTTP problem responses, by error code (label code)."
     );
+    describe_counter!(
+        "banter_history_cache_hits_total",
+        "Welcomes, resumes and latest history pages answered from the history cache."
+    );
+    describe_counter!(
+        "banter_history_cache_misses_total",
+        "Welcomes, resumes and latest history pages that read the database."
+    );
+    describe_gauge!(
+        "banter_history_cache_rooms",
+        "Rooms whose latest messages this node keeps in memory."
+    );
     describe_histogram!(
         "banter_store_seconds",
         Unit::Seconds,
@@ -93,6 +105,9 @@ fn describe_metrics() {
     metrics::gauge!("banter_connections").set(0.0);
     metrics::counter!("banter_messages_stored_total").absolute(0);
     metrics::counter!("banter_frames_sent_total").absolute(0);
+    metrics::counter!("banter_history_cache_hits_total").absolute(0);
+    metrics::counter!("banter_history_cache_misses_total").absolute(0);
+    metrics::gauge!("banter_history_cache_rooms").set(0.0);
     for code in [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
@@ -133,6 +148,11 @@ impl<P: Ports> Endpoint for Metrics<P> {
     type Output = Response;
 
     async fn call(&self, _req: Request) -> poem::Result<Response> {
+        // The core counts cache reads itself (it names no metrics crate); copied in here.
+        let cache = self.state.chat.history_cache_stats();
+        metrics::counter!("banter_history_cache_hits_total").absolute(cache.hits);
+        metrics::counter!("banter_history_cache_misses_total").absolute(cache.misses);
+        metrics::gauge!("banter_history_cache_rooms").set(cache.rooms as f64);
         let body = self
             .state
             .metrics

@@ -1,5 +1,6 @@
 //! Joining a room: subscribe, read the snapshot, register presence, and answer with the
-//! welcome, the connection's feed and its session.
+//! welcome, the connection's feed and its session. With the history cache on, the subscription
+//! and the snapshot come from the room's hub, taken together under its lock.
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
 use banter_domain::{
@@ -11,7 +12,12 @@ use super::Chat;
 use super::session::Session;
 use super::types::{JoinError, Joined, Start, Welcome};
 use crate::feed::{FeedStart, RoomFeed};
+use crate::hub::{RoomSubscription, Window};
 use crate::rate::PostBucket;
+
+/// Attempts to attach to a room's hub before joining without it: a hub can stop between
+/// being found and being attached to (its stream closed), and the next one is opened afresh.
+const HUB_ATTEMPTS: usize = 2;
 
 /// What the snapshot gives a joining connection: the messages its welcome shows, and where
 /// its feed picks up.
@@ -48,8 +54,7 @@ where
         start: Start,
     ) -> Result<Joined<S, B, P, C>, JoinError> {
         let inner = &self.inner;
-        let subscription = inner.broadcaster.subscribe(&room).await?;
-        let opening = self.read_opening(&room, start).await?;
+        let (subscription, opening) = self.subscribe_and_snapshot(&room, start).await?;
 
         {
             let _ordered = self.room_lock(&room).await;
@@ -85,7 +90,7 @@ where
         let feed = RoomFeed::new(
             (inner.store.clone(), subscription, inner.clock.clone()),
             room,
-            username,
+            Some(username),
             inner.settings.feed,
             opening.feed,
         );
@@ -94,6 +99,45 @@ where
             feed,
             session,
         })
+    }
+
+    /// The connection's subscription and the snapshot it starts from: from the room's hub
+    /// when the history cache is on (its window, or the store when the window does not reach
+    /// back far enough), else straight from the broadcaster and the store.
+    async fn subscribe_and_snapshot(
+        &self,
+        room: &RoomName,
+        start: Start,
+    ) -> Result<(RoomSubscription<B::Subscription, C>, Opening), JoinError> {
+        for _ in 0..HUB_ATTEMPTS {
+            let Some(opened) = self.room_hub(room).await? else {
+                break;
+            };
+            // A hub opened just now has forwarded nothing from before this join.
+            if !opened.fresh && opened.hub.sync().await.is_err() {
+                continue;
+            }
+            let Ok((receiver, cached)) = opened
+                .hub
+                .attach(&self.inner.clock, |window| opening_from(window, start))
+            else {
+                continue;
+            };
+            let subscription = RoomSubscription::hub(receiver);
+            if let Some(opening) = cached {
+                self.count_cache_read(!opened.fresh);
+                return Ok((subscription, opening));
+            }
+            // The receiver was taken first, so the store's snapshot is read after it, as a
+            // join without the cache does.
+            self.count_cache_read(false);
+            let opening = self.read_opening(room, start).await?;
+            return Ok((subscription, opening));
+        }
+        let subscription = RoomSubscription::direct(self.inner.broadcaster.subscribe(room).await?);
+        self.count_cache_read(false);
+        let opening = self.read_opening(room, start).await?;
+        Ok((subscription, opening))
     }
 
     /// Reads the snapshot a join starts from.
@@ -141,6 +185,38 @@ where
                     },
                 })
             }
+        }
+    }
+}
+
+/// What a hub's window can answer for a join, if it holds every message the join needs.
+fn opening_from(window: &Window, start: Start) -> Option<Opening> {
+    match start {
+        Start::Latest { history } => {
+            let page = window.latest(usize::from(history))?;
+            Some(Opening {
+                messages: page.messages,
+                has_more: page.has_more,
+                last_seq: page.last_seq,
+                feed: FeedStart {
+                    cursor: page.last_seq,
+                    catch_up: Vec::new(),
+                    more_in_store: false,
+                },
+            })
+        }
+        Start::After(after) => {
+            let missed = window.after(after)?;
+            Some(Opening {
+                messages: Vec::new(),
+                has_more: false,
+                last_seq: window.last_seq(),
+                feed: FeedStart {
+                    cursor: after,
+                    catch_up: missed,
+                    more_in_store: false,
+                },
+            })
         }
     }
 }

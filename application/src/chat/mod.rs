@@ -6,8 +6,10 @@
 //! - `session`: what a joined connection does — post, type, leave;
 //! - `post`: validating, storing and announcing a message;
 //! - `typing`: indicators, their expiry, and the shared typing list;
-//! - `reads`: history, the room listing, presence, heartbeat and readiness.
+//! - `reads`: history, the room listing, presence, heartbeat and readiness;
+//! - `cache`: the recent-history cache's side of these (room hubs, latest pages from memory).
 
+mod cache;
 mod join;
 mod post;
 mod reads;
@@ -20,10 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
 use banter_domain::{PresenceEvent, RoomEvent, RoomName, TypingBook, Username};
 
+use crate::hub::Hubs;
+
 pub use session::Session;
 pub use types::{
-    ChatSettings, DraftField, JoinError, Joined, NotReady, PostDraft, PostError, PostRefusal,
-    ReadError, RoomOverview, RoomPresence, RoomsPage, Start, Welcome,
+    ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady, PostDraft, PostError,
+    PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Start, Welcome,
 };
 
 /// Stripes of per-room locks (a room always maps to the same one): bounded memory, nothing to
@@ -41,6 +45,8 @@ struct Inner<S, B, P, C> {
     /// told about changes in the order they happened (a leave of one tab and a join of another
     /// must not swap on the way out).
     room_locks: Vec<futures_util::lock::Mutex<()>>,
+    /// The recent-history cache: this node's room hubs.
+    hubs: Hubs,
 }
 
 /// The chat service. Cheap to clone: every connection holds one.
@@ -83,6 +89,10 @@ where
                 room_locks: (0..ROOM_LOCK_STRIPES)
                     .map(|_| futures_util::lock::Mutex::new(()))
                     .collect(),
+                hubs: Hubs::new(
+                    settings.history_cache.messages,
+                    settings.history_cache.queue,
+                ),
             }),
         }
     }

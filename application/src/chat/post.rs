@@ -46,6 +46,9 @@ where
             let _ordered = self.room_lock(room).await;
             self.end_typing_on_post(room, username).await;
         }
+        // Stored or found: either way committed, and a latest page read here must show it.
+        let (Appended::Stored(message) | Appended::Duplicate(message)) = &appended;
+        self.note_posted(room, message.seq);
         Ok(appended)
     }
 }

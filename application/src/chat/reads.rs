@@ -18,7 +18,8 @@ where
     P: PresenceRegistry,
     C: Clock,
 {
-    /// Reads a page of history.
+    /// Reads a page of history. The latest page comes from the room's hub when the history
+    /// cache holds it; pages before or after a seq always come from the store.
     ///
     /// # Errors
     /// [`ReadError::Store`] when the store cannot be read.
@@ -27,6 +28,9 @@ where
         room: &RoomName,
         query: HistoryQuery,
     ) -> Result<HistoryPage, ReadError> {
+        if let HistoryQuery::Latest { limit } = query {
+            return self.latest_page(room, limit).await;
+        }
         Ok(self.inner.store.history(room, query).await?)
     }
 

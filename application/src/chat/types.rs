@@ -11,6 +11,7 @@ use banter_domain::{
 
 use super::session::Session;
 use crate::feed::{FeedSettings, RoomFeed};
+use crate::hub::RoomSubscription;
 use crate::rate::RateLimit;
 
 /// Settings of the chat rules.
@@ -20,6 +21,7 @@ pub struct ChatSettings {
     pub rate_limit: Option<RateLimit>,
     pub typing: TypingRules,
     pub feed: FeedSettings,
+    pub history_cache: HistoryCache,
 }
 
 impl Default for ChatSettings {
@@ -28,6 +30,36 @@ impl Default for ChatSettings {
             rate_limit: Some(RateLimit::DEFAULT),
             typing: TypingRules::default(),
             feed: FeedSettings::default(),
+            history_cache: HistoryCache::default(),
+        }
+    }
+}
+
+/// The recent-history cache (`--history-cache`): each room with a hub on this node keeps its
+/// latest `messages` in memory, so welcomes, resumes and latest pages need no store read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCache {
+    /// Messages kept per room; zero turns the cache off.
+    pub messages: usize,
+    /// Events a connection may have waiting behind its room's hub before it is told it fell
+    /// behind (with the cache off, the broadcaster's own bound applies).
+    pub queue: usize,
+}
+
+impl HistoryCache {
+    pub const DEFAULT_MESSAGES: usize = 200;
+    pub const MAX_MESSAGES: usize = 10_000;
+    pub const OFF: HistoryCache = HistoryCache {
+        messages: 0,
+        queue: 1024,
+    };
+}
+
+impl Default for HistoryCache {
+    fn default() -> Self {
+        Self {
+            messages: Self::DEFAULT_MESSAGES,
+            ..Self::OFF
         }
     }
 }
@@ -64,7 +96,7 @@ pub struct Welcome {
 #[derive(Debug)]
 pub struct Joined<S, B: EventBroadcaster, P, C: Clock> {
     pub welcome: Welcome,
-    pub feed: RoomFeed<S, B::Subscription, C>,
+    pub feed: RoomFeed<S, RoomSubscription<B::Subscription, C>, C>,
     pub session: Session<S, B, P, C>,
 }
 

@@ -253,6 +253,12 @@ impl FakeBroadcaster {
         self.swallow_next.store(count, Ordering::SeqCst);
     }
 
+    /// Ends every subscription, as a broker that lost its upstream does: each gets what was
+    /// queued for it, then `Closed`.
+    pub fn close_all(&self) {
+        self.rooms.lock().unwrap().clear();
+    }
+
     pub fn published(&self) -> Vec<RoomEvent> {
         self.published.lock().unwrap().clone()
     }

@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 use crate::helpers::{Database, TestServer, WsClient, connect, get_json, get_text, http};
 
 /// The shared services of one test cluster.
-struct Cluster {
+pub(crate) struct Cluster {
     database: banter_testkit::TestDatabase,
     broker: String,
     namespace: String,
 }
 
 impl Cluster {
-    async fn new(tag: &str) -> Option<Cluster> {
+    pub(crate) async fn new(tag: &str) -> Option<Cluster> {
         let broker = banter_testkit::redis_url().await?;
         let database = banter_testkit::TestDatabase::create().await?;
         Some(Cluster {
@@ -55,7 +55,7 @@ impl Cluster {
         .await
     }
 
-    async fn node(&self) -> TestServer {
+    pub(crate) async fn node(&self) -> TestServer {
         self.node_via(&self.broker).await
     }
 }
