@@ -247,7 +247,9 @@ where
             limit: PageLimit::history(u64::from(PageLimit::MAX_HISTORY))
                 .unwrap_or(PageLimit::DEFAULT_HISTORY),
         };
-        let page = self.store.history(&self.room, query).await?;
+        // Boxed: a store read is a large future and a rare one, and inlined it would make every
+        // waiting connection's `next` (and so its task) that much larger.
+        let page = Box::pin(self.store.history(&self.room, query)).await?;
         let fetched = page.messages.len();
         self.catching_up = page.has_more;
         self.take_from_store(page.messages);
