@@ -1,11 +1,9 @@
 //! Messages, the input of a post, and the shapes of history and room listings.
 
-use serde::{Deserialize, Serialize};
-
 use crate::{ClientId, Content, RoomName, Seq, Timestamp, Username};
 
 /// A stored message. Only a store creates one: `seq` and `timestamp` are assigned at commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub room: RoomName,
     pub seq: Seq,
@@ -179,17 +177,5 @@ mod tests {
         );
         assert_eq!(PageLimit::bounded(1000, 1000).map(PageLimit::get), Ok(1000));
         assert!(PageLimit::bounded(70_000, 1000).is_err());
-    }
-
-    #[test]
-    fn message_serializes_in_the_contract_shape() {
-        let json = message(None).and_then(|m| serde_json::to_value(m).ok());
-        assert_eq!(
-            json,
-            Some(serde_json::json!({
-                "room": "general", "seq": 1, "username": "alice", "content": "hi",
-                "timestamp": "1970-01-01T00:00:00.000Z", "client_id": null
-            }))
-        );
     }
 }
