@@ -31,6 +31,22 @@ struct Opening {
     feed: FeedStart,
 }
 
+impl Opening {
+    /// A welcome showing the room's latest messages: the feed picks up right after them.
+    fn latest(messages: Vec<banter_domain::Message>, has_more: bool, last_seq: Seq) -> Self {
+        Self {
+            messages,
+            has_more,
+            last_seq,
+            feed: FeedStart {
+                cursor: last_seq,
+                catch_up: Vec::new(),
+                more_in_store: false,
+            },
+        }
+    }
+}
+
 impl<S, B, P, C> Chat<S, B, P, C>
 where
     S: MessageStore,
@@ -155,16 +171,7 @@ where
                 } else {
                     (page.messages, page.has_more)
                 };
-                Ok(Opening {
-                    messages,
-                    has_more,
-                    last_seq: page.last_seq,
-                    feed: FeedStart {
-                        cursor: page.last_seq,
-                        catch_up: Vec::new(),
-                        more_in_store: false,
-                    },
-                })
+                Ok(Opening::latest(messages, has_more, page.last_seq))
             }
             Start::After(after) => {
                 let limit = PageLimit::history(u64::from(Start::MAX_HISTORY))
@@ -194,16 +201,7 @@ fn opening_from(window: &Window, start: Start) -> Option<Opening> {
     match start {
         Start::Latest { history } => {
             let page = window.latest(usize::from(history))?;
-            Some(Opening {
-                messages: page.messages,
-                has_more: page.has_more,
-                last_seq: page.last_seq,
-                feed: FeedStart {
-                    cursor: page.last_seq,
-                    catch_up: Vec::new(),
-                    more_in_store: false,
-                },
-            })
+            Some(Opening::latest(page.messages, page.has_more, page.last_seq))
         }
         Start::After(after) => {
             let missed = window.after(after)?;
