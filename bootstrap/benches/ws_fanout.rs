@@ -13,8 +13,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark harness fails loudly
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use support::Server;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,18 +25,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const SENDERS: usize = 10;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Where the nodes keep messages and meet.
 struct Backend {
@@ -75,41 +65,16 @@ impl Backend {
 }
 
 fn start_server(backend: &Backend) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_banter"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &backend.database_url,
-            "--broker",
-            &backend.broker,
-            "--redis-namespace",
-            &backend.namespace,
-        ])
-        .args([
-            "--rate-limit",
-            "off",
-            "--max-connections-per-ip",
-            "100000",
-            "--outbound-queue",
-            "4096",
-        ])
-        .env("BANTER_LOG", "warn,banter=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("banter exited").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
+    Server::start(&[
+        "--database-url",
+        &backend.database_url,
+        "--broker",
+        &backend.broker,
+        "--redis-namespace",
+        &backend.namespace,
+        "--outbound-queue",
+        "4096",
+    ])
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -12,8 +12,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark harness fails loudly
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use support::Server;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -22,43 +24,13 @@ use tokio_tungstenite::tungstenite::Message;
 const WARM_MESSAGES: usize = 300;
 const CONCURRENCY: usize = 32;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server(database_url: &str, history_cache: usize) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_banter"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-        ])
-        .args(["--history-cache", &history_cache.to_string()])
-        .args(["--rate-limit", "off", "--max-connections-per-ip", "100000"])
-        .env("BANTER_LOG", "warn,banter=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("banter exited").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
+    Server::start(&[
+        "--database-url",
+        database_url,
+        "--history-cache",
+        &history_cache.to_string(),
+    ])
 }
 
 /// A counter's value from `/metrics`.
