@@ -127,17 +127,17 @@ pub async fn run<P: Ports>(
         out: Vec::new(),
         unread_replies: 0,
     };
-    let room_frames = state.frames.room(&joined.welcome.room);
-    let welcome = frames::welcome(&joined.welcome);
-    let session = joined.session;
+    let banter_application::Joined {
+        welcome,
+        feed,
+        session,
+    } = joined;
+    let room_frames = state.frames.room(&welcome.room);
+    // The welcome (up to 200 messages) is queued as bytes and not kept past that.
+    connection.push_text(&frames::welcome(&welcome));
+    drop(welcome);
     let end = connection
-        .serve::<P>(
-            &welcome,
-            joined.feed,
-            &session,
-            &room_frames,
-            state.shutdown.clone(),
-        )
+        .serve::<P>(feed, &session, &room_frames, state.shutdown.clone())
         .await;
     // Boxed, like the handling of a client frame below: a task's future is as large as its
     // largest state, and these (a post's store and broadcast, a leave) would otherwise make
@@ -150,13 +150,11 @@ pub async fn run<P: Ports>(
 impl Connection {
     async fn serve<P: Ports>(
         &mut self,
-        welcome: &str,
         mut feed: FeedOf<P>,
         session: &SessionOf<P>,
         room_frames: &RoomFrames,
         mut shutdown: watch::Receiver<bool>,
     ) -> End {
-        self.push_text(welcome);
         let settings = self.settings;
         let mut ping = tokio::time::interval_at(
             Instant::now() + settings.ping_interval,
