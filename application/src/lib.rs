@@ -9,8 +9,8 @@
 //! falls between the snapshot and the live stream and none arrives twice.
 //!
 //! May depend on: `banter-domain`, `futures-util` (combinators, no executor), `governor` (the
-//! token bucket), tokio's `sync` channels (they run on any executor; the room hubs of the
-//! history cache fan out through them) and `tracing`. Never on an adapter or an executor: the
+//! token bucket), tokio's `sync` channels and async-broadcast (both run on any executor; the
+//! room hubs of the history cache fan out through the latter) and `tracing`. Never on an adapter or an executor: the
 //! hubs' pumps are handed to the binary to run ([`Chat::run_history_cache`]).
 //!
 //! Tests use hand-written fakes of the ports (in `tests/fakes`) rather than a mocking

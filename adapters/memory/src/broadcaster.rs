@@ -3,18 +3,59 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use async_broadcast::{InactiveReceiver, Receiver, Sender, TrySendError};
 use banter_domain::ports::{
     BroadcastError, EventBroadcaster, EventSubscription, SubscriptionError,
 };
 use banter_domain::{EventEnvelope, RoomEvent, RoomName};
-use tokio::sync::broadcast;
 
-type Rooms = Arc<Mutex<HashMap<RoomName, broadcast::Sender<Arc<EventEnvelope>>>>>;
+type Rooms = Arc<Mutex<HashMap<RoomName, Arc<RoomChannel>>>>;
 
-/// One tokio broadcast channel per room with subscribers. An event is wrapped once in an
-/// [`EventEnvelope`] and the same `Arc` reaches every subscriber: its identity lets a transport
-/// encode the event once for all of them. Each subscriber may fall at most `capacity` events behind; past that it gets
-/// [`SubscriptionError::Lagged`] and the others are not slowed down.
+/// Slots a room's channel starts with; it doubles when a subscriber falls that far behind.
+const FIRST_CAPACITY: usize = 8;
+
+/// One room's channel (async-broadcast): it starts with a few slots and grows to the bound
+/// only when a subscriber falls behind, and an event leaves it once every subscriber has it,
+/// so a quiet room holds no slots and no events (tokio's broadcast channel allocates every
+/// slot up front and keeps the last events alive).
+#[derive(Debug)]
+struct RoomChannel {
+    sender: Sender<Arc<EventEnvelope>>,
+    /// Keeps the channel open between one subscriber leaving and the map forgetting it.
+    _open: InactiveReceiver<Arc<EventEnvelope>>,
+    bound: usize,
+}
+
+impl RoomChannel {
+    fn new(bound: usize) -> Self {
+        let (mut sender, receiver) = async_broadcast::broadcast(FIRST_CAPACITY.min(bound));
+        sender.set_overflow(sender.capacity() == bound);
+        Self {
+            sender,
+            _open: receiver.deactivate(),
+            bound,
+        }
+    }
+
+    fn send(&self, event: Arc<EventEnvelope>) {
+        if let Err(TrySendError::Full(event)) = self.sender.try_broadcast(event) {
+            // The capacity is the channel's, shared by every clone of the sender.
+            let mut sender = self.sender.clone();
+            let capacity = sender.capacity().saturating_mul(2).min(self.bound);
+            sender.set_capacity(capacity);
+            // At the bound, the oldest event makes room and its laggard hears of it.
+            sender.set_overflow(capacity == self.bound);
+            // Full again only if a concurrent publish took the new room: dropped like an
+            // overflow.
+            let _ = sender.try_broadcast(event);
+        }
+    }
+}
+
+/// One channel per room with subscribers. An event is wrapped once in an [`EventEnvelope`] and
+/// the same `Arc` reaches every subscriber: its identity lets a transport encode the event
+/// once for all of them. Each subscriber may fall at most `capacity` events behind; past that
+/// it gets [`SubscriptionError::Lagged`] and the others are not slowed down.
 #[derive(Debug, Clone)]
 pub struct MemoryBroadcaster {
     rooms: Rooms,
@@ -41,7 +82,7 @@ impl MemoryBroadcaster {
     pub fn has_subscribers(&self, room: &RoomName) -> bool {
         lock(&self.rooms)
             .get(room)
-            .is_some_and(|sender| sender.receiver_count() > 0)
+            .is_some_and(|channel| channel.sender.receiver_count() > 0)
     }
 
     /// Ends every subscription: each gets what was already queued for it, then
@@ -58,7 +99,7 @@ impl Default for MemoryBroadcaster {
     }
 }
 
-fn lock(rooms: &Rooms) -> MutexGuard<'_, HashMap<RoomName, broadcast::Sender<Arc<EventEnvelope>>>> {
+fn lock(rooms: &Rooms) -> MutexGuard<'_, HashMap<RoomName, Arc<RoomChannel>>> {
     // Map operations complete under the lock; a poisoned lock still holds a consistent map.
     rooms.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -66,7 +107,7 @@ fn lock(rooms: &Rooms) -> MutexGuard<'_, HashMap<RoomName, broadcast::Sender<Arc
 /// A subscriber's end of a room channel. Dropping the last one removes the room's channel.
 #[derive(Debug)]
 pub struct MemorySubscription {
-    receiver: Option<broadcast::Receiver<Arc<EventEnvelope>>>,
+    receiver: Option<Receiver<Arc<EventEnvelope>>>,
     rooms: Rooms,
     room: RoomName,
 }
@@ -76,13 +117,14 @@ impl EventSubscription for MemorySubscription {
         let Some(receiver) = self.receiver.as_mut() else {
             return Err(SubscriptionError::Closed);
         };
-        // broadcast::Receiver::recv is cancel-safe, as the port requires.
-        match receiver.recv().await {
+        // Receiver::recv is cancel-safe, as the port requires: an event is taken only when
+        // the future completes.
+        match receiver.recv_direct().await {
             Ok(envelope) => Ok(envelope),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+            Err(async_broadcast::RecvError::Overflowed(missed)) => {
                 Err(SubscriptionError::Lagged { missed })
             }
-            Err(broadcast::error::RecvError::Closed) => Err(SubscriptionError::Closed),
+            Err(async_broadcast::RecvError::Closed) => Err(SubscriptionError::Closed),
         }
     }
 }
@@ -93,7 +135,7 @@ impl Drop for MemorySubscription {
         let mut rooms = lock(&self.rooms);
         if rooms
             .get(&self.room)
-            .is_some_and(|sender| sender.receiver_count() == 0)
+            .is_some_and(|channel| channel.sender.receiver_count() == 0)
         {
             rooms.remove(&self.room);
         }
@@ -106,8 +148,9 @@ impl EventBroadcaster for MemoryBroadcaster {
     async fn subscribe(&self, room: &RoomName) -> Result<MemorySubscription, BroadcastError> {
         let receiver = lock(&self.rooms)
             .entry(room.clone())
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
-            .subscribe();
+            .or_insert_with(|| Arc::new(RoomChannel::new(self.capacity)))
+            .sender
+            .new_receiver();
         Ok(MemorySubscription {
             receiver: Some(receiver),
             rooms: Arc::clone(&self.rooms),
@@ -117,10 +160,9 @@ impl EventBroadcaster for MemoryBroadcaster {
 
     async fn publish(&self, event: RoomEvent) -> Result<(), BroadcastError> {
         let started = std::time::Instant::now();
-        let sender = lock(&self.rooms).get(event.room()).cloned();
-        if let Some(sender) = sender {
-            // An error only means nobody is subscribed right now, which is fine.
-            let _ = sender.send(EventEnvelope::new(event));
+        let channel = lock(&self.rooms).get(event.room()).cloned();
+        if let Some(channel) = channel {
+            channel.send(EventEnvelope::new(event));
         }
         metrics::histogram!("banter_broadcast_seconds").record(started.elapsed().as_secs_f64());
         Ok(())

@@ -9,6 +9,7 @@
 //! snapshot or arrives on the receiver, never both and never neither — the rule "subscribe
 //! before the snapshot" by construction, with no store read.
 
+mod channel;
 mod registry;
 mod window;
 
@@ -18,7 +19,9 @@ use std::time::Duration;
 use banter_domain::ports::{Clock, EventSubscription, SubscriptionError};
 use banter_domain::{EventEnvelope, RoomEvent, Seq};
 use futures_util::future::AbortHandle;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+use channel::RoomChannel;
 
 pub use registry::{HistoryCacheStats, HubTask};
 pub(crate) use registry::{Hubs, Opened};
@@ -44,7 +47,7 @@ pub(crate) struct HubStopped;
 struct HubState {
     window: Window,
     /// `None` once the hub stopped: receivers then drain what was sent and see the end.
-    sender: Option<broadcast::Sender<Arc<EventEnvelope>>>,
+    sender: Option<RoomChannel>,
     end: Option<HubEnd>,
     /// The highest seq this node knows was committed (its own posts are noted before the hub
     /// hears of them): a latest page answered from a window behind it would miss a message
@@ -75,7 +78,7 @@ impl RoomHub {
         pump: AbortHandle,
         now: Duration,
     ) -> (Self, SyncRequests) {
-        let (sender, _) = broadcast::channel(queue.max(1));
+        let sender = RoomChannel::new(queue);
         let (syncs, requests) = mpsc::unbounded_channel();
         let hub = Self {
             state: Mutex::new(HubState {
@@ -114,15 +117,15 @@ impl RoomHub {
     /// once the hub stopped.
     pub fn forward(&self, envelope: Arc<EventEnvelope>) -> bool {
         let mut state = self.state();
-        let Some(sender) = state.sender.clone() else {
+        let state = &mut *state;
+        let Some(sender) = state.sender.as_mut() else {
             return false;
         };
         if let RoomEvent::MessagePosted(message) = envelope.event() {
             state.window.push(message);
             state.known = state.known.max(message.seq);
         }
-        // An error only means no connection is attached right now.
-        let _ = sender.send(envelope);
+        sender.send(envelope);
         true
     }
 
@@ -212,7 +215,7 @@ impl RoomHub {
 /// One connection's end of a hub: the room's events in the hub's order.
 #[derive(Debug)]
 pub struct HubReceiver<C: Clock> {
-    receiver: Option<broadcast::Receiver<Arc<EventEnvelope>>>,
+    receiver: Option<async_broadcast::Receiver<Arc<EventEnvelope>>>,
     hub: Arc<RoomHub>,
     clock: C,
 }
@@ -222,13 +225,14 @@ impl<C: Clock> HubReceiver<C> {
         let Some(receiver) = self.receiver.as_mut() else {
             return Err(SubscriptionError::Closed);
         };
-        // broadcast::Receiver::recv is cancel-safe, as EventSubscription requires.
-        match receiver.recv().await {
+        // Receiver::recv is cancel-safe, as EventSubscription requires: an event is taken only
+        // when the future completes.
+        match receiver.recv_direct().await {
             Ok(envelope) => Ok(envelope),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+            Err(async_broadcast::RecvError::Overflowed(missed)) => {
                 Err(SubscriptionError::Lagged { missed })
             }
-            Err(broadcast::error::RecvError::Closed) => match self.hub.end() {
+            Err(async_broadcast::RecvError::Closed) => match self.hub.end() {
                 // The hub, not this connection, fell behind: the connection resumes the same way.
                 HubEnd::FellBehind => Err(SubscriptionError::Lagged { missed: 0 }),
                 HubEnd::Closed | HubEnd::Expired => Err(SubscriptionError::Closed),
