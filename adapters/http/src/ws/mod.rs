@@ -201,7 +201,7 @@ impl<P: Ports> Endpoint for Handshake<P> {
             if deflate {
                 metrics::counter!("banter_ws_deflate_connections_total").increment(1);
             }
-            connection::run(io, deflate, pending, state)
+            connection::run(io, deflate, pending, &state)
         }))
     }
 }

@@ -107,16 +107,20 @@ impl Upgrade {
     /// compressed; if the connection goes before that, `run` is dropped unrun.
     pub fn accept<F, Fut>(self, compression: bool, run: F) -> Response
     where
-        F: FnOnce(Upgraded, bool) -> Fut + Send + 'static,
+        F: FnOnce(Upgraded, bool) -> Option<Fut> + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let deflate = compression && self.deflate_offered;
         let on_upgrade = self.on_upgrade;
-        // This task is the connection's only one: it waits for the switch, then serves.
+        // This task waits for the switch and hands the connection to a task of its own, which
+        // then holds only what serving needs: a task's future keeps room for everything its
+        // async block ever held (here the closure and the switch), for as long as it runs.
         tokio::spawn(tracing::Instrument::in_current_span(async move {
-            if let Ok(upgraded) = on_upgrade.await {
-                run(upgraded, deflate).await;
+            if let Ok(upgraded) = on_upgrade.await
+                && let Some(serving) = run(upgraded, deflate)
+            {
+                tokio::spawn(tracing::Instrument::in_current_span(serving));
             }
         }));
         let mut response = Response::builder()
