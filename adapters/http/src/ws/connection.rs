@@ -187,35 +187,29 @@ impl Connection {
         room_frames: &RoomFrames,
         mut shutdown: watch::Receiver<bool>,
     ) -> End {
-        let settings = self.settings;
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + settings.ping_interval,
-            settings.ping_interval,
-        );
-        let idle = tokio::time::sleep(settings.idle_timeout);
-        let mut idle = pin!(idle);
-        let stalled = tokio::time::sleep(settings.write_timeout);
-        let mut stalled = pin!(stalled);
+        if *shutdown.borrow() {
+            return End::Close(CloseCode::Away, "server shutting down");
+        }
+        // Shutdown only ever turns on, so one wait serves the whole connection.
+        let mut shutting_down = pin!(shutdown.changed());
+        let mut clock = Deadlines::new(Instant::now(), self.settings);
+        let timer = tokio::time::sleep_until(clock.next());
+        let mut timer = pin!(timer);
         loop {
-            if *shutdown.borrow() {
-                return End::Close(CloseCode::Away, "server shutting down");
-            }
-            let waiting = !self.out.is_empty();
+            let was_waiting = !self.out.is_empty();
             let take_events = self.out.len() < EVENTS_WHEN_BELOW;
             tokio::select! {
                 biased;
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        return End::Close(CloseCode::Away, "server shutting down");
-                    }
+                _ = &mut shutting_down => {
+                    return End::Close(CloseCode::Away, "server shutting down");
                 }
                 io = io_ready(&mut self.io, &self.out, Some(&mut self.decoder)) => match io {
                     Io::Wrote(n) => {
                         self.wrote(n);
-                        stalled.as_mut().reset(Instant::now() + settings.write_timeout);
+                        clock.wrote(Instant::now());
                     }
                     Io::Read(messages) => {
-                        idle.as_mut().reset(Instant::now() + settings.idle_timeout);
+                        clock.read(Instant::now());
                         let before = self.out.len();
                         for message in messages {
                             if let Some(end) = self.on_message::<P>(message, session).await {
@@ -235,15 +229,21 @@ impl Connection {
                         return end;
                     }
                 }
-                _ = ping.tick() => self.out.extend_from_slice(&codec::ping()),
-                () = &mut idle => return End::Close(CloseCode::Normal, "idle timeout"),
-                () = &mut stalled, if waiting => return End::Gone,
+                () = &mut timer => {
+                    match clock.fired(Instant::now(), !self.out.is_empty()) {
+                        Fired::Nothing => {}
+                        Fired::Ping => self.out.extend_from_slice(&codec::ping()),
+                        Fired::Idle => return End::Close(CloseCode::Normal, "idle timeout"),
+                        Fired::Stalled => return End::Gone,
+                    }
+                    timer.as_mut().reset(clock.next());
+                }
             }
-            if !waiting && !self.out.is_empty() {
-                // Output starts waiting now: it has the write timeout to get out.
-                stalled
-                    .as_mut()
-                    .reset(Instant::now() + settings.write_timeout);
+            if !was_waiting && !self.out.is_empty() && clock.output_waits(Instant::now()) {
+                timer.as_mut().reset(clock.next());
+            }
+            if self.out.is_empty() {
+                clock.output_done();
             }
         }
     }
@@ -392,6 +392,98 @@ impl Connection {
     }
 }
 
+/// What the connection's one timer stands for: the next ping, the idle timeout (no byte from
+/// the client) and the write timeout (output waiting without progress). Reads and writes only
+/// note the time; the timer is re-armed when it fires, or earlier when output starts waiting,
+/// so busy connections do not reset a timer for every frame.
+struct Deadlines {
+    settings: WsSettings,
+    next_ping: Instant,
+    last_read: Instant,
+    /// When waiting output last made progress (or started waiting); `None` when none waits.
+    waiting_since: Option<Instant>,
+    /// Where the timer is set.
+    armed: Instant,
+}
+
+/// Why the timer fired.
+#[derive(Debug, PartialEq, Eq)]
+enum Fired {
+    /// Early for a deadline that moved: re-armed.
+    Nothing,
+    Ping,
+    Idle,
+    Stalled,
+}
+
+impl Deadlines {
+    fn new(now: Instant, settings: WsSettings) -> Self {
+        let mut deadlines = Self {
+            settings,
+            next_ping: now + settings.ping_interval,
+            last_read: now,
+            waiting_since: None,
+            armed: now,
+        };
+        deadlines.armed = deadlines.earliest();
+        deadlines
+    }
+
+    fn earliest(&self) -> Instant {
+        let idle = self.last_read + self.settings.idle_timeout;
+        let stalled = self
+            .waiting_since
+            .map(|since| since + self.settings.write_timeout);
+        stalled.map_or(idle, |s| s.min(idle)).min(self.next_ping)
+    }
+
+    /// The deadline to arm the timer at; remembered as armed.
+    fn next(&mut self) -> Instant {
+        self.armed = self.earliest();
+        self.armed
+    }
+
+    fn read(&mut self, now: Instant) {
+        self.last_read = now;
+    }
+
+    fn wrote(&mut self, now: Instant) {
+        if self.waiting_since.is_some() {
+            self.waiting_since = Some(now);
+        }
+    }
+
+    /// Output started waiting at `now`; true when the timer must be re-armed earlier.
+    fn output_waits(&mut self, now: Instant) -> bool {
+        self.waiting_since = Some(now);
+        self.earliest() < self.armed
+    }
+
+    fn output_done(&mut self) {
+        self.waiting_since = None;
+    }
+
+    fn fired(&mut self, now: Instant, waiting: bool) -> Fired {
+        if now >= self.last_read + self.settings.idle_timeout {
+            return Fired::Idle;
+        }
+        if waiting
+            && self
+                .waiting_since
+                .is_some_and(|since| now >= since + self.settings.write_timeout)
+        {
+            return Fired::Stalled;
+        }
+        if now >= self.next_ping {
+            // A late tick pings once and keeps the period from now on.
+            self.next_ping = (self.next_ping + self.settings.ping_interval)
+                .max(now + self.settings.ping_interval / 2);
+            return Fired::Ping;
+        }
+        Fired::Nothing
+    }
+}
+
 /// Waits until the socket takes some of `out` or has bytes to read, whichever comes first.
 /// Reads go into a buffer that lives only during this poll and are decoded at once (or
 /// dropped, without a decoder): a connection waiting for its client holds no read buffer.
@@ -443,4 +535,85 @@ fn close_reason(error: &codec::DecodeError) -> &'static str {
 fn count_sent(frames: usize, bytes: usize) {
     metrics::counter!("banter_frames_sent_total").increment(frames as u64);
     metrics::counter!("banter_ws_bytes_sent_total").increment(bytes as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WsSettings {
+        WsSettings {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            write_timeout: Duration::from_secs(20),
+            max_message_bytes: 1024,
+        }
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn pings_every_interval_and_times_out_a_silent_client() {
+        let start = Instant::now();
+        let mut clock = Deadlines::new(start, settings());
+        assert_eq!(clock.next(), start + secs(30));
+        assert_eq!(clock.fired(start + secs(30), false), Fired::Ping);
+        assert_eq!(clock.next(), start + secs(60));
+        assert_eq!(clock.fired(start + secs(60), false), Fired::Ping);
+        assert_eq!(clock.next(), start + secs(90));
+        assert_eq!(clock.fired(start + secs(90), false), Fired::Idle);
+    }
+
+    #[test]
+    fn a_read_moves_the_idle_deadline_without_rearming_the_timer() {
+        let start = Instant::now();
+        let mut clock = Deadlines::new(start, settings());
+        clock.next();
+        clock.fired(start + secs(30), false);
+        clock.fired(start + secs(60), false);
+        clock.read(start + secs(70));
+        assert_eq!(clock.next(), start + secs(90), "the next ping comes first");
+        assert_eq!(clock.fired(start + secs(90), false), Fired::Ping);
+        assert_eq!(clock.next(), start + secs(120));
+        assert_eq!(clock.fired(start + secs(120), false), Fired::Ping);
+        assert_eq!(clock.next(), start + secs(150));
+        clock.read(start + secs(140));
+        assert_eq!(clock.fired(start + secs(150), false), Fired::Ping);
+        assert_eq!(clock.next(), start + secs(180));
+    }
+
+    #[test]
+    fn waiting_output_without_progress_is_a_stall_and_progress_postpones_it() {
+        let start = Instant::now();
+        let mut clock = Deadlines::new(start, settings());
+        clock.next();
+        // Output starts waiting at 15 s: its deadline (35 s) is after the armed ping (30 s).
+        assert!(!clock.output_waits(start + secs(15)));
+        assert_eq!(clock.fired(start + secs(30), true), Fired::Ping);
+        assert_eq!(clock.next(), start + secs(35));
+        clock.wrote(start + secs(34));
+        assert_eq!(clock.fired(start + secs(35), true), Fired::Nothing);
+        assert_eq!(clock.next(), start + secs(54));
+        assert_eq!(clock.fired(start + secs(54), true), Fired::Stalled);
+    }
+
+    #[test]
+    fn output_that_waits_before_the_armed_deadline_rearms_the_timer() {
+        let start = Instant::now();
+        let mut clock = Deadlines::new(
+            start,
+            WsSettings {
+                write_timeout: secs(5),
+                ..settings()
+            },
+        );
+        assert_eq!(clock.next(), start + secs(30));
+        assert!(clock.output_waits(start + secs(1)));
+        assert_eq!(clock.next(), start + secs(6));
+        clock.output_done();
+        assert_eq!(clock.fired(start + secs(6), false), Fired::Nothing);
+        assert_eq!(clock.next(), start + secs(30));
+    }
 }
