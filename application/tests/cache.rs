@@ -315,7 +315,7 @@ async fn joins_racing_posts_see_every_message_exactly_once() {
             let welcome = &joined.welcome;
             let mut seen = seqs(&welcome.messages);
             let from = match start {
-                Start::After(after) => after.get() + 1,
+                Start::After(after) | Start::Resume { after, .. } => after.get() + 1,
                 Start::Latest { .. } => seen.first().copied().unwrap_or(welcome.last_seq.get() + 1),
             };
             while seen.last().copied().unwrap_or(from - 1) < POSTS {
