@@ -7,15 +7,15 @@
 //! does not fill within a short grace is filled from the store, which has every message by the
 //! time anyone could see a later one (seqs are assigned at commit, in commit order).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use banter_domain::ports::{Clock, EventSubscription, MessageStore, StoreError, SubscriptionError};
 use banter_domain::{
-    ChangesQuery, EventEnvelope, HistoryQuery, MessageChange, PageLimit, Rev, RoomEvent, RoomName,
-    Seq, Username,
+    ChangesQuery, EventEnvelope, HistoryQuery, Message, MessageChange, PageLimit, Rev, RoomEvent,
+    RoomName, Seq, Username,
 };
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
@@ -121,6 +121,9 @@ pub struct RoomFeed<S, Sub, C> {
     replay_at: usize,
     /// When the current gap must be filled from the store (monotonic).
     gap_deadline: Option<Duration>,
+    /// Changes delivered for messages not delivered yet (the seqs wait behind a gap while the
+    /// revs flowed on): such a message is delivered in its changed state, not as posted.
+    changed_ahead: BTreeMap<Seq, Message>,
 }
 
 impl<S, Sub, C> RoomFeed<S, Sub, C>
@@ -152,6 +155,7 @@ where
             replay: start.replay.filter(|r| r.after < r.through),
             replay_at: 0,
             gap_deadline: None,
+            changed_ahead: BTreeMap::new(),
         };
         feed.take_from_store(start.catch_up);
         feed
@@ -167,6 +171,11 @@ where
     /// when no event can come any more, [`FeedError::Store`] when missing messages could not be
     /// read.
     pub async fn next(&mut self) -> Result<Arc<EventEnvelope>, FeedError> {
+        let envelope = self.next_in_order().await?;
+        Ok(self.current_state(envelope))
+    }
+
+    async fn next_in_order(&mut self) -> Result<Arc<EventEnvelope>, FeedError> {
         loop {
             if let Some(replay) = self.replay {
                 self.replay_from_store(replay).await?;
@@ -218,6 +227,35 @@ where
     /// # Errors
     /// As [`Self::next`], except [`FeedError::Store`].
     pub(crate) fn try_next(&mut self) -> Option<Result<Arc<EventEnvelope>, FeedError>> {
+        self.try_next_in_order()
+            .map(|next| next.map(|envelope| self.current_state(envelope)))
+    }
+
+    /// Seqs and revs are ordered apart, so a change can be delivered before the message it
+    /// changed (that message waits behind a gap): the message then goes out as it now is.
+    fn current_state(&mut self, envelope: Arc<EventEnvelope>) -> Arc<EventEnvelope> {
+        match envelope.event() {
+            RoomEvent::MessageUpdated { message, .. } if message.seq > self.sequencer.cursor() => {
+                if self.changed_ahead.len() < self.settings.max_pending {
+                    self.changed_ahead.insert(message.seq, message.clone());
+                }
+                envelope
+            }
+            RoomEvent::MessagePosted(message) if !self.changed_ahead.is_empty() => {
+                let seq = message.seq;
+                let changed = self.changed_ahead.remove(&seq);
+                // Anything at or below the cursor was delivered (or skipped) by now.
+                self.changed_ahead.retain(|ahead, _| *ahead > seq);
+                match changed {
+                    Some(changed) => EventEnvelope::new(RoomEvent::MessagePosted(changed)),
+                    None => envelope,
+                }
+            }
+            _ => envelope,
+        }
+    }
+
+    fn try_next_in_order(&mut self) -> Option<Result<Arc<EventEnvelope>, FeedError>> {
         loop {
             if self.replay.is_some() {
                 return None;

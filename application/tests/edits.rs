@@ -371,3 +371,29 @@ async fn without_rev_or_with_the_latest_rev_nothing_is_replayed() {
     );
     assert!(is_quiet(&mut fresh).await);
 }
+
+#[tokio::test]
+async fn a_message_changed_while_it_waited_behind_a_gap_is_delivered_as_it_now_is() {
+    let w = world();
+    let mut carol = w.join("carol", Start::DEFAULT).await;
+    // Committed after Carol's snapshot; message 1's publication comes late, message 2 was
+    // edited meanwhile and its change flows in rev order before message 2 can be delivered.
+    let first = w.insert("alice", "a");
+    let second = w.insert("alice", "b");
+    w.broadcaster.inject(RoomEvent::MessagePosted(second));
+    let rev = w.change_elsewhere(2, "alice", Change::Edit(Content::parse("b2").unwrap()));
+    let changed = w.store.messages(&room())[1].clone();
+    w.broadcaster.inject(RoomEvent::MessageUpdated {
+        rev: Rev::new(rev).unwrap(),
+        message: changed,
+    });
+    w.broadcaster.inject(RoomEvent::MessagePosted(first));
+    assert_eq!(next_told(&mut carol).await, told("u1", 2, "b2"));
+    assert_eq!(next_told(&mut carol).await, told("m", 1, "a"));
+    assert_eq!(
+        next_told(&mut carol).await,
+        told("m", 2, "b2"),
+        "not the stale text it was posted with"
+    );
+    assert!(is_quiet(&mut carol).await);
+}
