@@ -88,7 +88,18 @@ fn assert_problem(got: &(StatusCode, Value), status: StatusCode, code: &str) {
 
 #[tokio::test]
 async fn edits_and_deletes_over_websocket_reach_everyone_in_rev_order() {
-    let server = TestServer::start(&["--rate-limit", "off"]).await;
+    edits_and_deletes_over_websocket(&[]).await;
+}
+
+#[tokio::test]
+async fn edits_and_deletes_over_websocket_without_the_history_cache() {
+    edits_and_deletes_over_websocket(&["--history-cache", "0"]).await;
+}
+
+async fn edits_and_deletes_over_websocket(extra: &[&str]) {
+    let mut args = vec!["--rate-limit", "off"];
+    args.extend_from_slice(extra);
+    let server = TestServer::start(&args).await;
     let (mut alice, welcome) = connect(&server, "general", "alice", "").await;
     assert_eq!(welcome["last_rev"], 0, "a room without changes");
     let (mut bob, _) = connect(&server, "general", "bob", "").await;
