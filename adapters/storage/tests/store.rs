@@ -344,6 +344,17 @@ mod cases {
             changes.contains("messages_rev"),
             "changes are listed through the rev index: {changes}"
         );
+        let revisions = plans
+            .iter()
+            .find(|p| p.query == "revisions after")
+            .unwrap()
+            .plan
+            .join(" ");
+        assert!(
+            revisions.contains("revisions_pkey")
+                || revisions.contains("revisions USING PRIMARY KEY"),
+            "a rev gap is filled through the log's key: {revisions}"
+        );
         store.close().await;
     }
 
