@@ -67,9 +67,9 @@ pub type FeedOf<P> = RoomFeed<
 >;
 
 pub use chat::{
-    Chat, ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady, PostDraft,
-    PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Session, Start,
-    Welcome,
+    ChangeDraft, ChangeError, Chat, ChatSettings, DraftField, HistoryCache, JoinError, Joined,
+    NotReady, PostDraft, PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage,
+    Session, Start, Welcome,
 };
 pub use feed::{FeedError, FeedSettings, RoomFeed};
 pub use hub::{HistoryCacheStats, HubReceiver, HubTask, RoomSubscription};

@@ -1,21 +1,50 @@
-//! Putting one room's messages in seq order from a starting point on: what arrives early waits
-//! for the gap before it to close, what was seen already is dropped.
+//! Putting one room's messages in seq order (and its changes in rev order) from a starting
+//! point on: what arrives early waits for the gap before it to close, what was seen already is
+//! dropped.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::sync::Arc;
 
-use banter_domain::{EventEnvelope, Seq};
+use banter_domain::{EventEnvelope, Rev, Seq};
 
-/// Orders one room's messages by seq from a starting point on.
-#[derive(Debug)]
-pub(crate) struct Sequencer {
-    cursor: Seq,
-    pending: BTreeMap<Seq, Arc<EventEnvelope>>,
+/// A gapless counter a sequencer orders by: a message's seq, or a change's rev.
+pub(crate) trait Position: Copy + Ord + Debug + std::fmt::Display {
+    fn next(self) -> Self;
+    /// The position right before this one (this one for the lowest).
+    fn previous(self) -> Self;
 }
 
-impl Sequencer {
+impl Position for Seq {
+    fn next(self) -> Self {
+        Seq::next(self)
+    }
+
+    fn previous(self) -> Self {
+        Seq::new(self.get().saturating_sub(1)).unwrap_or(self)
+    }
+}
+
+impl Position for Rev {
+    fn next(self) -> Self {
+        Rev::next(self)
+    }
+
+    fn previous(self) -> Self {
+        Rev::new(self.get().saturating_sub(1)).unwrap_or(self)
+    }
+}
+
+/// Orders one room's messages by seq (or its changes by rev) from a starting point on.
+#[derive(Debug)]
+pub(crate) struct Sequencer<P = Seq> {
+    cursor: P,
+    pending: BTreeMap<P, Arc<EventEnvelope>>,
+}
+
+impl<P: Position> Sequencer<P> {
     /// Starts after `cursor`: the next message to deliver is `cursor + 1`.
-    pub fn new(cursor: Seq) -> Self {
+    pub fn new(cursor: P) -> Self {
         Self {
             cursor,
             pending: BTreeMap::new(),
@@ -23,13 +52,13 @@ impl Sequencer {
     }
 
     /// The last seq delivered.
-    pub fn cursor(&self) -> Seq {
+    pub fn cursor(&self) -> P {
         self.cursor
     }
 
     /// Offers a message; returns it when it is the next one. A message at or below the cursor
     /// was delivered already and is dropped; a later one waits for the gap to close.
-    pub fn offer(&mut self, seq: Seq, message: Arc<EventEnvelope>) -> Option<Arc<EventEnvelope>> {
+    pub fn offer(&mut self, seq: P, message: Arc<EventEnvelope>) -> Option<Arc<EventEnvelope>> {
         if seq <= self.cursor {
             None
         } else if seq == self.cursor.next() {
@@ -67,10 +96,10 @@ impl Sequencer {
     }
 
     /// Gives up on a gap nobody can fill: continue with the first held-back message.
-    pub fn skip_gap(&mut self) -> Option<(Seq, Seq)> {
+    pub fn skip_gap(&mut self) -> Option<(P, P)> {
         let first = *self.pending.keys().next()?;
         let skipped = (self.cursor.next(), first);
-        self.cursor = Seq::new(first.get() - 1).unwrap_or(self.cursor);
+        self.cursor = first.previous();
         Some(skipped)
     }
 }
@@ -86,9 +115,10 @@ mod tests {
             room: RoomName::parse("g").unwrap(),
             seq,
             username: Username::parse("alice").unwrap(),
-            content: Content::parse("hi").unwrap(),
+            content: Some(Content::parse("hi").unwrap()),
             timestamp: Timestamp::from_unix_millis(0).unwrap(),
             client_id: None,
+            edited_at: None,
         };
         (seq, EventEnvelope::new(RoomEvent::MessagePosted(message)))
     }
@@ -102,7 +132,7 @@ mod tests {
 
     #[test]
     fn delivers_in_order_and_drops_what_was_seen() {
-        let mut sequencer = Sequencer::new(Seq::new(5).unwrap());
+        let mut sequencer: Sequencer = Sequencer::new(Seq::new(5).unwrap());
         let (s, e) = envelope(4);
         assert!(sequencer.offer(s, e).is_none(), "covered by the snapshot");
         let (s, e) = envelope(5);
@@ -116,7 +146,7 @@ mod tests {
 
     #[test]
     fn holds_early_messages_until_the_gap_closes() {
-        let mut sequencer = Sequencer::new(Seq::ZERO);
+        let mut sequencer: Sequencer = Sequencer::new(Seq::ZERO);
         for seq in [3, 2, 5] {
             let (s, e) = envelope(seq);
             assert!(sequencer.offer(s, e).is_none());

@@ -315,7 +315,7 @@ async fn joins_racing_posts_see_every_message_exactly_once() {
             let welcome = &joined.welcome;
             let mut seen = seqs(&welcome.messages);
             let from = match start {
-                Start::After(after) => after.get() + 1,
+                Start::After(after) | Start::Resume { after, .. } => after.get() + 1,
                 Start::Latest { .. } => seen.first().copied().unwrap_or(welcome.last_seq.get() + 1),
             };
             while seen.last().copied().unwrap_or(from - 1) < POSTS {
@@ -412,4 +412,79 @@ async fn a_hub_lingers_after_its_last_use_then_goes() {
     w.clock.advance(Duration::from_secs(21));
     assert_eq!(w.chat.sweep_history_cache(), 0);
     assert_eq!(w.stats(), (2, 2));
+}
+
+#[tokio::test]
+async fn the_window_serves_edited_and_deleted_messages_in_their_current_state() {
+    use banter_application::{ChangeDraft, DraftField};
+    use banter_domain::Rev;
+    let w = world(200);
+    let mut alice = w.join("alice", Start::DEFAULT).await;
+    for n in 1..=3 {
+        w.post("alice", &format!("m{n}")).await;
+        assert_eq!(next_seq(&mut alice).await, n);
+    }
+    let change = |n: u64, draft: ChangeDraft| {
+        let chat = w.chat.clone();
+        async move {
+            chat.change(&room("general"), &user("alice"), seq(n), draft)
+                .await
+                .unwrap()
+        }
+    };
+    change(
+        2,
+        ChangeDraft::Edit {
+            content: DraftField::Text("m2 edited".into()),
+        },
+    )
+    .await;
+    change(3, ChangeDraft::Delete).await;
+    let reads = w.reads();
+    // The latest page read right after this node's own change shows it (the hub waits for
+    // its rev, or the store answers).
+    let page = w
+        .chat
+        .history(
+            &room("general"),
+            HistoryQuery::Latest {
+                limit: PageLimit::history(10).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text()).collect();
+    assert_eq!(texts, ["m1", "m2 edited", ""]);
+    assert_eq!(page.last_rev, Rev::new(2).unwrap());
+    // Once the hub has the changes, a welcome from memory shows them and their rev.
+    let mut told = 0;
+    while told < 2 {
+        let envelope = tokio::time::timeout(Duration::from_secs(10), alice.feed.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(envelope.event(), RoomEvent::MessageUpdated { .. }) {
+            told += 1;
+        }
+    }
+    let bob = w.join("bob", Start::Latest { history: 50 }).await;
+    let texts: Vec<&str> = bob.welcome.messages.iter().map(|m| m.text()).collect();
+    assert_eq!(texts, ["m1", "m2 edited", ""]);
+    assert!(bob.welcome.messages[2].is_deleted());
+    assert_eq!(bob.welcome.last_rev, Rev::new(2).unwrap());
+    let mut resumed = w.join("carol", Start::After(seq(1))).await;
+    assert_eq!(resumed.welcome.last_rev, Rev::new(2).unwrap());
+    let mut missed = Vec::new();
+    while missed.len() < 2 {
+        let envelope = resumed.feed.next().await.unwrap();
+        if let RoomEvent::MessagePosted(m) = envelope.event() {
+            missed.push(m.text().to_owned());
+        }
+    }
+    assert_eq!(
+        missed,
+        ["m2 edited", ""],
+        "missed messages in their current state"
+    );
+    assert!(w.reads() <= reads + 1, "the welcomes came from memory");
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{Message, RoomName, Username};
+use crate::{Message, Rev, RoomName, Username};
 
 /// Someone's first connection to a room opened, or their last one closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub enum PresenceEvent {
 pub enum RoomEvent {
     /// A message was committed.
     MessagePosted(Message),
+    /// A message was edited or deleted; the change took `rev` and `message` is its new state.
+    MessageUpdated { rev: Rev, message: Message },
     /// A user joined or left; `online_count` is the room's count right after.
     Presence {
         room: RoomName,
@@ -34,7 +36,9 @@ pub enum RoomEvent {
 impl RoomEvent {
     pub fn room(&self) -> &RoomName {
         match self {
-            RoomEvent::MessagePosted(message) => &message.room,
+            RoomEvent::MessagePosted(message) | RoomEvent::MessageUpdated { message, .. } => {
+                &message.room
+            }
             RoomEvent::Presence { room, .. } | RoomEvent::Typing { room, .. } => room,
         }
     }

@@ -21,10 +21,11 @@ mod values;
 pub use content::{Content, ContentError};
 pub use events::{EventEnvelope, PresenceEvent, RoomEvent};
 pub use message::{
-    Appended, HistoryPage, HistoryQuery, Message, NewMessage, PageLimit, PageLimitOutOfRange,
+    Appended, Change, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery,
+    HistoryPage, HistoryQuery, Message, MessageChange, NewMessage, PageLimit, PageLimitOutOfRange,
     StoredRoom, StoredRoomsPage,
 };
 pub use names::{ClientId, NameError, RoomName, Username};
 pub use presence::{OccupiedRoom, OnlinePage, PresenceBook, PresenceChange, WELCOME_ONLINE_CAP};
 pub use typing::{TypingBook, TypingChange, TypingRules};
-pub use values::{Seq, SeqOutOfRange, Timestamp, TimestampError};
+pub use values::{Rev, Seq, SeqOutOfRange, Timestamp, TimestampError};

@@ -1,16 +1,132 @@
 //! Messages, the input of a post, and the shapes of history and room listings.
 
-use crate::{ClientId, Content, RoomName, Seq, Timestamp, Username};
+use crate::{ClientId, Content, Rev, RoomName, Seq, Timestamp, Username};
 
-/// A stored message. Only a store creates one: `seq` and `timestamp` are assigned at commit.
+/// A stored message, in its current state. Only a store creates one: `seq` and `timestamp`
+/// are assigned at commit.
+///
+/// A deleted message is a tombstone: it keeps its room, seq, username, timestamp and
+/// `edited_at`, and has no content and no client id (the store still remembers the client
+/// id, so a late resend finds the tombstone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub room: RoomName,
     pub seq: Seq,
     pub username: Username,
-    pub content: Content,
+    /// `None` once the message was deleted.
+    pub content: Option<Content>,
     pub timestamp: Timestamp,
     pub client_id: Option<ClientId>,
+    /// When the content was last edited; `None` if never.
+    pub edited_at: Option<Timestamp>,
+}
+
+/// What the author asks to do to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Replace the content.
+    Edit(Content),
+    /// Delete the message, leaving a tombstone.
+    Delete,
+}
+
+/// A change of one message, asked by `author` (who must be the message's author).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRequest {
+    pub room: RoomName,
+    pub seq: Seq,
+    pub author: Username,
+    pub change: Change,
+}
+
+/// Why a change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefusal {
+    /// No message has this seq, or an edit names a deleted message.
+    #[error("no such message")]
+    NotFound,
+    /// Only the author may edit or delete a message.
+    #[error("only the author may edit or delete a message")]
+    Forbidden,
+}
+
+/// The outcome of a change the store accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Committed with the room's next rev; `message` is its new state.
+    Updated(MessageChange),
+    /// Nothing to change (the same content, or a delete of a deleted message): no rev was
+    /// taken; `message` is as it is.
+    Unchanged(Message),
+}
+
+impl Changed {
+    pub fn message(&self) -> &Message {
+        match self {
+            Changed::Updated(change) => &change.message,
+            Changed::Unchanged(message) => message,
+        }
+    }
+
+    pub fn into_message(self) -> Message {
+        match self {
+            Changed::Updated(change) => change.message,
+            Changed::Unchanged(message) => message,
+        }
+    }
+}
+
+/// A message as it is after the change that took `rev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageChange {
+    pub rev: Rev,
+    pub message: Message,
+}
+
+impl Message {
+    pub fn is_deleted(&self) -> bool {
+        self.content.is_none()
+    }
+
+    /// The content as shown: empty once deleted.
+    pub fn text(&self) -> &str {
+        self.content.as_ref().map_or("", Content::as_str)
+    }
+
+    /// The message after `by` applied `change` at `at`, by the rules of edits and deletes;
+    /// `Ok(None)` when nothing changes (an edit to the same content, a delete of a deleted
+    /// message), which takes no rev.
+    ///
+    /// # Errors
+    /// [`ChangeRefusal::NotFound`] for an edit of a deleted message,
+    /// [`ChangeRefusal::Forbidden`] when `by` is not the author.
+    pub fn changed_by(
+        &self,
+        by: &Username,
+        change: &Change,
+        at: Timestamp,
+    ) -> Result<Option<Message>, ChangeRefusal> {
+        if self.is_deleted() && matches!(change, Change::Edit(_)) {
+            return Err(ChangeRefusal::NotFound);
+        }
+        if *by != self.username {
+            return Err(ChangeRefusal::Forbidden);
+        }
+        match change {
+            Change::Edit(content) if self.content.as_ref() == Some(content) => Ok(None),
+            Change::Edit(content) => Ok(Some(Message {
+                content: Some(content.clone()),
+                edited_at: Some(at),
+                ..self.clone()
+            })),
+            Change::Delete if self.is_deleted() => Ok(None),
+            Change::Delete => Ok(Some(Message {
+                content: None,
+                client_id: None,
+                ..self.clone()
+            })),
+        }
+    }
 }
 
 /// What a poster asks to store; already validated.
@@ -103,6 +219,29 @@ pub struct HistoryPage {
     pub has_more: bool,
     /// The room's newest seq when the page was read (`Seq::ZERO` for a room without messages).
     pub last_seq: Seq,
+    /// The room's newest rev, read before the page's messages: every change up to it is
+    /// reflected in them (`Rev::ZERO` when nothing was ever changed).
+    pub last_rev: Rev,
+}
+
+/// Which changes of a room to read: messages whose latest change is after `after` (and at
+/// most `through`, and of a seq at most `max_seq`), ascending by that rev, each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangesQuery {
+    pub after: Rev,
+    pub through: Option<Rev>,
+    pub max_seq: Option<Seq>,
+    pub limit: PageLimit,
+}
+
+/// A page of changes, ascending by rev.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangesPage {
+    pub changes: Vec<MessageChange>,
+    /// More exist after this page.
+    pub has_more: bool,
+    /// The room's newest rev when the page was read.
+    pub last_rev: Rev,
 }
 
 /// A room that has messages, as the store knows it.
@@ -129,12 +268,13 @@ mod tests {
             room: RoomName::parse("general").ok()?,
             seq: Seq::new(1).ok()?,
             username: Username::parse("alice").ok()?,
-            content: Content::parse("hi").ok()?,
+            content: Some(Content::parse("hi").ok()?),
             timestamp: Timestamp::from_unix_millis(0).ok()?,
             client_id: match client_id {
                 Some(c) => Some(ClientId::parse(c).ok()?),
                 None => None,
             },
+            edited_at: None,
         })
     }
 
@@ -164,6 +304,85 @@ mod tests {
         let without = message(None);
         let p = post("general", "alice", None);
         assert_eq!(p.zip(without).map(|(p, m)| p.is_resend_of(&m)), Some(false));
+    }
+
+    fn fixture() -> (Message, Username, Username, Timestamp) {
+        let Some(m) = message(Some("c1")) else {
+            panic!("fixture")
+        };
+        let alice = m.username.clone();
+        let bob = Username::parse("bob").unwrap();
+        (m, alice, bob, Timestamp::from_unix_millis(5_000).unwrap())
+    }
+
+    fn edit(text: &str) -> Change {
+        Change::Edit(Content::parse(text).unwrap())
+    }
+
+    #[test]
+    fn the_author_edits_and_the_edit_is_dated() {
+        let (m, alice, _, at) = fixture();
+        let edited = m.changed_by(&alice, &edit("fixed"), at).unwrap().unwrap();
+        assert_eq!(edited.content.as_ref().map(Content::as_str), Some("fixed"));
+        assert_eq!(edited.edited_at, Some(at));
+        assert_eq!((edited.seq, edited.timestamp), (m.seq, m.timestamp));
+        assert_eq!(edited.client_id, m.client_id, "an edit keeps the client id");
+        assert!(!edited.is_deleted());
+    }
+
+    #[test]
+    fn the_same_content_changes_nothing() {
+        let (m, alice, _, at) = fixture();
+        assert_eq!(m.changed_by(&alice, &edit("hi"), at), Ok(None));
+    }
+
+    #[test]
+    fn only_the_author_may_change_a_message() {
+        let (m, _, bob, at) = fixture();
+        assert_eq!(
+            m.changed_by(&bob, &edit("mine now"), at),
+            Err(ChangeRefusal::Forbidden)
+        );
+        assert_eq!(
+            m.changed_by(&bob, &Change::Delete, at),
+            Err(ChangeRefusal::Forbidden)
+        );
+    }
+
+    #[test]
+    fn a_delete_leaves_a_tombstone_that_cannot_be_edited() {
+        let (m, alice, bob, at) = fixture();
+        let edited = m.changed_by(&alice, &edit("v2"), at).unwrap().unwrap();
+        let later = Timestamp::from_unix_millis(9_000).unwrap();
+        let tombstone = edited
+            .changed_by(&alice, &Change::Delete, later)
+            .unwrap()
+            .unwrap();
+        assert!(tombstone.is_deleted());
+        assert_eq!(tombstone.content, None);
+        assert_eq!(tombstone.client_id, None);
+        assert_eq!(tombstone.edited_at, Some(at), "a delete keeps edited_at");
+        assert_eq!(
+            (
+                &tombstone.room,
+                tombstone.seq,
+                &tombstone.username,
+                tombstone.timestamp
+            ),
+            (&m.room, m.seq, &m.username, m.timestamp)
+        );
+        assert_eq!(
+            tombstone.changed_by(&alice, &Change::Delete, later),
+            Ok(None)
+        );
+        assert_eq!(
+            tombstone.changed_by(&alice, &edit("back"), later),
+            Err(ChangeRefusal::NotFound)
+        );
+        assert_eq!(
+            tombstone.changed_by(&bob, &edit("back"), later),
+            Err(ChangeRefusal::NotFound)
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    Appended, EventEnvelope, HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage,
-    PageLimit, PresenceChange, RoomEvent, RoomName, StoredRoomsPage, Username,
+    Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, EventEnvelope,
+    HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage, PageLimit, PresenceChange,
+    Rev, RoomEvent, RoomName, StoredRoomsPage, Username,
 };
 
 /// The store could not do what was asked; nothing was changed.
@@ -52,6 +53,46 @@ pub trait MessageStore: Send + Sync + Clone + 'static {
         room: &RoomName,
         query: HistoryQuery,
     ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
+
+    /// Edits or deletes a message by the rules of [`crate::Message::changed_by`], decided on
+    /// the committed state inside the committing transaction.
+    ///
+    /// A change takes the room's next rev (the previous `last_rev` + 1, without gaps, in
+    /// commit order, also when several processes share the database) and is answered only once
+    /// durably committed. A change that changes nothing takes no rev. A deleted message's
+    /// content is forgotten; its client id is kept for the idempotency rule (a resend gets the
+    /// tombstone as [`Appended::Duplicate`]).
+    ///
+    /// # Errors
+    /// The inner `Err` is the refusal; the outer one [`StoreError::Unavailable`] when nothing
+    /// could be committed.
+    fn change(
+        &self,
+        request: ChangeRequest,
+    ) -> impl Future<Output = Result<Result<Changed, ChangeRefusal>, StoreError>> + Send;
+
+    /// Messages of `room` changed after `query.after`, each once at its latest rev, ascending
+    /// by that rev, in their current state (see [`ChangesQuery`]).
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn changes(
+        &self,
+        room: &RoomName,
+        query: ChangesQuery,
+    ) -> impl Future<Output = Result<ChangesPage, StoreError>> + Send;
+
+    /// Every rev of `room` after `after`, in order and without gaps, at most `limit`, each with
+    /// its message in its current state: what fills a gap in a live stream of changes.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn revisions(
+        &self,
+        room: &RoomName,
+        after: Rev,
+        limit: PageLimit,
+    ) -> impl Future<Output = Result<ChangesPage, StoreError>> + Send;
 
     /// Rooms that have messages, sorted by name, starting after `after`.
     ///

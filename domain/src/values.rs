@@ -70,6 +70,58 @@ impl<'de> Deserialize<'de> for Seq {
     }
 }
 
+/// A room's change counter: every edit and every delete takes the next one, 1, 2, 3, …
+/// without gaps. `Rev::ZERO` stands for "before the first change" (the `last_rev` of a room
+/// nobody changed anything in, or `rev=0`). Bounded by `i64::MAX` like [`Seq`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Rev(u64);
+
+impl Rev {
+    pub const ZERO: Rev = Rev(0);
+    pub const MAX: Rev = Rev(i64::MAX as u64);
+
+    pub fn new(value: u64) -> Result<Self, SeqOutOfRange> {
+        if value > Self::MAX.0 {
+            return Err(SeqOutOfRange);
+        }
+        Ok(Self(value))
+    }
+
+    /// From a database BIGINT.
+    pub fn from_i64(value: i64) -> Result<Self, SeqOutOfRange> {
+        u64::try_from(value)
+            .map_err(|_| SeqOutOfRange)
+            .and_then(Self::new)
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// As a database BIGINT; lossless by construction.
+    pub fn as_i64(self) -> i64 {
+        // `new` keeps every Rev at or below i64::MAX.
+        self.0 as i64
+    }
+
+    /// The rev right after this one (saturating at the maximum).
+    pub fn next(self) -> Rev {
+        Rev(self.0.saturating_add(1).min(Self::MAX.0))
+    }
+}
+
+impl fmt::Debug for Rev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+impl fmt::Display for Rev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A point in time with millisecond precision, in UTC. Shown as RFC 3339, e.g.
 /// `2026-11-28T09:15:02.123Z`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -160,6 +212,15 @@ mod tests {
         assert_eq!(Seq::from_i64(7).map(Seq::get), Ok(7));
         assert_eq!(Seq::ZERO.next().get(), 1);
         assert_eq!(Seq::MAX.next(), Seq::MAX);
+    }
+
+    #[test]
+    fn rev_is_bounded_by_bigint() {
+        assert_eq!(Rev::from_i64(-1), Err(SeqOutOfRange));
+        assert_eq!(Rev::new(i64::MAX as u64 + 1), Err(SeqOutOfRange));
+        assert_eq!(Rev::ZERO.next().get(), 1);
+        assert_eq!(Rev::MAX.next(), Rev::MAX);
+        assert!(Rev::new(2).unwrap() > Rev::new(1).unwrap());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Query parameters shared by the REST operations and the WebSocket handshake: page sizes and
 //! the cursors (`before`/`after`) that page through history, rooms and people online.
 
-use banter_domain::{PageLimit, Seq};
+use banter_domain::{PageLimit, Rev, Seq};
 
 use crate::problem::{ErrorCode, Problem, Refusal};
 
@@ -14,6 +14,12 @@ pub struct PageBounds {
 
 /// `GET /api/rooms/{room}/messages`: 1–200, default 50.
 pub const HISTORY_PAGE: PageBounds = PageBounds {
+    default: 50,
+    max: PageLimit::MAX_HISTORY,
+};
+
+/// `GET /api/rooms/{room}/changes`: 1–200, default 50.
+pub const CHANGES_PAGE: PageBounds = PageBounds {
     default: 50,
     max: PageLimit::MAX_HISTORY,
 };
@@ -60,6 +66,33 @@ pub fn seq_cursor_from_text(name: &str, raw: &str) -> Result<Seq, Problem> {
         .ok()
         .and_then(|v| Seq::from_i64(v).ok())
         .ok_or_else(|| not_a_seq(name, format!("{raw:?}")))
+}
+
+/// A rev cursor given as text (the handshake's `rev`).
+pub fn rev_cursor_from_text(name: &str, raw: &str) -> Result<Rev, Problem> {
+    raw.parse::<i64>()
+        .ok()
+        .and_then(|v| Rev::from_i64(v).ok())
+        .ok_or_else(|| not_a_seq(name, format!("{raw:?}")))
+}
+
+/// A rev cursor (`after_rev`) given as a number.
+pub fn rev_cursor(name: &str, value: Option<i64>) -> Result<Rev, Problem> {
+    value.map_or(Ok(Rev::ZERO), |v| {
+        Rev::from_i64(v).map_err(|_| not_a_seq(name, v))
+    })
+}
+
+/// A message's seq in a path: a positive integer.
+pub fn seq_in_path(raw: &str) -> Result<Seq, Problem> {
+    raw.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .and_then(|v| Seq::new(v).ok())
+        .ok_or_else(|| {
+            let reason = format!("must be a positive integer, got {raw:?}");
+            Refusal::of_field(ErrorCode::InvalidParameter, "seq", reason).into()
+        })
 }
 
 /// A name cursor (`after=<room>`, `after=<username>`): the name it starts after, which must be
@@ -110,6 +143,26 @@ mod tests {
             "after: must be an integer ≥ 0, got \"x\""
         );
         assert!(seq_cursor_from_text("after", "-2").is_err());
+    }
+
+    #[test]
+    fn rev_cursors_and_path_seqs() {
+        assert_eq!(rev_cursor_from_text("rev", "0").unwrap(), Rev::ZERO);
+        assert_eq!(rev_cursor_from_text("rev", "12").unwrap().get(), 12);
+        assert_eq!(
+            detail(rev_cursor_from_text("rev", "-1").unwrap_err()),
+            "rev: must be an integer ≥ 0, got \"-1\""
+        );
+        assert!(rev_cursor_from_text("rev", "1.5").is_err());
+        assert_eq!(rev_cursor("after_rev", None).unwrap(), Rev::ZERO);
+        assert!(rev_cursor("after_rev", Some(-1)).is_err());
+        assert_eq!(seq_in_path("42").unwrap().get(), 42);
+        for bad in ["0", "-1", "x", "1.0", ""] {
+            assert!(
+                detail(seq_in_path(bad).unwrap_err()).starts_with("seq: "),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use poem::http::StatusCode;
 use poem_openapi::Object;
 use serde::Serialize;
 
-use banter_application::{JoinError, NotReady, PostRefusal, ReadError};
+use banter_application::{ChangeError, JoinError, NotReady, PostRefusal, ReadError};
 use poem_openapi::error::{
     AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
 };
@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidBody,
     Unauthorized,
     ForbiddenOrigin,
+    /// Not allowed for this user (another user's message).
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
@@ -69,7 +72,7 @@ impl ErrorCode {
             | ErrorCode::UnknownType
             | ErrorCode::InvalidMessage => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            ErrorCode::ForbiddenOrigin | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
@@ -231,6 +234,29 @@ pub fn post_refusal(refusal: &PostRefusal, edge: PostEdge) -> Refusal {
     }
 }
 
+/// A refused edit or delete as the contract tells it on `edge` (the new text is `content` on
+/// REST, `message` on the WebSocket, as for posts).
+pub fn change_refusal(error: &ChangeError, edge: PostEdge) -> Refusal {
+    let (text_field, invalid_text) = match edge {
+        PostEdge::Rest => ("content", ErrorCode::InvalidContent),
+        PostEdge::WebSocket => ("message", ErrorCode::InvalidMessage),
+    };
+    match error {
+        ChangeError::RateLimited { .. } => Refusal::new(ErrorCode::RateLimited, error.to_string()),
+        ChangeError::MissingContent => {
+            Refusal::of_field(invalid_text, text_field, "must be a string")
+        }
+        ChangeError::InvalidContent(e) => Refusal::of_field(invalid_text, text_field, e),
+        ChangeError::NotFound => Refusal::of_field(
+            ErrorCode::NotFound,
+            "seq",
+            "no such message (or it was deleted)",
+        ),
+        ChangeError::Forbidden => Refusal::new(ErrorCode::Forbidden, error.to_string()),
+        ChangeError::Unavailable => Refusal::new(ErrorCode::Unavailable, error.to_string()),
+    }
+}
+
 /// A WebSocket join that could not be completed: a port did not answer, or the task doing
 /// the join failed.
 pub fn join_problem(error: &JoinFailure) -> Problem {
@@ -306,6 +332,25 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(ErrorCode::Unavailable.as_str(), "unavailable");
+        assert_eq!(ErrorCode::Forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(ErrorCode::Forbidden.as_str(), "forbidden");
+    }
+
+    #[test]
+    fn change_refusals_have_the_contract_codes() {
+        let ws = |e: &ChangeError| change_refusal(e, PostEdge::WebSocket).code;
+        assert_eq!(ws(&ChangeError::NotFound), ErrorCode::NotFound);
+        assert_eq!(ws(&ChangeError::Forbidden), ErrorCode::Forbidden);
+        assert_eq!(ws(&ChangeError::MissingContent), ErrorCode::InvalidMessage);
+        assert_eq!(
+            change_refusal(&ChangeError::MissingContent, PostEdge::Rest),
+            Refusal::new(ErrorCode::InvalidContent, "content: must be a string")
+        );
+        let limited = ChangeError::RateLimited {
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(ws(&limited), ErrorCode::RateLimited);
+        assert_eq!(ws(&ChangeError::Unavailable), ErrorCode::Unavailable);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use poem_openapi::Object;
 use poem_openapi::types::Example;
 use serde::Serialize;
 
-/// A stored message. (Serialized by serde in WebSocket frames, by poem-openapi in REST
+/// A stored message in its current state. (Serialized by serde in WebSocket frames, by poem-openapi in REST
 /// bodies: both produce the same JSON.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Object)]
 #[oai(example, rename = "MessageBody")]
@@ -16,12 +16,16 @@ pub struct MessageJson {
     /// Position in the room: 1, 2, 3, … without gaps.
     seq: u64,
     username: String,
-    /// Exactly as sent.
+    /// Exactly as sent (or as last edited); `""` once deleted.
     content: String,
     /// RFC 3339, UTC, milliseconds; set by the server at commit.
     timestamp: String,
-    /// The sender's idempotency key, or null.
+    /// The sender's idempotency key, or null (always null once deleted).
     client_id: Option<String>,
+    /// When the content was last edited (RFC 3339, UTC, milliseconds), or null if never.
+    edited_at: Option<String>,
+    /// Whether the message was deleted: its content is then gone.
+    deleted: bool,
 }
 
 impl Example for MessageJson {
@@ -33,6 +37,8 @@ impl Example for MessageJson {
             content: "Hello".into(),
             timestamp: "2026-11-28T09:15:02.123Z".into(),
             client_id: Some("c-7f3a".into()),
+            edited_at: Some("2026-11-28T09:16:40.000Z".into()),
+            deleted: false,
         }
     }
 }
@@ -43,9 +49,11 @@ impl From<Message> for MessageJson {
             room: m.room.into_inner(),
             seq: m.seq.get(),
             username: m.username.into_inner(),
-            content: m.content.into_inner(),
+            deleted: m.content.is_none(),
+            content: m.content.map(|c| c.into_inner()).unwrap_or_default(),
             timestamp: m.timestamp.to_rfc3339(),
             client_id: m.client_id.map(|c| c.into_inner()),
+            edited_at: m.edited_at.map(|t| t.to_rfc3339()),
         }
     }
 }
@@ -68,9 +76,10 @@ mod tests {
             room: RoomName::parse("general").unwrap(),
             seq: Seq::new(42).unwrap(),
             username: Username::parse("alice").unwrap(),
-            content: Content::parse("Hello").unwrap(),
+            content: Some(Content::parse("Hello").unwrap()),
             timestamp: Timestamp::from_unix_millis(1_795_857_302_123).unwrap(),
             client_id: client_id.map(|c| ClientId::parse(c).unwrap()),
+            edited_at: None,
         }
     }
 
@@ -80,9 +89,29 @@ mod tests {
             let wire = MessageJson::from(message(client_id));
             let expected = json!({"room": "general", "seq": 42, "username": "alice",
                 "content": "Hello", "timestamp": "2026-11-28T09:15:02.123Z",
-                "client_id": expected_id});
+                "client_id": expected_id, "edited_at": null, "deleted": false});
             assert_eq!(serde_json::to_value(&wire).unwrap(), expected, "serde");
             assert_eq!(wire.to_json(), Some(expected), "poem-openapi");
         }
+    }
+
+    #[test]
+    fn edited_and_deleted_messages_say_so() {
+        let mut edited = message(Some("c-1"));
+        edited.edited_at = Some(Timestamp::from_unix_millis(1_795_857_303_000).unwrap());
+        let json = serde_json::to_value(MessageJson::from(edited.clone())).unwrap();
+        assert_eq!(json["edited_at"], "2026-11-28T09:15:03.000Z");
+        assert_eq!(json["deleted"], false);
+        let tombstone = Message {
+            content: None,
+            client_id: None,
+            ..edited
+        };
+        let wire = MessageJson::from(tombstone);
+        let expected = json!({"room": "general", "seq": 42, "username": "alice",
+            "content": "", "timestamp": "2026-11-28T09:15:02.123Z", "client_id": null,
+            "edited_at": "2026-11-28T09:15:03.000Z", "deleted": true});
+        assert_eq!(serde_json::to_value(&wire).unwrap(), expected, "serde");
+        assert_eq!(wire.to_json(), Some(expected), "poem-openapi");
     }
 }

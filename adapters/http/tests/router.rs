@@ -116,6 +116,11 @@ async fn each_documented_page_limit_is_the_one_enforced() {
         ),
         ("/api/rooms", "/api/rooms", 1000),
         (
+            "/api/rooms/general/changes",
+            "/api/rooms/{room}/changes",
+            200,
+        ),
+        (
             "/api/rooms/general/presence",
             "/api/rooms/{room}/presence",
             1000,

@@ -157,7 +157,11 @@ impl EventBroadcaster for RedisBroadcaster {
             reason: format!("cannot encode the event: {e}"),
         })?;
         let channel = room_channel(&self.namespace, event.room().as_str());
-        let is_message = matches!(event, RoomEvent::MessagePosted(_));
+        // Changes are kept like messages: both are stored, ordered and filled by the feeds.
+        let is_message = matches!(
+            event,
+            RoomEvent::MessagePosted(_) | RoomEvent::MessageUpdated { .. }
+        );
         // While messages wait, a new one queues behind them (it must not overtake an older
         // one of its room) and goes out with them; a typing event is dropped.
         if !self.kept.is_empty() {

@@ -10,7 +10,7 @@
 //! payload's shape is written down here alone; the scripts only paste values into holes.
 
 use banter_domain::{
-    ClientId, Content, Message, PresenceEvent, RoomEvent, RoomName, Seq, Timestamp, Username,
+    ClientId, Content, Message, PresenceEvent, Rev, RoomEvent, RoomName, Seq, Timestamp, Username,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum RedisEvent {
     MessagePosted(MessagePayload),
+    /// A message was edited or deleted; the change took `rev`.
+    MessageUpdated {
+        rev: u64,
+        message: MessagePayload,
+    },
     Presence(PresencePayload),
     Typing(TypingPayload),
 }
@@ -32,6 +37,57 @@ pub(crate) struct MessagePayload {
     pub content: String,
     pub timestamp_ms: i64,
     pub client_id: Option<String>,
+    /// Absent from the payloads of nodes that predate edits: never edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at_ms: Option<i64>,
+    /// A tombstone: `content` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl From<&Message> for MessagePayload {
+    fn from(message: &Message) -> Self {
+        Self {
+            room: message.room.as_str().to_owned(),
+            seq: message.seq.get(),
+            username: message.username.as_str().to_owned(),
+            content: message
+                .content
+                .as_ref()
+                .map_or_else(String::new, |c| c.as_str().to_owned()),
+            timestamp_ms: message.timestamp.unix_millis(),
+            client_id: message.client_id.as_ref().map(|c| c.as_str().to_owned()),
+            edited_at_ms: message.edited_at.map(Timestamp::unix_millis),
+            deleted: message.is_deleted(),
+        }
+    }
+}
+
+impl TryFrom<MessagePayload> for Message {
+    type Error = WireError;
+
+    fn try_from(m: MessagePayload) -> Result<Self, WireError> {
+        Ok(Message {
+            room: field("room", RoomName::try_from(m.room))?,
+            seq: field("seq", Seq::new(m.seq))?,
+            username: field("username", Username::try_from(m.username))?,
+            content: if m.deleted {
+                None
+            } else {
+                Some(field("content", Content::try_from(m.content))?)
+            },
+            timestamp: field("timestamp_ms", Timestamp::from_unix_millis(m.timestamp_ms))?,
+            client_id: m
+                .client_id
+                .filter(|_| !m.deleted)
+                .map(|c| field("client_id", ClientId::try_from(c)))
+                .transpose()?,
+            edited_at: m
+                .edited_at_ms
+                .map(|ms| field("edited_at_ms", Timestamp::from_unix_millis(ms)))
+                .transpose()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +126,11 @@ pub(crate) enum WireError {
 impl From<&RoomEvent> for RedisEvent {
     fn from(event: &RoomEvent) -> Self {
         match event {
-            RoomEvent::MessagePosted(message) => RedisEvent::MessagePosted(MessagePayload {
-                room: message.room.as_str().to_owned(),
-                seq: message.seq.get(),
-                username: message.username.as_str().to_owned(),
-                content: message.content.as_str().to_owned(),
-                timestamp_ms: message.timestamp.unix_millis(),
-                client_id: message.client_id.as_ref().map(|c| c.as_str().to_owned()),
-            }),
+            RoomEvent::MessagePosted(message) => RedisEvent::MessagePosted(message.into()),
+            RoomEvent::MessageUpdated { rev, message } => RedisEvent::MessageUpdated {
+                rev: rev.get(),
+                message: message.into(),
+            },
             RoomEvent::Presence {
                 room,
                 event,
@@ -121,17 +174,11 @@ impl TryFrom<RedisEvent> for RoomEvent {
 
     fn try_from(event: RedisEvent) -> Result<Self, WireError> {
         Ok(match event {
-            RedisEvent::MessagePosted(m) => RoomEvent::MessagePosted(Message {
-                room: field("room", RoomName::try_from(m.room))?,
-                seq: field("seq", Seq::new(m.seq))?,
-                username: field("username", Username::try_from(m.username))?,
-                content: field("content", Content::try_from(m.content))?,
-                timestamp: field("timestamp_ms", Timestamp::from_unix_millis(m.timestamp_ms))?,
-                client_id: m
-                    .client_id
-                    .map(|c| field("client_id", ClientId::try_from(c)))
-                    .transpose()?,
-            }),
+            RedisEvent::MessagePosted(m) => RoomEvent::MessagePosted(Message::try_from(m)?),
+            RedisEvent::MessageUpdated { rev, message } => RoomEvent::MessageUpdated {
+                rev: field("rev", Rev::new(rev))?,
+                message: Message::try_from(message)?,
+            },
             RedisEvent::Presence(p) => RoomEvent::Presence {
                 room: field("room", RoomName::try_from(p.room))?,
                 event: match p.event {
@@ -244,10 +291,26 @@ mod tests {
             room: RoomName::parse("general").unwrap(),
             seq: Seq::new(42).unwrap(),
             username: Username::parse("名前").unwrap(),
-            content: Content::parse("hello \"there\" 👋").unwrap(),
+            content: Some(Content::parse("hello \"there\" 👋").unwrap()),
             timestamp: Timestamp::from_unix_millis(1_764_000_000_123).unwrap(),
             client_id: client_id.map(|c| ClientId::parse(c).unwrap()),
+            edited_at: None,
         })
+    }
+
+    fn updated(rev: u64, deleted: bool) -> RoomEvent {
+        let RoomEvent::MessagePosted(mut message) = message(Some("c-1")) else {
+            unreachable!()
+        };
+        message.edited_at = Some(Timestamp::from_unix_millis(1_764_000_000_999).unwrap());
+        if deleted {
+            message.content = None;
+            message.client_id = None;
+        }
+        RoomEvent::MessageUpdated {
+            rev: Rev::new(rev).unwrap(),
+            message,
+        }
     }
 
     fn presence(event: PresenceEvent) -> RoomEvent {
@@ -264,6 +327,8 @@ mod tests {
         let events = [
             message(Some("c-1")),
             message(None),
+            updated(7, false),
+            updated(8, true),
             presence(PresenceEvent::Join),
             presence(PresenceEvent::Leave),
             RoomEvent::Typing {
@@ -293,6 +358,21 @@ mod tests {
     }
 
     #[test]
+    fn a_change_has_its_own_kind_and_a_tombstone_no_content() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&encode(&updated(8, true)).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "message_updated", "rev": 8,
+                "message": {"room": "general", "seq": 42, "username": "名前", "content": "",
+                    "timestamp_ms": 1_764_000_000_123_i64, "client_id": null,
+                    "edited_at_ms": 1_764_000_000_999_i64, "deleted": true}
+            })
+        );
+    }
+
+    #[test]
     fn a_payload_breaking_a_domain_rule_is_refused() {
         let bad_room =
             br#"{"kind":"typing","room":"Not A Room","username":"bob","is_typing":true}"#;
@@ -307,6 +387,8 @@ mod tests {
             content: "hi".to_owned(),
             timestamp_ms: 0,
             client_id: None,
+            edited_at_ms: None,
+            deleted: false,
         }))
         .unwrap();
         assert!(matches!(

@@ -26,9 +26,10 @@ fn posted(room_name: &str, seq: u64) -> RoomEvent {
         room: room(room_name),
         seq: Seq::new(seq).unwrap(),
         username: user("alice"),
-        content: Content::parse(&format!("message {seq}")).unwrap(),
+        content: Some(Content::parse(&format!("message {seq}")).unwrap()),
         timestamp: Timestamp::from_unix_millis(1_795_857_302_123).unwrap(),
         client_id: None,
+        edited_at: None,
     })
 }
 

@@ -151,6 +151,8 @@ impl<'b> Plan<'b> {
                         content: post.content.as_str().to_owned(),
                         created_at_ms,
                         client_id: post.client_id.as_ref().map(|c| c.as_str().to_owned()),
+                        edited_at_ms: None,
+                        deleted: false,
                     };
                     *seq += 1;
                     rows.push(row.clone());
@@ -232,6 +234,8 @@ mod tests {
             content: "original".into(),
             created_at_ms: 1,
             client_id: Some(client_id.into()),
+            edited_at_ms: None,
+            deleted: false,
         }
     }
 

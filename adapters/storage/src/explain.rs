@@ -11,7 +11,10 @@ use diesel_async::RunQueryDsl;
 
 use crate::StorageError;
 use crate::pool::Pools;
-use crate::reads::{newest_before, newest_first, oldest_after, room_last_seq, rooms_after};
+use crate::reads::{
+    changed_after, newest_before, newest_first, oldest_after, revisions_after, room_last_seq,
+    rooms_after,
+};
 use crate::rows::{MessageRow, RoomRow};
 use crate::statements;
 
@@ -93,6 +96,16 @@ macro_rules! explain_all {
             rooms_after("general", 101).select(RoomRow::as_select())
         );
         plan!("client_id lookup", $lookup);
+        plan!(
+            "changes by rev",
+            changed_after("general", 7, i64::MAX, i64::MAX, 51)
+                .select((crate::schema::messages::rev, MessageRow::as_select()))
+        );
+        plan!(
+            "revisions after",
+            revisions_after("general", 7, 201)
+                .select((crate::schema::revisions::rev, MessageRow::as_select()))
+        );
         Ok(plans)
     }};
 }

@@ -14,6 +14,7 @@
 //! metrics (the facade only) and tracing.
 
 mod batch;
+mod change;
 mod explain;
 mod migrate;
 mod pool;
@@ -28,7 +29,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
-    Appended, HistoryPage, HistoryQuery, NewMessage, PageLimit, RoomName, StoredRoomsPage,
+    Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, HistoryPage,
+    HistoryQuery, NewMessage, PageLimit, Rev, RoomName, StoredRoomsPage,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -232,6 +234,33 @@ impl MessageStore for Store {
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
         Ok(reads::history(&self.inner.pools, room, query).await?)
+    }
+
+    async fn change(
+        &self,
+        request: ChangeRequest,
+    ) -> Result<Result<Changed, ChangeRefusal>, StoreError> {
+        let started = std::time::Instant::now();
+        let decided = change::change(&self.inner.pools, request).await?;
+        metrics::histogram!("banter_store_seconds").record(started.elapsed().as_secs_f64());
+        Ok(decided)
+    }
+
+    async fn changes(
+        &self,
+        room: &RoomName,
+        query: ChangesQuery,
+    ) -> Result<ChangesPage, StoreError> {
+        Ok(reads::changes(&self.inner.pools, room, query).await?)
+    }
+
+    async fn revisions(
+        &self,
+        room: &RoomName,
+        after: Rev,
+        limit: PageLimit,
+    ) -> Result<ChangesPage, StoreError> {
+        Ok(reads::revisions(&self.inner.pools, room, after, limit).await?)
     }
 
     async fn rooms(

@@ -18,7 +18,11 @@ pub(crate) struct MessageRow {
     pub username: String,
     pub content: String,
     pub created_at_ms: i64,
+    /// Kept after a delete: a late resend with it finds the tombstone.
     pub client_id: Option<String>,
+    pub edited_at_ms: Option<i64>,
+    /// The content is `""` and forgotten; the message is shown as a tombstone.
+    pub deleted: bool,
 }
 
 impl MessageRow {
@@ -32,16 +36,25 @@ impl MessageRow {
             seq: Seq::from_i64(self.seq).map_err(|e| corrupt("seq", e.to_string()))?,
             username: Username::parse(&self.username)
                 .map_err(|e| corrupt("username", e.to_string()))?,
-            content: Content::parse(&self.content)
-                .map_err(|e| corrupt("content", e.to_string()))?,
+            content: if self.deleted {
+                None
+            } else {
+                Some(Content::parse(&self.content).map_err(|e| corrupt("content", e.to_string()))?)
+            },
             timestamp: Timestamp::from_unix_millis(self.created_at_ms)
                 .map_err(|e| corrupt("timestamp", e.to_string()))?,
             client_id: match &self.client_id {
+                Some(_) if self.deleted => None,
                 Some(raw) => {
                     Some(ClientId::parse(raw).map_err(|e| corrupt("client_id", e.to_string()))?)
                 }
                 None => None,
             },
+            edited_at: self
+                .edited_at_ms
+                .map(Timestamp::from_unix_millis)
+                .transpose()
+                .map_err(|e| corrupt("edited_at", e.to_string()))?,
         })
     }
 }

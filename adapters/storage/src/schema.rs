@@ -6,6 +6,7 @@ diesel::table! {
         last_seq -> BigInt,
         last_message_at_ms -> Nullable<BigInt>,
         created_at_ms -> BigInt,
+        last_rev -> BigInt,
     }
 }
 
@@ -17,8 +18,19 @@ diesel::table! {
         content -> Text,
         created_at_ms -> BigInt,
         client_id -> Nullable<Text>,
+        edited_at_ms -> Nullable<BigInt>,
+        deleted -> Bool,
+        rev -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    revisions (room, rev) {
+        room -> Text,
+        rev -> BigInt,
+        seq -> BigInt,
     }
 }
 
 diesel::joinable!(messages -> rooms (room));
-diesel::allow_tables_to_appear_in_same_query!(rooms, messages);
+diesel::allow_tables_to_appear_in_same_query!(rooms, messages, revisions);

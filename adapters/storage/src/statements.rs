@@ -98,7 +98,8 @@ pub(crate) mod postgres {
         let usernames: Vec<&str> = keys.iter().map(|k| k.1).collect();
         let client_ids: Vec<&str> = keys.iter().map(|k| k.2).collect();
         diesel::sql_query(
-            "SELECT m.room, m.seq, m.username, m.content, m.created_at_ms, m.client_id \
+            "SELECT m.room, m.seq, m.username, m.content, m.created_at_ms, m.client_id, \
+                    m.edited_at_ms, m.deleted \
              FROM messages m \
              JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (room, username, client_id) \
                ON m.room = k.room AND m.username = k.username AND m.client_id = k.client_id",

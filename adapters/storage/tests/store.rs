@@ -100,8 +100,112 @@ impl StoreFixture for TestBackend {
     }
 }
 
+/// The migrations as released, to build a database of an older release: only the first
+/// `count` of them are applied.
+mod released {
+    use diesel::Connection;
+    use diesel_async::{AsyncConnection, AsyncPgConnection};
+    use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+    const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+    const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+    pub async fn apply_first(backend: &super::TestBackend, count: usize) {
+        match backend {
+            super::TestBackend::Sqlite { path, .. } => {
+                let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+                for _ in 0..count {
+                    conn.run_next_migration(SQLITE).unwrap();
+                }
+            }
+            super::TestBackend::Postgres { db } => {
+                let conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let _entered = runtime.enter();
+                    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+                    for _ in 0..count {
+                        harness.run_next_migration(POSTGRES).unwrap();
+                    }
+                })
+                .await
+                .unwrap();
+            }
+        }
+    }
+}
+
 mod cases {
     use super::*;
+    use banter_domain::{Change, ChangeRequest, Changed, Content};
+    use banter_testkit::contract::{room, user};
+
+    /// A database of the release before edits (its one migration, and messages written with
+    /// its schema) keeps every message through the upgrade, and takes edits afterwards.
+    pub async fn an_upgraded_database_keeps_every_message(backend: &TestBackend) {
+        released::apply_first(backend, 1).await;
+        let mut rows = Vec::new();
+        for seq in 1..=30_u32 {
+            let client_id = if seq.is_multiple_of(3) {
+                format!("'c{seq}'")
+            } else {
+                "NULL".to_owned()
+            };
+            rows.push(format!(
+                "('general', {seq}, 'alice', 'old message {seq}', {}, {client_id})",
+                1_795_857_302_000_i64 + i64::from(seq)
+            ));
+        }
+        backend
+            .execute_raw(
+                "INSERT INTO rooms (name, last_seq, last_message_at_ms, created_at_ms) \
+                 VALUES ('general', 30, 1795857302030, 1795857302001)",
+            )
+            .await;
+        backend
+            .execute_raw(&format!(
+                "INSERT INTO messages (room, seq, username, content, created_at_ms, client_id) \
+                 VALUES {}",
+                rows.join(", ")
+            ))
+            .await;
+
+        let store = backend.open().await;
+        let all = all_messages(&store, "general").await;
+        assert_eq!(seqs(&all), (1..=30).collect::<Vec<u64>>());
+        for m in &all {
+            let n = m.seq.get();
+            assert_eq!(m.text(), format!("old message {n}"));
+            assert_eq!(m.timestamp.unix_millis(), 1_795_857_302_000 + n as i64);
+            assert_eq!(
+                m.client_id.as_ref().map(|c| c.as_str().to_owned()),
+                n.is_multiple_of(3).then(|| format!("c{n}"))
+            );
+            assert_eq!((m.edited_at, m.is_deleted()), (None, false));
+        }
+        // The old rows take part in the new rules: resends, seqs, edits with the first rev.
+        let resend = store
+            .append(post("general", "alice", "again", Some("c3")))
+            .await
+            .unwrap();
+        assert_eq!(resend, Appended::Duplicate(all[2].clone()));
+        let next = store
+            .append(post("general", "alice", "new", None))
+            .await
+            .unwrap();
+        assert_eq!(next.into_message().seq.get(), 31);
+        let edited = store
+            .change(ChangeRequest {
+                room: room("general"),
+                seq: all[0].seq,
+                author: user("alice"),
+                change: Change::Edit(Content::parse("edited").unwrap()),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(edited, Ok(Changed::Updated(c)) if c.rev.get() == 1));
+        store.close().await;
+    }
 
     pub async fn a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it(
         backend: &TestBackend,
@@ -174,7 +278,7 @@ mod cases {
         for m in &acked {
             assert!(all.contains(m), "acknowledged {m:?} is stored");
         }
-        assert!(all.iter().all(|m| m.content.as_str() != "boom"));
+        assert!(all.iter().all(|m| m.text() != "boom"));
         assert_eq!(
             seqs(&all),
             (1..=all.len() as u64).collect::<Vec<u64>>(),
@@ -187,7 +291,7 @@ mod cases {
     pub async fn history_queries_use_the_primary_key(backend: &TestBackend) {
         let store = backend.open().await;
         let plans = store.explain_history_queries().await.unwrap();
-        assert_eq!(plans.len(), 6);
+        assert_eq!(plans.len(), 8);
         for plan in &plans {
             let text = plan.plan.join(" | ");
             println!("{} plan, {}: {text}", store.backend(), plan.query);
@@ -200,7 +304,9 @@ mod cases {
                     plan.query
                 );
                 assert!(
-                    !text.contains("SCAN messages") && !text.contains("SCAN rooms"),
+                    !text.contains("SCAN messages")
+                        && !text.contains("SCAN rooms")
+                        && !text.contains("SCAN revisions"),
                     "{}: {text}",
                     plan.query
                 );
@@ -227,6 +333,27 @@ mod cases {
         assert!(
             lookup.contains("messages_client_id"),
             "resends are found through their index: {lookup}"
+        );
+        let changes = plans
+            .iter()
+            .find(|p| p.query == "changes by rev")
+            .unwrap()
+            .plan
+            .join(" ");
+        assert!(
+            changes.contains("messages_rev"),
+            "changes are listed through the rev index: {changes}"
+        );
+        let revisions = plans
+            .iter()
+            .find(|p| p.query == "revisions after")
+            .unwrap()
+            .plan
+            .join(" ");
+        assert!(
+            revisions.contains("revisions_pkey")
+                || revisions.contains("revisions USING PRIMARY KEY"),
+            "a rev gap is filled through the log's key: {revisions}"
         );
         store.close().await;
     }
@@ -289,6 +416,7 @@ macro_rules! for_each_backend {
 }
 
 for_each_backend!(
+    an_upgraded_database_keeps_every_message,
     a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it,
     history_queries_use_the_primary_key,
     names_its_backend,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use banter_domain::ports::{
     Clock, EventBroadcaster, EventSubscription, MessageStore, PresenceRegistry,
 };
-use banter_domain::{EventEnvelope, HistoryPage, HistoryQuery, PageLimit, RoomName, Seq};
+use banter_domain::{EventEnvelope, HistoryPage, HistoryQuery, PageLimit, Rev, RoomName, Seq};
 use futures_util::FutureExt;
 use futures_util::future::{AbortHandle, Abortable, Either, select};
 
@@ -88,7 +88,8 @@ where
             .history(room, HistoryQuery::Latest { limit })
             .await?;
         let cursor = seed.last_seq;
-        let window = Window::seeded(seed.messages, cursor, hubs.capacity);
+        let rev_cursor = seed.last_rev;
+        let window = Window::seeded(seed.messages, cursor, rev_cursor, hubs.capacity);
         let (abort, registration) = AbortHandle::new_pair();
         let now = inner.clock.monotonic();
         let (hub, syncs) = RoomHub::new(window, hubs.queue, abort, now);
@@ -102,6 +103,8 @@ where
                 cursor,
                 catch_up: Vec::new(),
                 more_in_store: false,
+                rev_cursor,
+                replay: None,
             },
         );
         let pump = Abortable::new(
@@ -133,6 +136,7 @@ where
                         messages: page.messages,
                         has_more: page.has_more,
                         last_seq: page.last_seq,
+                        last_rev: page.last_rev,
                     });
                 }
             }
@@ -146,6 +150,19 @@ where
             .store
             .history(room, HistoryQuery::Latest { limit })
             .await?)
+    }
+
+    /// Tells the room's hub, if there is one, that this node committed change `rev`: a latest
+    /// page read here must show it.
+    pub(super) fn note_changed(&self, room: &RoomName, rev: Rev) {
+        let hubs = &self.inner.hubs;
+        if !hubs.enabled() {
+            return;
+        }
+        let now = self.inner.clock.monotonic();
+        if let Some(hub) = hubs.find(room, now) {
+            hub.note_changed(rev, now);
+        }
     }
 
     /// Tells the room's hub that this node committed `seq` (a read from memory must not miss

@@ -4,14 +4,14 @@
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
 use banter_domain::{
-    HistoryQuery, PageLimit, PresenceChange, PresenceEvent, RoomName, Seq, Username,
+    HistoryQuery, PageLimit, PresenceChange, PresenceEvent, Rev, RoomName, Seq, Username,
     WELCOME_ONLINE_CAP,
 };
 
 use super::Chat;
 use super::session::Session;
 use super::types::{JoinError, Joined, Start, Welcome};
-use crate::feed::{FeedStart, RoomFeed};
+use crate::feed::{FeedStart, Replay, RoomFeed};
 use crate::hub::{RoomSubscription, Window};
 use crate::rate::PostBucket;
 
@@ -28,20 +28,60 @@ struct Opening {
     has_more: bool,
     /// The room's last seq as the snapshot saw it.
     last_seq: Seq,
+    /// The room's last rev, read before the snapshot's messages.
+    last_rev: Rev,
     feed: FeedStart,
 }
 
 impl Opening {
     /// A welcome showing the room's latest messages: the feed picks up right after them.
-    fn latest(messages: Vec<banter_domain::Message>, has_more: bool, last_seq: Seq) -> Self {
+    fn latest(
+        messages: Vec<banter_domain::Message>,
+        has_more: bool,
+        last_seq: Seq,
+        last_rev: Rev,
+    ) -> Self {
         Self {
             messages,
             has_more,
             last_seq,
+            last_rev,
             feed: FeedStart {
                 cursor: last_seq,
                 catch_up: Vec::new(),
                 more_in_store: false,
+                rev_cursor: last_rev,
+                replay: None,
+            },
+        }
+    }
+
+    /// A resume after `after`: no messages in the welcome, the missed ones follow, preceded
+    /// by the changes since `rev` when it was given.
+    fn resume(
+        (after, rev): (Seq, Option<Rev>),
+        last_seq: Seq,
+        last_rev: Rev,
+        missed: Vec<banter_domain::Message>,
+        more_in_store: bool,
+    ) -> Self {
+        Self {
+            messages: Vec::new(),
+            has_more: false,
+            last_seq,
+            last_rev,
+            feed: FeedStart {
+                // An `after` beyond the room's end replays nothing; live messages continue
+                // from the real end.
+                cursor: after.min(last_seq),
+                catch_up: missed,
+                more_in_store,
+                rev_cursor: last_rev,
+                replay: rev.map(|rev| Replay {
+                    after: rev,
+                    through: last_rev,
+                    max_seq: after,
+                }),
             },
         }
     }
@@ -99,6 +139,7 @@ where
             messages: opening.messages,
             has_more: opening.has_more,
             last_seq: opening.last_seq,
+            last_rev: opening.last_rev,
             online: online.users,
             online_count: online.online_count,
             typing,
@@ -171,26 +212,33 @@ where
                 } else {
                     (page.messages, page.has_more)
                 };
-                Ok(Opening::latest(messages, has_more, page.last_seq))
+                Ok(Opening::latest(
+                    messages,
+                    has_more,
+                    page.last_seq,
+                    page.last_rev,
+                ))
             }
-            Start::After(after) => {
+            Start::After(_) | Start::Resume { .. } => {
+                let resume = start.resume().unwrap_or((Seq::ZERO, None));
                 let limit = PageLimit::history(u64::from(Start::MAX_HISTORY))
                     .unwrap_or(PageLimit::DEFAULT_HISTORY);
                 let page = store
-                    .history(room, HistoryQuery::After { after, limit })
+                    .history(
+                        room,
+                        HistoryQuery::After {
+                            after: resume.0,
+                            limit,
+                        },
+                    )
                     .await?;
-                Ok(Opening {
-                    messages: Vec::new(),
-                    has_more: false,
-                    last_seq: page.last_seq,
-                    feed: FeedStart {
-                        // An `after` beyond the room's end replays nothing; live messages
-                        // continue from the real end.
-                        cursor: after.min(page.last_seq),
-                        catch_up: page.messages,
-                        more_in_store: page.has_more,
-                    },
-                })
+                Ok(Opening::resume(
+                    resume,
+                    page.last_seq,
+                    page.last_rev,
+                    page.messages,
+                    page.has_more,
+                ))
             }
         }
     }
@@ -201,20 +249,23 @@ fn opening_from(window: &Window, start: Start) -> Option<Opening> {
     match start {
         Start::Latest { history } => {
             let page = window.latest(usize::from(history))?;
-            Some(Opening::latest(page.messages, page.has_more, page.last_seq))
+            Some(Opening::latest(
+                page.messages,
+                page.has_more,
+                page.last_seq,
+                page.last_rev,
+            ))
         }
-        Start::After(after) => {
-            let missed = window.after(after)?;
-            Some(Opening {
-                messages: Vec::new(),
-                has_more: false,
-                last_seq: window.last_seq(),
-                feed: FeedStart {
-                    cursor: after,
-                    catch_up: missed,
-                    more_in_store: false,
-                },
-            })
+        Start::After(_) | Start::Resume { .. } => {
+            let resume = start.resume()?;
+            let missed = window.after(resume.0)?;
+            Some(Opening::resume(
+                resume,
+                window.last_seq(),
+                window.last_rev(),
+                missed,
+                false,
+            ))
         }
     }
 }

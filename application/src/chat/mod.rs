@@ -10,6 +10,7 @@
 //! - `cache`: the recent-history cache's side of these (room hubs, latest pages from memory).
 
 mod cache;
+mod change;
 mod join;
 mod post;
 mod reads;
@@ -26,8 +27,9 @@ use crate::hub::Hubs;
 
 pub use session::Session;
 pub use types::{
-    ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady, PostDraft, PostError,
-    PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Start, Welcome,
+    ChangeDraft, ChangeError, ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady,
+    PostDraft, PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Start,
+    Welcome,
 };
 
 /// Stripes of per-room locks (a room always maps to the same one): bounded memory, nothing to

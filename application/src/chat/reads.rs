@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use banter_domain::ports::{
     Clock, EventBroadcaster, MessageStore, PresenceError, PresenceRegistry,
 };
-use banter_domain::{HistoryPage, HistoryQuery, PageLimit, RoomName, Seq, Username};
+use banter_domain::{
+    ChangesPage, ChangesQuery, HistoryPage, HistoryQuery, PageLimit, Rev, RoomName, Seq, Username,
+};
 
 use super::Chat;
 use super::types::{NotReady, ReadError, RoomOverview, RoomPresence, RoomsPage};
@@ -32,6 +34,26 @@ where
             return self.latest_page(room, limit).await;
         }
         Ok(self.inner.store.history(room, query).await?)
+    }
+
+    /// Messages of `room` changed after `after`, each once at its latest rev, ascending by
+    /// that rev, in their current state.
+    ///
+    /// # Errors
+    /// [`ReadError::Store`] when the store cannot be read.
+    pub async fn changes(
+        &self,
+        room: &RoomName,
+        after: Rev,
+        limit: PageLimit,
+    ) -> Result<ChangesPage, ReadError> {
+        let query = ChangesQuery {
+            after,
+            through: None,
+            max_seq: None,
+            limit,
+        };
+        Ok(self.inner.store.changes(room, query).await?)
     }
 
     /// Lists rooms with messages or people online, sorted by name, after `after`.

@@ -1,10 +1,12 @@
 //! What one connection can do once it joined a room: post, type, and leave.
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
-use banter_domain::{Appended, ClientId, PresenceChange, PresenceEvent, RoomName, Username};
+use banter_domain::{
+    Appended, Changed, ClientId, PresenceChange, PresenceEvent, RoomName, Seq, Username,
+};
 
 use super::Chat;
-use super::types::{DraftField, PostDraft, PostError, PostRefusal};
+use super::types::{ChangeDraft, ChangeError, DraftField, PostDraft, PostError, PostRefusal};
 use crate::rate::PostBucket;
 
 /// One connection in one room. Call [`Session::leave`] when the connection ends: presence
@@ -54,6 +56,21 @@ where
             });
         }
         self.chat.post(&self.room, &self.username, draft).await
+    }
+
+    /// Edits or deletes one of this user's messages. Every attempt takes a token from the
+    /// connection's bucket, like a post; the room is told of a real change through its feed.
+    ///
+    /// # Errors
+    /// [`ChangeError::RateLimited`] when the bucket is empty, or whatever [`Chat::change`]
+    /// refuses.
+    pub async fn change(&self, seq: Seq, draft: ChangeDraft) -> Result<Changed, ChangeError> {
+        self.bucket
+            .take()
+            .map_err(|retry_after| ChangeError::RateLimited { retry_after })?;
+        self.chat
+            .change(&self.room, &self.username, seq, draft)
+            .await
     }
 
     /// Starts, refreshes or stops this user's typing indicator.

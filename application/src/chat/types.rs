@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use banter_domain::ports::{BroadcastError, Clock, EventBroadcaster, PresenceError, StoreError};
 use banter_domain::{
-    ClientId, ContentError, NameError, OnlinePage, PageLimit, RoomName, Seq, Timestamp,
+    ClientId, ContentError, NameError, OnlinePage, PageLimit, Rev, RoomName, Seq, Timestamp,
     TypingRules, Username,
 };
 
@@ -71,6 +71,20 @@ pub enum Start {
     Latest { history: u16 },
     /// Resume after this seq: the welcome carries no messages, the missed ones follow.
     After(Seq),
+    /// As [`Start::After`], and first replay the changes since `rev` (the last rev the client
+    /// saw) of the messages up to `after`, each once, in its current state.
+    Resume { after: Seq, rev: Rev },
+}
+
+impl Start {
+    /// The seq a resume starts after, and the rev its replay starts after.
+    pub(crate) fn resume(self) -> Option<(Seq, Option<Rev>)> {
+        match self {
+            Start::Latest { .. } => None,
+            Start::After(after) => Some((after, None)),
+            Start::Resume { after, rev } => Some((after, Some(rev))),
+        }
+    }
 }
 
 impl Start {
@@ -86,6 +100,8 @@ pub struct Welcome {
     pub messages: Vec<banter_domain::Message>,
     pub has_more: bool,
     pub last_seq: Seq,
+    /// The room's newest rev: changes after it follow as `MessageUpdated` events.
+    pub last_rev: Rev,
     /// At most [`banter_domain::WELCOME_ONLINE_CAP`] names, sorted; includes the joining user.
     pub online: Vec<Username>,
     pub online_count: u64,
@@ -164,6 +180,33 @@ pub enum PostRefusal {
 pub struct PostError {
     pub refusal: PostRefusal,
     pub client_id: Option<ClientId>,
+}
+
+/// An edit or a delete as it came in, validated by [`super::Chat::change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeDraft {
+    Edit { content: DraftField },
+    Delete,
+}
+
+/// Why an edit or a delete was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("too many changes: wait {retry_after:?} before trying again")]
+    RateLimited { retry_after: Duration },
+    #[error("the message is missing or is not a string")]
+    MissingContent,
+    #[error("the message {0}")]
+    InvalidContent(ContentError),
+    /// No message has this seq, or an edit names a deleted message.
+    #[error("no such message")]
+    NotFound,
+    /// Only the author may edit or delete a message.
+    #[error("only the author may edit or delete a message")]
+    Forbidden,
+    /// Nothing was changed; trying again is safe.
+    #[error("the change could not be stored; try again")]
+    Unavailable,
 }
 
 /// Why a read failed.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use banter_domain::ports::{Clock, EventSubscription, SubscriptionError};
-use banter_domain::{EventEnvelope, RoomEvent, Seq};
+use banter_domain::{EventEnvelope, Rev, RoomEvent, Seq};
 use futures_util::future::AbortHandle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,6 +53,8 @@ struct HubState {
     /// hears of them): a latest page answered from a window behind it would miss a message
     /// its poster was already told is stored.
     known: Seq,
+    /// Likewise, the highest rev this node knows was committed (its own edits and deletes).
+    known_rev: Rev,
     /// When the hub was last attached to, read or written through, or left by its last
     /// connection (monotonic clock).
     last_used: Duration,
@@ -83,6 +85,7 @@ impl RoomHub {
         let hub = Self {
             state: Mutex::new(HubState {
                 known: window.last_seq(),
+                known_rev: window.last_rev(),
                 window,
                 sender: Some(sender),
                 end: None,
@@ -121,9 +124,14 @@ impl RoomHub {
         let Some(sender) = state.sender.as_mut() else {
             return false;
         };
-        if let RoomEvent::MessagePosted(message) = envelope.event() {
-            state.window.push(message);
-            state.known = state.known.max(message.seq);
+        match envelope.event() {
+            RoomEvent::MessagePosted(message) => {
+                state.window.push(message);
+                state.known = state.known.max(message.seq);
+            }
+            // Served in its current state from now on.
+            RoomEvent::MessageUpdated { rev, message } => state.window.update(*rev, message),
+            RoomEvent::Presence { .. } | RoomEvent::Typing { .. } => {}
         }
         sender.send(envelope);
         true
@@ -162,7 +170,7 @@ impl RoomHub {
         let mut state = self.state();
         state.sender.as_ref()?;
         state.last_used = now;
-        if state.window.last_seq() < state.known {
+        if state.window.last_seq() < state.known || state.window.last_rev() < state.known_rev {
             return None;
         }
         state.window.latest(count)
@@ -172,6 +180,13 @@ impl RoomHub {
     pub fn note_committed(&self, seq: Seq, now: Duration) {
         let mut state = self.state();
         state.known = state.known.max(seq);
+        state.last_used = now;
+    }
+
+    /// Notes that `rev` is committed, and that the room was written through this node.
+    pub fn note_changed(&self, rev: Rev, now: Duration) {
+        let mut state = self.state();
+        state.known_rev = state.known_rev.max(rev);
         state.last_used = now;
     }
 

@@ -4,14 +4,17 @@
 
 use std::collections::VecDeque;
 
-use banter_domain::{Message, Seq};
+use banter_domain::{Message, Rev, Seq};
 
-/// A ring of the latest messages of a room, gapless, ending at `last_seq`.
+/// A ring of the latest messages of a room, gapless, ending at `last_seq`, each in its current
+/// state as of `last_rev`.
 #[derive(Debug)]
 pub(crate) struct Window {
     messages: VecDeque<Message>,
     /// Every message up to this one has been delivered by the hub.
     last_seq: Seq,
+    /// Every change up to this one has been delivered by the hub (and applied here).
+    last_rev: Rev,
     capacity: usize,
 }
 
@@ -22,15 +25,18 @@ pub(crate) struct LatestPage {
     /// Older messages exist before `messages` (for a count of zero: the room has messages).
     pub has_more: bool,
     pub last_seq: Seq,
+    pub last_rev: Rev,
 }
 
 impl Window {
     /// A window seeded with the room's latest messages (oldest first, consecutive, ending at
-    /// the room's last seq, which is `last_seq`; all of the room when `last_seq` is zero).
-    pub fn seeded(seed: Vec<Message>, last_seq: Seq, capacity: usize) -> Self {
+    /// the room's last seq, which is `last_seq`; all of the room when `last_seq` is zero),
+    /// read after the room's `last_rev`.
+    pub fn seeded(seed: Vec<Message>, last_seq: Seq, last_rev: Rev, capacity: usize) -> Self {
         let mut window = Self {
             messages: VecDeque::with_capacity(capacity.min(seed.len())),
             last_seq,
+            last_rev,
             capacity: capacity.max(1),
         };
         let consecutive = seed
@@ -46,6 +52,25 @@ impl Window {
 
     pub fn last_seq(&self) -> Seq {
         self.last_seq
+    }
+
+    pub fn last_rev(&self) -> Rev {
+        self.last_rev
+    }
+
+    /// Takes the room's next change: the message, if held, is replaced by its new state.
+    pub fn update(&mut self, rev: Rev, message: &Message) {
+        self.last_rev = self.last_rev.max(rev);
+        let first = self.first_seq();
+        if message.seq < first || message.seq > self.last_seq {
+            return;
+        }
+        let index = usize::try_from(message.seq.get() - first.get()).ok();
+        if let Some(held) = index.and_then(|i| self.messages.get_mut(i))
+            && held.seq == message.seq
+        {
+            *held = message.clone();
+        }
     }
 
     /// The seq of the oldest message held (`last_seq + 1` when none is).
@@ -89,6 +114,7 @@ impl Window {
                 messages: Vec::new(),
                 has_more: self.last_seq > Seq::ZERO,
                 last_seq: self.last_seq,
+                last_rev: self.last_rev,
             });
         }
         if self.messages.len() < count && !self.whole_room() {
@@ -101,6 +127,7 @@ impl Window {
             messages,
             has_more,
             last_seq: self.last_seq,
+            last_rev: self.last_rev,
         })
     }
 
@@ -131,9 +158,10 @@ mod tests {
             room: RoomName::parse("g").unwrap(),
             seq: Seq::new(seq).unwrap(),
             username: Username::parse("alice").unwrap(),
-            content: Content::parse(&format!("m{seq}")).unwrap(),
+            content: Some(Content::parse(&format!("m{seq}")).unwrap()),
             timestamp: Timestamp::from_unix_millis(0).unwrap(),
             client_id: None,
+            edited_at: None,
         }
     }
 
@@ -143,12 +171,12 @@ mod tests {
 
     fn window(range: std::ops::RangeInclusive<u64>, capacity: usize) -> Window {
         let last = Seq::new(*range.end()).unwrap();
-        Window::seeded(range.map(message).collect(), last, capacity)
+        Window::seeded(range.map(message).collect(), last, Rev::ZERO, capacity)
     }
 
     #[test]
     fn an_empty_room_is_whole() {
-        let w = Window::seeded(Vec::new(), Seq::ZERO, 5);
+        let w = Window::seeded(Vec::new(), Seq::ZERO, Rev::ZERO, 5);
         assert!(w.whole_room());
         let page = w.latest(50).unwrap();
         assert_eq!((page.messages.len(), page.has_more), (0, false));
@@ -220,6 +248,29 @@ mod tests {
     }
 
     #[test]
+    fn changes_replace_held_messages_in_place() {
+        let mut w = window(3..=6, 10);
+        let mut edited = message(4);
+        edited.content = Some(Content::parse("edited").unwrap());
+        edited.edited_at = Some(Timestamp::from_unix_millis(9).unwrap());
+        w.update(Rev::new(1).unwrap(), &edited);
+        let mut deleted = message(6);
+        deleted.content = None;
+        w.update(Rev::new(2).unwrap(), &deleted);
+        // Outside the window: only the rev moves.
+        let mut old = message(1);
+        old.content = None;
+        w.update(Rev::new(3).unwrap(), &old);
+        assert_eq!(w.last_rev().get(), 3);
+        let page = w.latest(4).unwrap();
+        assert_eq!(seqs(&page.messages), [3, 4, 5, 6]);
+        assert_eq!(page.messages[1], edited);
+        assert_eq!(page.messages[3], deleted);
+        assert_eq!(page.messages[0], message(3));
+        assert_eq!(w.after(Seq::new(3).unwrap()).unwrap()[0], edited);
+    }
+
+    #[test]
     fn a_gap_restarts_the_window() {
         let mut w = window(1..=3, 10);
         w.push(&message(6));
@@ -230,7 +281,7 @@ mod tests {
     #[test]
     fn a_seed_with_holes_is_not_trusted() {
         let seed = vec![message(1), message(3)];
-        let w = Window::seeded(seed, Seq::new(3).unwrap(), 10);
+        let w = Window::seeded(seed, Seq::new(3).unwrap(), Rev::ZERO, 10);
         assert_eq!(w.len(), 0);
         assert!(w.latest(1).is_none());
         assert_eq!(w.after(Seq::new(3).unwrap()), Some(Vec::new()));

@@ -12,9 +12,10 @@ use banter_domain::ports::{
     PresenceRegistry, StoreError, SubscriptionError,
 };
 use banter_domain::{
-    Appended, EventEnvelope, HistoryPage, HistoryQuery, Message, NewMessage, OccupiedRoom,
-    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, RoomEvent, RoomName, Seq,
-    StoredRoom, StoredRoomsPage, Timestamp, Username,
+    Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, ClientId,
+    EventEnvelope, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage, OccupiedRoom,
+    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, Rev, RoomEvent, RoomName,
+    Seq, StoredRoom, StoredRoomsPage, Timestamp, Username,
 };
 use tokio::sync::broadcast;
 
@@ -49,9 +50,30 @@ impl Clock for FakeClock {
     }
 }
 
+/// One room as the fake keeps it: messages in their current state, the client id each was
+/// posted with (kept after a delete), each message's latest rev, and the log of revs.
+#[derive(Default)]
+struct RoomState {
+    messages: Vec<Message>,
+    client_ids: Vec<Option<ClientId>>,
+    latest_rev: Vec<Option<Rev>>,
+    /// The seq each rev changed: rev n is at index n − 1.
+    log: Vec<Seq>,
+}
+
+impl RoomState {
+    fn last_rev(&self) -> Rev {
+        Rev::new(self.log.len() as u64).unwrap()
+    }
+
+    fn index(seq: Seq) -> Option<usize> {
+        usize::try_from(seq.get()).ok()?.checked_sub(1)
+    }
+}
+
 #[derive(Default)]
 struct StoreState {
-    rooms: BTreeMap<RoomName, Vec<Message>>,
+    rooms: BTreeMap<RoomName, RoomState>,
 }
 
 /// Hook run inside `history`, before the read: lets a test commit a message "concurrently".
@@ -107,25 +129,66 @@ impl FakeStore {
             .unwrap()
             .rooms
             .get(room)
-            .cloned()
+            .map(|r| r.messages.clone())
             .unwrap_or_default()
+    }
+
+    fn last_rev(&self, room: &RoomName) -> Rev {
+        self.state
+            .lock()
+            .unwrap()
+            .rooms
+            .get(room)
+            .map_or(Rev::ZERO, RoomState::last_rev)
+    }
+
+    /// Changes directly, as another node would; nothing is published.
+    pub fn change_now(&self, request: ChangeRequest) -> Result<Changed, ChangeRefusal> {
+        let mut state = self.state.lock().unwrap();
+        let at = self.clock.now();
+        let Some(room) = state.rooms.get_mut(&request.room) else {
+            return Err(ChangeRefusal::NotFound);
+        };
+        let Some(i) = RoomState::index(request.seq).filter(|i| *i < room.messages.len()) else {
+            return Err(ChangeRefusal::NotFound);
+        };
+        let current = room.messages[i].clone();
+        match current.changed_by(&request.author, &request.change, at)? {
+            None => Ok(Changed::Unchanged(current)),
+            Some(new) => {
+                room.log.push(new.seq);
+                let rev = room.last_rev();
+                room.latest_rev[i] = Some(rev);
+                room.messages[i] = new.clone();
+                Ok(Changed::Updated(MessageChange { rev, message: new }))
+            }
+        }
     }
 
     fn append_now(&self, post: NewMessage) -> Appended {
         let mut state = self.state.lock().unwrap();
-        let messages = state.rooms.entry(post.room.clone()).or_default();
-        if let Some(original) = messages.iter().find(|m| post.is_resend_of(m)) {
-            return Appended::Duplicate(original.clone());
+        let room = state.rooms.entry(post.room.clone()).or_default();
+        if post.client_id.is_some()
+            && let Some(i) = room
+                .messages
+                .iter()
+                .zip(&room.client_ids)
+                .position(|(m, id)| m.username == post.username && *id == post.client_id)
+        {
+            return Appended::Duplicate(room.messages[i].clone());
         }
         let message = Message {
             room: post.room,
-            seq: Seq::new(messages.len() as u64 + 1).unwrap(),
+            seq: Seq::new(room.messages.len() as u64 + 1).unwrap(),
             username: post.username,
-            content: post.content,
+            content: Some(post.content),
             timestamp: self.clock.now(),
-            client_id: post.client_id,
+            client_id: post.client_id.clone(),
+            edited_at: None,
         };
-        messages.push(message.clone());
+        room.messages.push(message.clone());
+        room.client_ids.push(post.client_id);
+        room.latest_rev.push(None);
         Appended::Stored(message)
     }
 
@@ -157,6 +220,8 @@ impl MessageStore for FakeStore {
         }
         self.check_up()?;
         self.history_reads.fetch_add(1, Ordering::SeqCst);
+        // The counter before the messages, as the real store reads them.
+        let last_rev = self.last_rev(room);
         let all = self.messages(room);
         let last_seq = all.last().map_or(Seq::ZERO, |m| m.seq);
         let (page, has_more): (Vec<Message>, bool) = match query {
@@ -187,6 +252,82 @@ impl MessageStore for FakeStore {
             messages: page,
             has_more,
             last_seq,
+            last_rev,
+        })
+    }
+
+    async fn change(
+        &self,
+        request: ChangeRequest,
+    ) -> Result<Result<Changed, ChangeRefusal>, StoreError> {
+        self.check_up()?;
+        Ok(self.change_now(request))
+    }
+
+    async fn changes(
+        &self,
+        room: &RoomName,
+        query: ChangesQuery,
+    ) -> Result<ChangesPage, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let Some(r) = state.rooms.get(room) else {
+            return Ok(ChangesPage::default());
+        };
+        let mut changed: Vec<MessageChange> = r
+            .messages
+            .iter()
+            .zip(&r.latest_rev)
+            .filter_map(|(m, rev)| Some((m, (*rev)?)))
+            .filter(|(m, rev)| {
+                *rev > query.after
+                    && query.through.is_none_or(|t| *rev <= t)
+                    && query.max_seq.is_none_or(|s| m.seq <= s)
+            })
+            .map(|(m, rev)| MessageChange {
+                rev,
+                message: m.clone(),
+            })
+            .collect();
+        changed.sort_by_key(|c| c.rev);
+        let has_more = changed.len() > query.limit.get();
+        changed.truncate(query.limit.get());
+        Ok(ChangesPage {
+            changes: changed,
+            has_more,
+            last_rev: r.last_rev(),
+        })
+    }
+
+    async fn revisions(
+        &self,
+        room: &RoomName,
+        after: Rev,
+        limit: PageLimit,
+    ) -> Result<ChangesPage, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let Some(r) = state.rooms.get(room) else {
+            return Ok(ChangesPage::default());
+        };
+        let mut changes: Vec<MessageChange> = r
+            .log
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(after.get()).unwrap_or(usize::MAX))
+            .filter_map(|(i, seq)| {
+                Some(MessageChange {
+                    rev: Rev::new(i as u64 + 1).ok()?,
+                    message: r.messages.get(RoomState::index(*seq)?)?.clone(),
+                })
+            })
+            .collect();
+        let has_more = changes.len() > limit.get();
+        changes.truncate(limit.get());
+        Ok(ChangesPage {
+            changes,
+            has_more,
+            last_rev: r.last_rev(),
         })
     }
 
@@ -201,10 +342,10 @@ impl MessageStore for FakeStore {
             .rooms
             .iter()
             .filter(|(name, _)| after.is_none_or(|a| *name > a))
-            .map(|(name, messages)| StoredRoom {
+            .map(|(name, r)| StoredRoom {
                 room: name.clone(),
-                last_seq: messages.last().map_or(Seq::ZERO, |m| m.seq),
-                last_message_at: messages.last().map(|m| m.timestamp),
+                last_seq: r.messages.last().map_or(Seq::ZERO, |m| m.seq),
+                last_message_at: r.messages.last().map(|m| m.timestamp),
             });
         let page: Vec<StoredRoom> = rooms.by_ref().take(limit.get()).collect();
         Ok(StoredRoomsPage {

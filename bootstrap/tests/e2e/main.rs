@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod compression;
+mod edits;
 mod handshake;
 mod helpers;
 mod rest;

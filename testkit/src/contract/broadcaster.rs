@@ -1,9 +1,11 @@
 //! The [`EventBroadcaster`] contract: every node's subscribers get a room's events in
-//! publication order, nothing from before they subscribed, and a slow subscriber lags alone.
+//! publication order (changes of messages, with every field, among the other events), nothing
+//! from before they subscribed, and a slow subscriber lags alone.
 
 use std::time::Duration;
 
 use banter_domain::ports::{EventBroadcaster, EventSubscription, SubscriptionError};
+use banter_domain::{ClientId, Content, Message, Rev, RoomEvent, Seq, Timestamp};
 
 use super::{Cluster, PROMPTLY, next, quiet, room, typing};
 
@@ -69,4 +71,51 @@ pub async fn a_slow_subscriber_lags_alone(cluster: &impl Cluster) {
         matches!(lagged, Err(SubscriptionError::Lagged { missed: 10 })),
         "{lagged:?}"
     );
+}
+
+/// A message's state after the `n`th change (edits, and a tombstone every fifth), as the
+/// broker must carry it: every field, deleted or not.
+fn changed(room_name: &str, n: u64) -> RoomEvent {
+    let mut message = Message {
+        room: room(room_name),
+        seq: Seq::new(n % 7 + 1).unwrap(),
+        username: super::user("名前"),
+        content: Some(Content::parse(&format!("edit \"{n}\" 👋")).unwrap()),
+        timestamp: Timestamp::from_unix_millis(1_795_857_302_123).unwrap(),
+        client_id: Some(ClientId::parse("c-1").unwrap()),
+        edited_at: Some(Timestamp::from_unix_millis(1_795_857_302_123 + n as i64).unwrap()),
+    };
+    if n.is_multiple_of(5) {
+        message.content = None;
+        message.client_id = None;
+    }
+    RoomEvent::MessageUpdated {
+        rev: Rev::new(n + 1).unwrap(),
+        message,
+    }
+}
+
+pub async fn changes_reach_every_node_in_order_among_other_events(cluster: &impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut on_a = a.subscribe(&room("edits")).await.unwrap();
+    let mut on_b = b.subscribe(&room("edits")).await.unwrap();
+    let events: Vec<RoomEvent> = (0..60u64)
+        .map(|n| {
+            if n.is_multiple_of(3) {
+                typing("edits", n as usize)
+            } else {
+                changed("edits", n)
+            }
+        })
+        .collect();
+    for (n, event) in events.iter().enumerate() {
+        let publisher = if n % 2 == 0 { &a } else { &b };
+        publisher.publish(event.clone()).await.unwrap();
+    }
+    for event in &events {
+        assert_eq!(&next(&mut on_a).await, event);
+        assert_eq!(&next(&mut on_b).await, event);
+    }
+    quiet(&mut on_a).await;
 }

@@ -132,6 +132,9 @@ macro_rules! store_contract {
                 rooms_are_listed_by_name_in_pages,
                 readiness_answers,
                 concurrent_reads_and_writes_agree,
+                edits_and_deletes_follow_the_rules,
+                changes_are_listed_once_each_and_every_rev_is_kept,
+                revs_are_gapless_with_concurrent_changes_from_two_processes,
             ]
         );
     };
@@ -151,6 +154,7 @@ macro_rules! broadcaster_contract {
                 events_before_subscribing_are_not_received,
                 a_room_can_be_left_and_followed_again,
                 a_slow_subscriber_lags_alone,
+                changes_reach_every_node_in_order_among_other_events,
             ]
         );
     };

@@ -1,5 +1,6 @@
 //! The [`MessageStore`] contract: gapless seqs under concurrency, idempotent resends, history
-//! pages in both directions, byte-exact content, durable reopening, the rooms listing.
+//! pages in both directions, byte-exact content, durable reopening, the rooms listing, and
+//! edits and deletes (the rules, gapless revs across processes, the changes listing).
 //!
 //! What only one adapter has (group commit, failing batches, query plans, shutdown) is tested
 //! beside that adapter.
@@ -11,7 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use banter_domain::ports::MessageStore;
 use banter_domain::{
-    Appended, ClientId, Content, HistoryQuery, Message, NewMessage, PageLimit, Seq,
+    Appended, Change, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, ClientId,
+    Content, HistoryQuery, Message, MessageChange, NewMessage, PageLimit, Rev, Seq,
 };
 
 use super::{StoreFixture, room, user};
@@ -109,7 +111,7 @@ pub async fn seqs_are_gapless_with_50_concurrent_posters_in_5_rooms(fixture: &im
             (1..=200).collect::<Vec<u64>>(),
             "room {r}: stored seqs"
         );
-        let distinct: HashSet<&str> = stored.iter().map(|m| m.content.as_str()).collect();
+        let distinct: HashSet<&str> = stored.iter().map(|m| m.text()).collect();
         assert_eq!(distinct.len(), 200, "room {r}: each post stored once");
     }
     fixture.close(store).await;
@@ -386,7 +388,7 @@ pub async fn content_and_names_round_trip_byte_exact(fixture: &impl StoreFixture
     let stored = all_messages(&store, "unicode").await;
     assert_eq!(stored.len(), all_texts.len());
     for (i, (message, text)) in stored.iter().zip(&all_texts).enumerate() {
-        assert_eq!(message.content.as_str().as_bytes(), text.as_bytes());
+        assert_eq!(message.text().as_bytes(), text.as_bytes());
         assert_eq!(message.username.as_str(), users[i % 4]);
         assert_eq!(
             message.client_id.as_ref().map(ClientId::as_str),
@@ -498,4 +500,299 @@ pub async fn concurrent_reads_and_writes_agree(fixture: &impl StoreFixture) {
     writer.await.unwrap();
     assert_eq!(all_messages(&store, "busy").await.len(), 300);
     fixture.close(store).await;
+}
+
+/// An edit or a delete of `seq` in `room_name` by `author`.
+pub fn change_of(room_name: &str, seq_no: u64, author: &str, change: Change) -> ChangeRequest {
+    ChangeRequest {
+        room: room(room_name),
+        seq: seq(seq_no),
+        author: user(author),
+        change,
+    }
+}
+
+pub fn edit(text: &str) -> Change {
+    Change::Edit(Content::parse(text).unwrap())
+}
+
+pub fn rev(n: u64) -> Rev {
+    Rev::new(n).unwrap()
+}
+
+/// Commits a change the case expects to be accepted and real; returns its rev and message.
+async fn updated(store: &impl MessageStore, request: ChangeRequest) -> (Rev, Message) {
+    match store.change(request).await.unwrap() {
+        Ok(Changed::Updated(MessageChange { rev, message })) => (rev, message),
+        other => panic!("expected a committed change, got {other:?}"),
+    }
+}
+
+fn changes_query(after: u64, limit_n: u64) -> ChangesQuery {
+    ChangesQuery {
+        after: rev(after),
+        through: None,
+        max_seq: None,
+        limit: limit(limit_n),
+    }
+}
+
+pub async fn edits_and_deletes_follow_the_rules(fixture: &impl StoreFixture) {
+    let store = fixture.open().await;
+    let original = store
+        .append(post("general", "alice", "helo", Some("c1")))
+        .await
+        .unwrap()
+        .into_message();
+    store
+        .append(post("general", "bob", "hi alice", None))
+        .await
+        .unwrap();
+
+    let refused = |r: Result<Result<Changed, ChangeRefusal>, _>| r.unwrap().err();
+    assert_eq!(
+        refused(
+            store
+                .change(change_of("general", 1, "bob", edit("mine")))
+                .await
+        ),
+        Some(ChangeRefusal::Forbidden)
+    );
+    assert_eq!(
+        refused(
+            store
+                .change(change_of("general", 2, "alice", Change::Delete))
+                .await
+        ),
+        Some(ChangeRefusal::Forbidden)
+    );
+    assert_eq!(
+        refused(
+            store
+                .change(change_of("general", 3, "alice", edit("x")))
+                .await
+        ),
+        Some(ChangeRefusal::NotFound)
+    );
+    assert_eq!(
+        refused(
+            store
+                .change(change_of("nowhere", 1, "alice", edit("x")))
+                .await
+        ),
+        Some(ChangeRefusal::NotFound)
+    );
+
+    let (r1, edited) = updated(&store, change_of("general", 1, "alice", edit("hello"))).await;
+    assert_eq!(r1, rev(1));
+    assert_eq!(edited.text(), "hello");
+    assert!(edited.edited_at.is_some_and(|t| t >= original.timestamp));
+    assert_eq!(
+        (edited.seq, edited.timestamp, &edited.client_id),
+        (original.seq, original.timestamp, &original.client_id)
+    );
+    // The same content again changes nothing and takes no rev.
+    let same = store
+        .change(change_of("general", 1, "alice", edit("hello")))
+        .await
+        .unwrap();
+    assert_eq!(same, Ok(Changed::Unchanged(edited.clone())));
+
+    let (r2, tombstone) = updated(&store, change_of("general", 1, "alice", Change::Delete)).await;
+    assert_eq!(r2, rev(2), "gapless: the unchanged edit took none");
+    assert!(tombstone.is_deleted());
+    assert_eq!(tombstone.text(), "");
+    assert_eq!(tombstone.client_id, None);
+    assert_eq!(
+        tombstone.edited_at, edited.edited_at,
+        "a delete keeps edited_at"
+    );
+    assert_eq!(
+        store
+            .change(change_of("general", 1, "alice", Change::Delete))
+            .await
+            .unwrap(),
+        Ok(Changed::Unchanged(tombstone.clone()))
+    );
+    assert_eq!(
+        refused(
+            store
+                .change(change_of("general", 1, "alice", edit("back")))
+                .await
+        ),
+        Some(ChangeRefusal::NotFound)
+    );
+
+    // History shows the current state, and the counter read before it.
+    let page = store
+        .history(&room("general"), HistoryQuery::Latest { limit: limit(10) })
+        .await
+        .unwrap();
+    assert_eq!(page.messages[0], tombstone);
+    assert_eq!(page.last_rev, rev(2));
+    // A late resend of the deleted message's client id gets the tombstone and stores nothing.
+    let resend = store
+        .append(post("general", "alice", "helo", Some("c1")))
+        .await
+        .unwrap();
+    assert_eq!(resend, Appended::Duplicate(tombstone.clone()));
+    assert_eq!(seqs(&all_messages(&store, "general").await), [1, 2]);
+    fixture.close(store).await;
+}
+
+pub async fn changes_are_listed_once_each_and_every_rev_is_kept(fixture: &impl StoreFixture) {
+    let store = fixture.open().await;
+    for i in 1..=4 {
+        store
+            .append(post("general", "alice", &format!("m{i}"), None))
+            .await
+            .unwrap();
+    }
+    updated(&store, change_of("general", 1, "alice", edit("m1 v2"))).await;
+    updated(&store, change_of("general", 3, "alice", edit("m3 v2"))).await;
+    let (_, m1) = updated(&store, change_of("general", 1, "alice", edit("m1 v3"))).await;
+    let (_, m4) = updated(&store, change_of("general", 4, "alice", Change::Delete)).await;
+    let room_name = room("general");
+
+    let listed = |page: &ChangesPage| -> Vec<(u64, u64)> {
+        page.changes
+            .iter()
+            .map(|c| (c.rev.get(), c.message.seq.get()))
+            .collect()
+    };
+    let all = store
+        .changes(&room_name, changes_query(0, 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&all),
+        [(2, 3), (3, 1), (4, 4)],
+        "each once, by latest rev"
+    );
+    assert_eq!(all.changes[1].message, m1);
+    assert_eq!(all.changes[2].message, m4);
+    assert_eq!((all.has_more, all.last_rev), (false, rev(4)));
+    let paged = store
+        .changes(&room_name, changes_query(0, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (listed(&paged), paged.has_more),
+        (vec![(2, 3), (3, 1)], true)
+    );
+    let after = store
+        .changes(&room_name, changes_query(3, 50))
+        .await
+        .unwrap();
+    assert_eq!(listed(&after), [(4, 4)]);
+    let bounded = store
+        .changes(
+            &room_name,
+            ChangesQuery {
+                after: rev(0),
+                through: Some(rev(3)),
+                max_seq: Some(seq(2)),
+                limit: limit(50),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed(&bounded), [(3, 1)]);
+    let none = store
+        .changes(&room("empty"), changes_query(0, 50))
+        .await
+        .unwrap();
+    assert_eq!((none.changes.len(), none.last_rev), (0, Rev::ZERO));
+
+    // Every rev, gapless, each with its message as it now is.
+    let revisions = store
+        .revisions(&room_name, rev(0), limit(50))
+        .await
+        .unwrap();
+    assert_eq!(listed(&revisions), [(1, 1), (2, 3), (3, 1), (4, 4)]);
+    assert_eq!(
+        revisions.changes[0].message, m1,
+        "current state, not as of rev 1"
+    );
+    let tail = store.revisions(&room_name, rev(2), limit(1)).await.unwrap();
+    assert_eq!((listed(&tail), tail.has_more), (vec![(3, 1)], true));
+    fixture.close(store).await;
+}
+
+pub async fn revs_are_gapless_with_concurrent_changes_from_two_processes(
+    fixture: &impl StoreFixture,
+) {
+    let first = fixture.open().await;
+    let second = fixture.open().await;
+    let posters = 8u64;
+    for i in 0..posters {
+        first
+            .append(post("busy", &format!("user{i}"), "v0", None))
+            .await
+            .unwrap();
+    }
+    let edits_each = 10;
+    let mut tasks = Vec::new();
+    for i in 0..posters {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for n in 1..=edits_each {
+                let request = change_of("busy", i + 1, &format!("user{i}"), edit(&format!("v{n}")));
+                // A post in the same room interleaves with the changes.
+                store
+                    .append(post("busy", &format!("user{i}"), "more", None))
+                    .await
+                    .unwrap();
+                match store.change(request).await.unwrap() {
+                    Ok(Changed::Updated(change)) => revs.push(change.rev.get()),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            revs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let revs = task.await.unwrap();
+        assert!(
+            revs.windows(2).all(|w| w[0] < w[1]),
+            "in commit order: {revs:?}"
+        );
+        all.extend(revs);
+    }
+    all.sort_unstable();
+    let total = posters * edits_each;
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<u64>>(),
+        "gapless, no rev twice"
+    );
+    let mut logged = Vec::new();
+    let mut after = Rev::ZERO;
+    loop {
+        let page = first
+            .revisions(&room("busy"), after, limit(200))
+            .await
+            .unwrap();
+        logged.extend(page.changes.iter().map(|c| c.rev.get()));
+        after = page.changes.last().map_or(after, |c| c.rev);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(logged, (1..=total).collect::<Vec<u64>>());
+    let messages = all_messages(&first, "busy").await;
+    assert_eq!(messages.len() as u64, posters + posters * edits_each);
+    assert!(
+        messages[..posters as usize]
+            .iter()
+            .all(|m| m.text() == "v10")
+    );
+    fixture.close(second).await;
+    fixture.close(first).await;
 }

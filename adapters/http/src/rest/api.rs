@@ -3,24 +3,44 @@
 
 use std::sync::Arc;
 
-use banter_application::{DraftField, Ports, PostDraft};
-use banter_domain::{Appended, HistoryQuery, RoomName, Username};
+use banter_application::{ChangeDraft, DraftField, Ports, PostDraft};
+use banter_domain::{Appended, HistoryQuery, RoomName, Seq, Username};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{OpenApi, Tags};
 
-use super::bodies::{HistoryBody, PostBody, PresenceBody, RoomBody, RoomsBody, StringField};
+use super::bodies::{
+    ChangeBody, ChangesBody, EditBody, HistoryBody, PostBody, PresenceBody, RoomBody, RoomsBody,
+    StringField,
+};
 use super::request_checks::Caller;
 use super::responses::{
-    HistoryResponse, PostResponse, PresenceResponse, ReadyResponse, RoomsResponse,
+    ChangeResponse, ChangesResponse, HistoryResponse, PostResponse, PresenceResponse,
+    ReadyResponse, RoomsResponse,
 };
 use crate::AppState;
-use crate::params::{HISTORY_PAGE, PRESENCE_PAGE, ROOMS_PAGE, name_cursor, page_limit, seq_cursor};
-use crate::problem::{
-    ErrorCode, PostEdge, Problem, not_ready_problem, post_refusal, read_problem, room_from_path,
-    username_from_client,
+use crate::params::{
+    CHANGES_PAGE, HISTORY_PAGE, PRESENCE_PAGE, ROOMS_PAGE, name_cursor, page_limit, rev_cursor,
+    seq_cursor, seq_in_path,
 };
+use crate::problem::{
+    ErrorCode, PostEdge, Problem, change_refusal, not_ready_problem, post_refusal, read_problem,
+    room_from_path, username_from_client,
+};
+
+/// Who a request acts as: the token's `sub` with auth `jwt`, else the username it names.
+fn acting_user(req: &Request, named: Option<StringField>) -> Result<Username, Problem> {
+    match (req.extensions().get::<Caller>(), named) {
+        (Some(Caller(username)), _) => Ok(username.clone()),
+        (None, Some(StringField::Text(raw))) => username_from_client(Some(&raw)),
+        (None, Some(StringField::NotText)) => Err(Problem::new(
+            ErrorCode::InvalidUsername,
+            "username: must be a string",
+        )),
+        (None, None | Some(StringField::Missing)) => username_from_client(None),
+    }
+}
 
 #[derive(Tags)]
 enum ApiTags {
@@ -38,6 +58,25 @@ pub struct ChatApi<P: Ports> {
 impl<P: Ports> ChatApi<P> {
     pub fn new(state: Arc<AppState<P>>) -> Self {
         Self { state }
+    }
+}
+
+impl<P: Ports> ChatApi<P> {
+    /// Runs an edit or a delete in its own task (a committed change is broadcast even if the
+    /// client hangs up) and answers with the message as it now is.
+    async fn change(
+        &self,
+        room: RoomName,
+        username: Username,
+        seq: Seq,
+        draft: ChangeDraft,
+    ) -> Result<ChangeResponse, Problem> {
+        let chat = self.state.chat.clone();
+        let changed = tokio::spawn(async move { chat.change(&room, &username, seq, draft).await })
+            .await
+            .map_err(|e| Problem::new(ErrorCode::Unavailable, format!("the change failed: {e}")))?
+            .map_err(|e| Problem::from(change_refusal(&e, PostEdge::Rest)))?;
+        Ok(ChangeResponse::Ok(Json(changed.into_message().into())))
     }
 }
 
@@ -116,17 +155,7 @@ impl<P: Ports> ChatApi<P> {
         let run = async {
             let room = room_from_path(&room)?;
             let body = body.0;
-            let username = match (req.extensions().get::<Caller>(), body.username) {
-                (Some(Caller(username)), _) => username.clone(),
-                (None, Some(StringField::Text(raw))) => username_from_client(Some(&raw))?,
-                (None, Some(StringField::NotText)) => {
-                    return Err(Problem::new(
-                        ErrorCode::InvalidUsername,
-                        "username: must be a string",
-                    ));
-                }
-                (None, None | Some(StringField::Missing)) => username_from_client(None)?,
-            };
+            let username = acting_user(req, body.username)?;
             let draft = PostDraft {
                 content: body.content.into_draft(),
                 client_id: body
@@ -144,6 +173,117 @@ impl<P: Ports> ChatApi<P> {
         match run.await {
             Ok(Appended::Stored(message)) => PostResponse::Created(Json(message.into())),
             Ok(Appended::Duplicate(message)) => PostResponse::Duplicate(Json(message.into())),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Edit a message.
+    ///
+    /// Only its author may (`forbidden` otherwise); the new text follows a post's rules. A
+    /// real change takes the room's next `rev` and reaches the room's WebSocket clients as
+    /// `message_updated`; the same text again changes nothing. Edits take a token from the
+    /// address's bucket, like posts. With auth `jwt` the author is the bearer token's `sub`.
+    #[oai(
+        path = "/api/rooms/:room/messages/:seq",
+        method = "patch",
+        tag = "ApiTags::Chat"
+    )]
+    async fn edit(
+        &self,
+        req: &Request,
+        /// The room.
+        room: Path<String>,
+        /// The message's seq (a positive integer).
+        seq: Path<String>,
+        body: Json<EditBody>,
+    ) -> ChangeResponse {
+        let run = async {
+            let room = room_from_path(&room)?;
+            let seq = seq_in_path(&seq)?;
+            let body = body.0;
+            let username = acting_user(req, body.username)?;
+            let draft = ChangeDraft::Edit {
+                content: body.content.into_draft(),
+            };
+            self.change(room, username, seq, draft).await
+        };
+        run.await.unwrap_or_else(ChangeResponse::from)
+    }
+
+    /// Delete a message.
+    ///
+    /// Only its author may. The message stays as a tombstone: same room, seq, username and
+    /// timestamp, `content` `""`, `client_id` null, `deleted` true. Deleting it again changes
+    /// nothing. With auth `jwt` the author is the bearer token's `sub` and `username` is
+    /// ignored.
+    #[oai(
+        path = "/api/rooms/:room/messages/:seq",
+        method = "delete",
+        tag = "ApiTags::Chat"
+    )]
+    async fn delete(
+        &self,
+        req: &Request,
+        /// The room.
+        room: Path<String>,
+        /// The message's seq (a positive integer).
+        seq: Path<String>,
+        /// Who deletes (auth `none`; must be the author).
+        username: Query<Option<String>>,
+    ) -> ChangeResponse {
+        let run = async {
+            let room = room_from_path(&room)?;
+            let seq = seq_in_path(&seq)?;
+            let username = acting_user(req, username.0.map(StringField::Text))?;
+            self.change(room, username, seq, ChangeDraft::Delete).await
+        };
+        run.await.unwrap_or_else(ChangeResponse::from)
+    }
+
+    /// Read a room's changes.
+    ///
+    /// Messages edited or deleted after `after_rev`, each once in its current state,
+    /// ascending by the rev of its latest change. Page with the last rev of a page.
+    #[oai(
+        path = "/api/rooms/:room/changes",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn changes(
+        &self,
+        /// The room.
+        room: Path<String>,
+        /// Only changes after this rev (integer ≥ 0, default 0).
+        #[oai(validator(minimum(value = "0")))]
+        after_rev: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<i64>>,
+    ) -> ChangesResponse {
+        let run = async {
+            let room = room_from_path(&room)?;
+            let after = rev_cursor("after_rev", after_rev.0)?;
+            let limit = page_limit(limit.0, CHANGES_PAGE)?;
+            let page = self
+                .state
+                .chat
+                .changes(&room, after, limit)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(ChangesBody {
+                changes: page
+                    .changes
+                    .into_iter()
+                    .map(|c| ChangeBody {
+                        rev: c.rev.get(),
+                        message: c.message.into(),
+                    })
+                    .collect(),
+                has_more: page.has_more,
+            })
+        };
+        match run.await {
+            Ok(body) => ChangesResponse::Ok(Json(body)),
             Err(problem) => problem.into(),
         }
     }

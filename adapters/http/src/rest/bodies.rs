@@ -104,6 +104,62 @@ impl Example for PostBody {
     }
 }
 
+/// A new text for a message.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct EditBody {
+    /// Who edits (auth `none`; must be the author); ignored with auth `jwt`, where the token's
+    /// `sub` is used.
+    pub username: Option<StringField>,
+    /// The new text: 1–4000 characters, the same rules as a post's.
+    pub content: StringField,
+}
+
+impl Example for EditBody {
+    fn example() -> Self {
+        Self {
+            username: Some(StringField::Text("alice".into())),
+            content: StringField::Text("Hello, everyone".into()),
+        }
+    }
+}
+
+/// A message as it is after the change that took `rev`.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct ChangeBody {
+    /// The room's change counter: 1, 2, 3, … without gaps.
+    pub rev: u64,
+    pub message: MessageJson,
+}
+
+impl Example for ChangeBody {
+    fn example() -> Self {
+        Self {
+            rev: 7,
+            message: MessageJson::example(),
+        }
+    }
+}
+
+/// Messages changed after `after_rev`, each once, ascending by its latest rev.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct ChangesBody {
+    pub changes: Vec<ChangeBody>,
+    /// More changes exist after this page.
+    pub has_more: bool,
+}
+
+impl Example for ChangesBody {
+    fn example() -> Self {
+        Self {
+            changes: vec![ChangeBody::example()],
+            has_more: false,
+        }
+    }
+}
+
 /// A room with messages or people online.
 #[derive(Debug, Object)]
 pub struct RoomBody {

@@ -17,13 +17,17 @@ use crate::problem::{ErrorCode, Problem, retry_after_seconds};
 #[derive(Debug, Clone)]
 pub struct Caller(pub Username);
 
-fn is_post_of_message(req: &Request) -> bool {
-    req.method() == Method::POST
-        && req
-            .uri()
-            .path()
-            .trim_end_matches('/')
-            .ends_with("/messages")
+/// Posts, edits and deletes of messages take a token from the address's bucket.
+fn takes_a_token(req: &Request) -> bool {
+    let path = req.uri().path().trim_end_matches('/');
+    let method = req.method();
+    if *method == Method::POST {
+        return path.ends_with("/messages");
+    }
+    (*method == Method::PATCH || *method == Method::DELETE)
+        && path
+            .rsplit_once('/')
+            .is_some_and(|(parent, _seq)| parent.ends_with("/messages"))
 }
 
 /// `api` behind the rate limit, the body size limit and the bearer token check.
@@ -34,15 +38,12 @@ pub fn with_request_checks<P: Ports, E: Endpoint + 'static>(
     api.around(move |api, mut req| {
         let state = Arc::clone(&state);
         async move {
-            if let Some(limiter) = state
-                .rest_limiter
-                .as_ref()
-                .filter(|_| is_post_of_message(&req))
+            if let Some(limiter) = state.rest_limiter.as_ref().filter(|_| takes_a_token(&req))
                 && let Err(wait) = limiter.take(crate::guard::client_address(&req))
             {
                 return Ok(Problem::new(
                     ErrorCode::RateLimited,
-                    "too many posts from this address",
+                    "too many posts, edits or deletes from this address",
                 )
                 .into_response_retry_after(retry_after_seconds(wait)));
             }

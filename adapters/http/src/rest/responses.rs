@@ -4,7 +4,7 @@
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::{Json, PlainText};
 
-use super::bodies::{HistoryBody, PresenceBody, RoomsBody};
+use super::bodies::{ChangesBody, HistoryBody, PresenceBody, RoomsBody};
 use crate::problem::{Problem, parse_failure};
 use crate::wire::MessageJson;
 
@@ -63,6 +63,54 @@ problem_responses!(PostResponse {
     #[oai(status = 429, content_type = "application/problem+json")]
     RateLimited(Json<Problem>, #[oai(header = "Retry-After")] u64),
 });
+
+problem_responses!(ChangesResponse {
+    /// Changed messages, each once in its current state, ascending by its latest rev.
+    #[oai(status = 200)]
+    Ok(Json<ChangesBody>),
+});
+
+/// The answers to an edit or a delete.
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ChangeResponse {
+    /// The message as it now is (also when nothing changed: the same text, or a delete of a
+    /// deleted message).
+    #[oai(status = 200)]
+    Ok(Json<MessageJson>),
+    /// A parameter (`seq` not a positive integer), the body or the text is invalid.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Missing or invalid bearer token (auth `jwt`).
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// Not the author of the message (`forbidden`).
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// No message with this seq, or an edit of a deleted message (`not_found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Too many posts, edits and deletes from this address; see Retry-After.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    RateLimited(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// Storage unavailable: nothing was changed.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+impl From<Problem> for ChangeResponse {
+    fn from(problem: Problem) -> Self {
+        match problem.status().as_u16() {
+            401 => Self::Unauthorized(Json(problem)),
+            403 => Self::Forbidden(Json(problem)),
+            404 => Self::NotFound(Json(problem)),
+            // Per-address limits answer in the request checks; a 429 here has no wait.
+            429 => Self::RateLimited(Json(problem), 1),
+            503 => Self::Unavailable(Json(problem)),
+            _ => Self::BadRequest(Json(problem)),
+        }
+    }
+}
 
 problem_responses!(RoomsResponse {
     #[oai(status = 200)]

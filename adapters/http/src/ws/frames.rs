@@ -1,7 +1,7 @@
 //! The WebSocket protocol's frames: parsing what clients send, encoding what they receive.
 
-use banter_application::{DraftField, PostDraft, Welcome};
-use banter_domain::{ClientId, Message, PresenceEvent, RoomEvent, Username};
+use banter_application::{ChangeDraft, DraftField, PostDraft, Welcome};
+use banter_domain::{ClientId, Message, PresenceEvent, RoomEvent, Seq, Username};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -12,8 +12,25 @@ use crate::wire::MessageJson;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
     ChatMessage(PostDraft),
-    Typing { is_typing: bool },
+    /// An edit or a delete of message `seq`.
+    Change {
+        seq: Seq,
+        draft: ChangeDraft,
+    },
+    Typing {
+        is_typing: bool,
+    },
     Ping,
+}
+
+/// The `seq` of an edit or a delete: a positive integer.
+fn seq_field(object: &serde_json::Map<String, Value>) -> Result<Seq, Refusal> {
+    object
+        .get("seq")
+        .and_then(Value::as_u64)
+        .filter(|seq| *seq > 0)
+        .and_then(|seq| Seq::new(seq).ok())
+        .ok_or_else(|| Refusal::new(ErrorCode::InvalidMessage, "seq: must be a positive integer"))
 }
 
 fn field(object: &serde_json::Map<String, Value>, name: &str) -> DraftField {
@@ -29,7 +46,8 @@ fn field(object: &serde_json::Map<String, Value>, name: &str) -> DraftField {
 /// # Errors
 /// `invalid_json` for anything that is not a JSON object with a string `type`,
 /// `unknown_type` for a type the server does not know, `invalid_message` for a `typing` frame
-/// without a boolean `is_typing`. A `chat_message`'s fields are checked by the application.
+/// without a boolean `is_typing` and an `edit` or `delete` without a positive integer `seq`. A
+/// `chat_message`'s and an `edit`'s text are checked by the application.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Refusal> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| Refusal::new(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
@@ -65,10 +83,22 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Refusal> {
                 "is_typing must be true or false",
             )),
         },
+        "edit" => Ok(ClientFrame::Change {
+            seq: seq_field(&object)?,
+            draft: ChangeDraft::Edit {
+                content: field(&object, "message"),
+            },
+        }),
+        "delete" => Ok(ClientFrame::Change {
+            seq: seq_field(&object)?,
+            draft: ChangeDraft::Delete,
+        }),
         "ping" => Ok(ClientFrame::Ping),
         other => Err(Refusal::new(
             ErrorCode::UnknownType,
-            format!("unknown frame type {other:?}; expected chat_message, typing or ping"),
+            format!(
+                "unknown frame type {other:?}; expected chat_message, edit, delete, typing or ping"
+            ),
         )),
     }
 }
@@ -83,11 +113,16 @@ enum ServerFrame<'a> {
         messages: Vec<MessageJson>,
         has_more: bool,
         last_seq: u64,
+        last_rev: u64,
         online: Vec<&'a str>,
         online_count: u64,
         typing: Vec<&'a str>,
     },
     ChatMessage {
+        message: MessageJson,
+    },
+    MessageUpdated {
+        rev: u64,
         message: MessageJson,
     },
     Typing {
@@ -126,6 +161,7 @@ pub fn welcome(welcome: &Welcome) -> String {
         messages: welcome.messages.iter().map(MessageJson::from).collect(),
         has_more: welcome.has_more,
         last_seq: welcome.last_seq.get(),
+        last_rev: welcome.last_rev.get(),
         online: names(&welcome.online),
         online_count: welcome.online_count,
         typing: names(&welcome.typing),
@@ -136,6 +172,10 @@ pub fn welcome(welcome: &Welcome) -> String {
 pub fn event(event: &RoomEvent) -> String {
     encode(&match event {
         RoomEvent::MessagePosted(message) => ServerFrame::ChatMessage {
+            message: message.into(),
+        },
+        RoomEvent::MessageUpdated { rev, message } => ServerFrame::MessageUpdated {
+            rev: rev.get(),
             message: message.into(),
         },
         RoomEvent::Typing {
@@ -183,7 +223,7 @@ pub fn pong() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banter_domain::{Content, RoomName, Seq, Timestamp};
+    use banter_domain::{Content, Rev, RoomName, Timestamp};
     use serde_json::json;
 
     fn refusal(text: &str) -> ErrorCode {
@@ -217,6 +257,44 @@ mod tests {
     }
 
     #[test]
+    fn parses_edits_and_deletes() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"edit","seq":42,"message":"new text"}"#),
+            Ok(ClientFrame::Change {
+                seq: Seq::new(42).unwrap(),
+                draft: ChangeDraft::Edit {
+                    content: DraftField::Text("new text".into())
+                },
+            })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"edit","seq":1,"message":7}"#),
+            Ok(ClientFrame::Change {
+                seq: Seq::new(1).unwrap(),
+                draft: ChangeDraft::Edit {
+                    content: DraftField::NotText
+                },
+            })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"delete","seq":42}"#),
+            Ok(ClientFrame::Change {
+                seq: Seq::new(42).unwrap(),
+                draft: ChangeDraft::Delete,
+            })
+        );
+        for bad in [
+            r#"{"type":"delete"}"#,
+            r#"{"type":"delete","seq":0}"#,
+            r#"{"type":"delete","seq":-3}"#,
+            r#"{"type":"delete","seq":1.5}"#,
+            r#"{"type":"edit","seq":"4","message":"x"}"#,
+        ] {
+            assert_eq!(refusal(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
+    }
+
+    #[test]
     fn refuses_with_the_contract_codes() {
         assert_eq!(refusal("not json"), ErrorCode::InvalidJson);
         assert_eq!(refusal("[1,2]"), ErrorCode::InvalidJson);
@@ -237,16 +315,34 @@ mod tests {
             room: RoomName::parse("general").unwrap(),
             seq: Seq::new(42).unwrap(),
             username: Username::parse("alice").unwrap(),
-            content: Content::parse("Hello").unwrap(),
+            content: Some(Content::parse("Hello").unwrap()),
             timestamp: Timestamp::from_unix_millis(1_795_857_302_123).unwrap(),
             client_id: Some(ClientId::parse("c-7f3a").unwrap()),
+            edited_at: None,
         };
         let frame: Value =
             serde_json::from_str(&event(&RoomEvent::MessagePosted(message.clone()))).unwrap();
         assert_eq!(
             frame,
             json!({"type": "chat_message", "message": {"room": "general", "seq": 42, "username": "alice",
-                   "content": "Hello", "timestamp": "2026-11-28T09:15:02.123Z", "client_id": "c-7f3a"}})
+                   "content": "Hello", "timestamp": "2026-11-28T09:15:02.123Z", "client_id": "c-7f3a",
+                   "edited_at": null, "deleted": false}})
+        );
+        let tombstone = Message {
+            content: None,
+            client_id: None,
+            ..message.clone()
+        };
+        let updated: Value = serde_json::from_str(&event(&RoomEvent::MessageUpdated {
+            rev: Rev::new(7).unwrap(),
+            message: tombstone,
+        }))
+        .unwrap();
+        assert_eq!(
+            updated,
+            json!({"type": "message_updated", "rev": 7, "message": {"room": "general", "seq": 42,
+                   "username": "alice", "content": "", "timestamp": "2026-11-28T09:15:02.123Z",
+                   "client_id": null, "edited_at": null, "deleted": true}})
         );
         let dup: Value = serde_json::from_str(&duplicate(&message)).unwrap();
         assert_eq!(dup["type"], "duplicate");
@@ -280,6 +376,7 @@ mod tests {
             messages: Vec::new(),
             has_more: false,
             last_seq: Seq::new(7).unwrap(),
+            last_rev: Rev::new(3).unwrap(),
             online: vec![alice.clone(), Username::parse("bob").unwrap()],
             online_count: 2,
             typing: vec![alice.clone()],
@@ -288,7 +385,7 @@ mod tests {
         assert_eq!(
             welcome_frame,
             json!({"type": "welcome", "room": "general", "username": "alice", "messages": [],
-                   "has_more": false, "last_seq": 7, "online": ["alice", "bob"],
+                   "has_more": false, "last_seq": 7, "last_rev": 3, "online": ["alice", "bob"],
                    "online_count": 2, "typing": ["alice"]})
         );
         let typing: Value = serde_json::from_str(&event(&RoomEvent::Typing {

@@ -25,7 +25,7 @@ use poem::{Endpoint, Request, Response};
 use crate::AppState;
 use crate::auth::{self, AuthMode};
 use crate::guard::{SlotRefusal, origin_allowed};
-use crate::params::seq_cursor_from_text;
+use crate::params::{rev_cursor_from_text, seq_cursor_from_text};
 use crate::problem::{
     ErrorCode, JoinFailure, Problem, join_problem, room_from_path, username_from_client,
 };
@@ -58,8 +58,17 @@ struct Handshaking {
 }
 
 fn parse_start(query: &HashMap<String, String>) -> Result<Start, Problem> {
+    // Checked whenever given, though it only matters beside `after`.
+    let rev = query
+        .get("rev")
+        .map(|raw| rev_cursor_from_text("rev", raw))
+        .transpose()?;
     if let Some(raw) = query.get("after") {
-        return Ok(Start::After(seq_cursor_from_text("after", raw)?));
+        let after = seq_cursor_from_text("after", raw)?;
+        return Ok(match rev {
+            Some(rev) => Start::Resume { after, rev },
+            None => Start::After(after),
+        });
     }
     match query.get("history") {
         None => Ok(Start::DEFAULT),

@@ -5,7 +5,7 @@ use banter_application::{Ports, SessionOf};
 use banter_domain::Appended;
 
 use super::frames::{self, ClientFrame};
-use crate::problem::{ErrorCode, PostEdge, post_refusal};
+use crate::problem::{ErrorCode, PostEdge, change_refusal, post_refusal};
 
 /// An error frame, counted by its code.
 pub fn error_frame(
@@ -25,6 +25,15 @@ pub async fn handle_text<P: Ports>(text: &str, session: &SessionOf<P>) -> Option
             session.set_typing(is_typing).await;
             None
         }
+        // A real change reaches everyone, this connection included, as `message_updated`
+        // through the room's feed; a change that changes nothing is silent.
+        Ok(ClientFrame::Change { seq, draft }) => match session.change(seq, draft).await {
+            Ok(_) => None,
+            Err(e) => {
+                let refusal = change_refusal(&e, PostEdge::WebSocket);
+                Some(error_frame(refusal.code, &refusal.detail, None))
+            }
+        },
         Ok(ClientFrame::ChatMessage(draft)) => match session.post(draft).await {
             // The sender sees its own message when the room's feed delivers it, in order.
             Ok(Appended::Stored(_)) => None,

@@ -4,8 +4,9 @@
 //! of it from the room's next message. It is kept ([`Unsent`], bounded), and messages published
 //! while any wait queue behind them, so a room's messages keep their order. One background task
 //! publishes the queue, oldest first, when woken (by a new kept message or a readiness check
-//! that reached Redis), or at least every [`REDELIVERY_INTERVAL`]. Receivers drop what they
-//! already have by seq, so a `PUBLISH` that timed out but did arrive costs nothing twice.
+//! that reached Redis), or at least every [`REDELIVERY_INTERVAL`]. Changes of messages (edits
+//! and deletes) are kept the same way. Receivers drop what they already have by seq (by rev for
+//! changes), so a `PUBLISH` that timed out but did arrive costs nothing twice.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, PoisonError, Weak};

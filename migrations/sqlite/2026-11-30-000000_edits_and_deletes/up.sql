@@ -1,0 +1,23 @@
+-- Edits and deletes. `last_rev` is the room's newest change: an edit or a delete bumps it by one
+-- inside its transaction (BEGIN IMMEDIATE serialises writers), so revs are gapless and in
+-- commit order, as seqs are.
+ALTER TABLE rooms ADD COLUMN last_rev BIGINT NOT NULL DEFAULT 0;
+
+-- A message's current state: when it was last edited, whether it was deleted (its content is
+-- then '' and forgotten; its client_id stays, for the idempotency rule), and the rev of its
+-- latest change (NULL if never changed).
+ALTER TABLE messages ADD COLUMN edited_at_ms BIGINT;
+ALTER TABLE messages ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE messages ADD COLUMN rev BIGINT;
+
+-- The changes listing: messages of a room by their latest rev.
+CREATE INDEX messages_rev ON messages (room, rev);
+
+-- Every rev of a room and the message it changed, so a gap in a live stream of changes is
+-- filled rev by rev.
+CREATE TABLE revisions (
+    room TEXT NOT NULL REFERENCES rooms (name),
+    rev BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (room, rev)
+) WITHOUT ROWID;
