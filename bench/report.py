@@ -15,14 +15,15 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 
-SERVERS = ["bare", "banter", "node", "django"]
+SERVERS = ["bare", "banter", "banter-deflate", "node", "django"]
 LABELS = {
     "bare": "bare Rust fan-out (stores nothing: the ceiling)",
     "banter": "banter (SQLite)",
+    "banter-deflate": "banter (SQLite), every client with permessage-deflate",
     "node": "Node.js ws + better-sqlite3",
     "django": "Django Channels + daphne (SQLite)",
 }
-COLORS = {"bare": "#9e9e9e", "banter": "#1f77b4", "node": "#2ca02c", "django": "#d62728"}
+COLORS = {"bare": "#9e9e9e", "banter": "#1f77b4", "banter-deflate": "#6baed6", "node": "#2ca02c", "django": "#d62728"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,9 +39,64 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
+
+mod inflate;
+
+/// A connection's socket: plain, or inflating permessage-deflate frames (`--deflate`).
+enum Stream {
+    Plain(TcpStream),
+    Inflating(inflate::Inflating<TcpStream>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Inflating(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Inflating(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Inflating(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Inflating(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Typical chat lines (no quotes or backslashes: they go into JSON as they are).
 const PHRASES: &[&str] = &[
@@ -136,6 +191,8 @@ struct Target {
     sources: Vec<Ipv4Addr>,
     config: WebSocketConfig,
     connect_timeout: Duration,
+    /// Offer permessage-deflate and inflate what the server compresses.
+    deflate: bool,
 }
 
 impl Target {
@@ -155,6 +212,7 @@ impl Target {
                 .max_message_size(Some(1 << 20))
                 .max_frame_size(Some(1 << 20)),
             connect_timeout: Duration::from_secs_f64(args.get("connect-timeout", 30.0)),
+            deflate: args.get("deflate", false),
         }
     }
 
@@ -175,10 +233,29 @@ impl Target {
                 "ws://{}/ws/chat/{room}/?username={user}&history=0",
                 self.addr
             );
-            let (mut ws, _) =
-                tokio_tungstenite::client_async_with_config(url, tcp, Some(self.config))
+            let mut request = url
+                .into_client_request()
+                .map_err(|e| format!("request: {e}"))?;
+            let stream = if self.deflate {
+                request.headers_mut().insert(
+                    "Sec-WebSocket-Extensions",
+                    inflate::OFFER.parse().expect("a valid header value"),
+                );
+                Stream::Inflating(inflate::Inflating::new(tcp))
+            } else {
+                Stream::Plain(tcp)
+            };
+            let (mut ws, response) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(self.config))
                     .await
                     .map_err(|e| format!("handshake: {e}"))?;
+            let negotiated = response
+                .headers()
+                .get("Sec-WebSocket-Extensions")
+                .is_some_and(|v| v.to_str().unwrap_or("").contains("permessage-deflate"));
+            if self.deflate && !negotiated {
+                return Err("--deflate: the server did not accept permessage-deflate".to_owned());
+            }
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Text(text))) if text.contains("welcome") => return Ok(ws),
