@@ -182,6 +182,7 @@ async fn run<P: Ports>(
     let acceptor = TcpListener::bind(args.listen)
         .into_acceptor()
         .await
+        .map(banter_adapter_http::NoDelayAcceptor::new)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = acceptor
         .local_addr()

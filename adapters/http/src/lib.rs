@@ -13,6 +13,7 @@
 mod auth;
 mod compression;
 mod guard;
+mod listener;
 mod params;
 mod problem;
 mod prometheus;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 pub use auth::AuthMode;
 use guard::{AddressLimiter, ConnectionSlots};
 pub use guard::{AllowedOrigin, OriginParseError};
+pub use listener::NoDelayAcceptor;
 use problem::{ErrorCode, Problem};
 pub use prometheus::install_metrics;
 use ws::FrameCaches;
