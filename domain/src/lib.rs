@@ -15,6 +15,7 @@ mod message;
 mod names;
 pub mod ports;
 mod presence;
+mod reading;
 mod typing;
 mod values;
 
@@ -27,5 +28,6 @@ pub use message::{
 };
 pub use names::{ClientId, NameError, RoomName, Username};
 pub use presence::{OccupiedRoom, OnlinePage, PresenceBook, PresenceChange, WELCOME_ONLINE_CAP};
+pub use reading::{ConnectionId, ReadMark, UNREAD_CAP, UserRoom, advance_read};
 pub use typing::{TypingBook, TypingChange, TypingRules};
 pub use values::{Rev, Seq, SeqOutOfRange, Timestamp, TimestampError};

@@ -10,7 +10,8 @@
 //! payload's shape is written down here alone; the scripts only paste values into holes.
 
 use banter_domain::{
-    ClientId, Content, Message, PresenceEvent, Rev, RoomEvent, RoomName, Seq, Timestamp, Username,
+    ClientId, ConnectionId, Content, Message, PresenceEvent, Rev, RoomEvent, RoomName, Seq,
+    Timestamp, Username,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,18 @@ pub(crate) enum RedisEvent {
     },
     Presence(PresencePayload),
     Typing(TypingPayload),
+    Read(ReadPayload),
+}
+
+/// A user's read position moved; `origin` is the connection that moved it (`[node, local]`),
+/// absent when it was moved over REST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ReadPayload {
+    pub room: String,
+    pub username: String,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<(u64, u64)>,
 }
 
 /// A stored message; the timestamp in unix milliseconds.
@@ -154,6 +167,17 @@ impl From<&RoomEvent> for RedisEvent {
                 username: username.as_str().to_owned(),
                 is_typing: *is_typing,
             }),
+            RoomEvent::Read {
+                room,
+                username,
+                seq,
+                origin,
+            } => RedisEvent::Read(ReadPayload {
+                room: room.as_str().to_owned(),
+                username: username.as_str().to_owned(),
+                seq: seq.get(),
+                origin: origin.map(|o| (o.node, o.local)),
+            }),
         }
     }
 }
@@ -192,6 +216,12 @@ impl TryFrom<RedisEvent> for RoomEvent {
                 room: field("room", RoomName::try_from(t.room))?,
                 username: field("username", Username::try_from(t.username))?,
                 is_typing: t.is_typing,
+            },
+            RedisEvent::Read(r) => RoomEvent::Read {
+                room: field("room", RoomName::try_from(r.room))?,
+                username: field("username", Username::try_from(r.username))?,
+                seq: field("seq", Seq::new(r.seq))?,
+                origin: r.origin.map(|(node, local)| ConnectionId { node, local }),
             },
         })
     }
@@ -335,6 +365,21 @@ mod tests {
                 room: RoomName::parse("g").unwrap(),
                 username: Username::parse("bob").unwrap(),
                 is_typing: true,
+            },
+            RoomEvent::Read {
+                room: RoomName::parse("g").unwrap(),
+                username: Username::parse("bob").unwrap(),
+                seq: Seq::new(9).unwrap(),
+                origin: Some(ConnectionId {
+                    node: u64::MAX,
+                    local: 3,
+                }),
+            },
+            RoomEvent::Read {
+                room: RoomName::parse("g").unwrap(),
+                username: Username::parse("bob").unwrap(),
+                seq: Seq::new(9).unwrap(),
+                origin: None,
             },
         ];
         for event in events {

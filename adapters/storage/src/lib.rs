@@ -18,6 +18,7 @@ mod change;
 mod explain;
 mod migrate;
 mod pool;
+mod reading;
 mod reads;
 mod rows;
 mod schema;
@@ -30,7 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, HistoryPage,
-    HistoryQuery, NewMessage, PageLimit, Rev, RoomName, StoredRoomsPage,
+    HistoryQuery, NewMessage, PageLimit, ReadMark, Rev, RoomName, Seq, StoredRoomsPage, UserRoom,
+    Username,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -269,6 +271,23 @@ impl MessageStore for Store {
         limit: PageLimit,
     ) -> Result<StoredRoomsPage, StoreError> {
         Ok(reads::rooms(&self.inner.pools, after, limit).await?)
+    }
+
+    async fn mark_read(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        seq: Seq,
+    ) -> Result<ReadMark, StoreError> {
+        Ok(reading::mark_read(&self.inner.pools, room, user, seq).await?)
+    }
+
+    async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
+        Ok(reading::read_position(&self.inner.pools, room, user).await?)
+    }
+
+    async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
+        Ok(reading::user_rooms(&self.inner.pools, user).await?)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -33,4 +33,12 @@ diesel::table! {
 }
 
 diesel::joinable!(messages -> rooms (room));
-diesel::allow_tables_to_appear_in_same_query!(rooms, messages, revisions);
+diesel::allow_tables_to_appear_in_same_query!(rooms, messages, revisions, read_positions);
+
+diesel::table! {
+    read_positions (username, room) {
+        username -> Text,
+        room -> Text,
+        read_seq -> BigInt,
+    }
+}

@@ -102,6 +102,8 @@ pub struct Welcome {
     pub last_seq: Seq,
     /// The room's newest rev: changes after it follow as `MessageUpdated` events.
     pub last_rev: Rev,
+    /// This user's read position in the room (zero if none).
+    pub read_seq: Seq,
     /// At most [`banter_domain::WELCOME_ONLINE_CAP`] names, sorted; includes the joining user.
     pub online: Vec<Username>,
     pub online_count: u64,

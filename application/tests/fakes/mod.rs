@@ -14,8 +14,9 @@ use banter_domain::ports::{
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, ClientId,
     EventEnvelope, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage, OccupiedRoom,
-    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, Rev, RoomEvent, RoomName,
-    Seq, StoredRoom, StoredRoomsPage, Timestamp, Username,
+    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, ReadMark, Rev, RoomEvent,
+    RoomName, Seq, StoredRoom, StoredRoomsPage, Timestamp, UNREAD_CAP, UserRoom, Username,
+    advance_read,
 };
 use tokio::sync::broadcast;
 
@@ -59,6 +60,9 @@ struct RoomState {
     latest_rev: Vec<Option<Rev>>,
     /// The seq each rev changed: rev n is at index n − 1.
     log: Vec<Seq>,
+    /// When the room's last message was stored, in the store's count of appends: the fake
+    /// clock may not move between posts, so timestamps alone cannot order activity.
+    last_append: u64,
 }
 
 impl RoomState {
@@ -74,6 +78,9 @@ impl RoomState {
 #[derive(Default)]
 struct StoreState {
     rooms: BTreeMap<RoomName, RoomState>,
+    /// Read positions by user and room.
+    read: BTreeMap<(Username, RoomName), Seq>,
+    appends: u64,
 }
 
 /// Hook run inside `history`, before the read: lets a test commit a message "concurrently".
@@ -123,6 +130,13 @@ impl FakeStore {
         }
     }
 
+    /// A user's stored read position (zero if none).
+    pub fn read_position(&self, room: &RoomName, user: &Username) -> Seq {
+        let state = self.state.lock().unwrap();
+        let key = (user.clone(), room.clone());
+        state.read.get(&key).copied().unwrap_or(Seq::ZERO)
+    }
+
     pub fn messages(&self, room: &RoomName) -> Vec<Message> {
         self.state
             .lock()
@@ -167,6 +181,8 @@ impl FakeStore {
 
     fn append_now(&self, post: NewMessage) -> Appended {
         let mut state = self.state.lock().unwrap();
+        state.appends += 1;
+        let append = state.appends;
         let room = state.rooms.entry(post.room.clone()).or_default();
         if post.client_id.is_some()
             && let Some(i) = room
@@ -189,6 +205,7 @@ impl FakeStore {
         room.messages.push(message.clone());
         room.client_ids.push(post.client_id);
         room.latest_rev.push(None);
+        room.last_append = append;
         Appended::Stored(message)
     }
 
@@ -204,6 +221,79 @@ impl FakeStore {
 }
 
 impl MessageStore for FakeStore {
+    async fn mark_read(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        seq: Seq,
+    ) -> Result<ReadMark, StoreError> {
+        self.check_up()?;
+        let mut state = self.state.lock().unwrap();
+        let last_seq = state
+            .rooms
+            .get(room)
+            .and_then(|r| r.messages.last())
+            .map_or(Seq::ZERO, |m| m.seq);
+        let key = (user.clone(), room.clone());
+        let stored = state.read.get(&key).copied().unwrap_or(Seq::ZERO);
+        Ok(match advance_read(stored, seq, last_seq) {
+            Some(read_seq) => {
+                state.read.insert(key, read_seq);
+                ReadMark {
+                    read_seq,
+                    advanced: true,
+                }
+            }
+            None => ReadMark {
+                read_seq: stored,
+                advanced: false,
+            },
+        })
+    }
+
+    async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let key = (user.clone(), room.clone());
+        Ok(state.read.get(&key).copied().unwrap_or(Seq::ZERO))
+    }
+
+    async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let mut rooms: Vec<(u64, UserRoom)> = state
+            .rooms
+            .iter()
+            .filter_map(|(name, r)| {
+                let read = state.read.get(&(user.clone(), name.clone())).copied();
+                let posted = r.messages.iter().any(|m| m.username == *user);
+                if read.is_none() && !posted {
+                    return None;
+                }
+                let read_seq = read.unwrap_or(Seq::ZERO);
+                let unread = r
+                    .messages
+                    .iter()
+                    .filter(|m| m.seq > read_seq && m.username != *user && !m.is_deleted())
+                    .count() as u64;
+                let last = r.messages.last()?;
+                Some((
+                    r.last_append,
+                    UserRoom {
+                        room: name.clone(),
+                        last_seq: last.seq,
+                        read_seq,
+                        unread: unread.min(UNREAD_CAP),
+                        last_message_at: Some(last.timestamp),
+                    },
+                ))
+            })
+            .collect();
+        // Newest activity first, as `UserRoom::by_activity` orders by the real timestamps.
+        rooms.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| ra.room.cmp(&rb.room)));
+        Ok(rooms.into_iter().map(|(_, room)| room).collect())
+    }
+
     async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
         self.check_up()?;
         Ok(self.append_now(post))

@@ -11,13 +11,13 @@ use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{OpenApi, Tags};
 
 use super::bodies::{
-    ChangeBody, ChangesBody, EditBody, HistoryBody, PostBody, PresenceBody, RoomBody, RoomsBody,
-    StringField,
+    ChangeBody, ChangesBody, EditBody, HistoryBody, PostBody, PresenceBody, ReadPositionBody,
+    ReadRequestBody, RoomBody, RoomsBody, StringField, UserRoomBody, UserRoomsBody,
 };
 use super::request_checks::Caller;
 use super::responses::{
     ChangeResponse, ChangesResponse, HistoryResponse, PostResponse, PresenceResponse,
-    ReadyResponse, RoomsResponse,
+    ReadPositionResponse, ReadyResponse, RoomsResponse, UserRoomsResponse,
 };
 use crate::AppState;
 use crate::params::{
@@ -25,8 +25,8 @@ use crate::params::{
     seq_cursor, seq_in_path,
 };
 use crate::problem::{
-    ErrorCode, PostEdge, Problem, change_refusal, not_ready_problem, post_refusal, read_problem,
-    room_from_path, username_from_client,
+    ErrorCode, PostEdge, Problem, Refusal, change_refusal, not_ready_problem, post_refusal,
+    read_problem, room_from_path, username_from_client,
 };
 
 /// Who a request acts as: the token's `sub` with auth `jwt`, else the username it names.
@@ -39,6 +39,20 @@ fn acting_user(req: &Request, named: Option<StringField>) -> Result<Username, Pr
             "username: must be a string",
         )),
         (None, None | Some(StringField::Missing)) => username_from_client(None),
+    }
+}
+
+/// The user an `/api/users/{username}/…` request names, who must be the caller under auth
+/// `jwt`: nobody reads or moves another user's read positions.
+fn user_in_path(req: &Request, raw: &str) -> Result<Username, Problem> {
+    let named = Username::parse(raw)
+        .map_err(|e| Problem::from(Refusal::of_field(ErrorCode::InvalidUsername, "username", e)))?;
+    match req.extensions().get::<Caller>() {
+        Some(Caller(caller)) if *caller != named => Err(Problem::new(
+            ErrorCode::Forbidden,
+            "username: only the token's own user may use this",
+        )),
+        _ => Ok(named),
     }
 }
 
@@ -370,6 +384,95 @@ impl<P: Ports> ChatApi<P> {
         };
         match run.await {
             Ok(body) => PresenceResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// List a user's rooms with read positions and unread counts.
+    ///
+    /// Every room the user posted in or has a read position in, newest activity first.
+    /// `unread` counts messages after `read_seq` by other users, deleted ones excluded, capped
+    /// at 1000. With auth `jwt` only the token's `sub` may ask for itself (`forbidden`).
+    #[oai(
+        path = "/api/users/:username/rooms",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn user_rooms(
+        &self,
+        req: &Request,
+        /// The user.
+        username: Path<String>,
+    ) -> UserRoomsResponse {
+        let run = async {
+            let user = user_in_path(req, &username)?;
+            let rooms = self
+                .state
+                .chat
+                .user_rooms(&user)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(UserRoomsBody {
+                rooms: rooms
+                    .into_iter()
+                    .map(|r| UserRoomBody {
+                        room: r.room.into_inner(),
+                        last_seq: r.last_seq.get(),
+                        read_seq: r.read_seq.get(),
+                        unread: r.unread,
+                        last_message_at: r.last_message_at.map(|t| t.to_rfc3339()),
+                    })
+                    .collect(),
+            })
+        };
+        match run.await {
+            Ok(body) => UserRoomsResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Set how far a user has read a room.
+    ///
+    /// A lower seq than the stored one is ignored and one beyond the room's last seq is
+    /// clamped; the answer is the stored position. When it moved, the user's WebSocket
+    /// connections to the room get a `read` frame. Takes no rate-limit token. With auth `jwt`
+    /// only the token's `sub` may set its own (`forbidden`).
+    #[oai(
+        path = "/api/users/:username/rooms/:room/read",
+        method = "put",
+        tag = "ApiTags::Chat"
+    )]
+    async fn mark_read(
+        &self,
+        req: &Request,
+        /// The user.
+        username: Path<String>,
+        /// The room.
+        room: Path<String>,
+        body: Json<ReadRequestBody>,
+    ) -> ReadPositionResponse {
+        let run = async {
+            let user = user_in_path(req, &username)?;
+            let room = room_from_path(&room)?;
+            let seq = Seq::new(body.0.seq).map_err(|_| {
+                Problem::new(
+                    ErrorCode::InvalidBody,
+                    "seq: must be an integer ≥ 0 and < 2^63",
+                )
+            })?;
+            let mark = self
+                .state
+                .chat
+                .mark_read(&room, &user, seq)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(ReadPositionBody {
+                room: room.into_inner(),
+                read_seq: mark.read_seq.get(),
+            })
+        };
+        match run.await {
+            Ok(body) => ReadPositionResponse::Ok(Json(body)),
             Err(problem) => problem.into(),
         }
     }

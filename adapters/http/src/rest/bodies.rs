@@ -187,3 +187,78 @@ pub struct PresenceBody {
     /// Who is typing, in code-point order.
     pub typing: Vec<String>,
 }
+
+/// A room as one user sees it.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct UserRoomBody {
+    pub room: String,
+    /// The room's newest seq.
+    pub last_seq: u64,
+    /// How far this user has read (0 if never).
+    pub read_seq: u64,
+    /// Messages after `read_seq` by other users, deleted ones excluded; 1000 means "1000 or
+    /// more".
+    pub unread: u64,
+    /// When the room's last message was stored.
+    pub last_message_at: Option<String>,
+}
+
+impl Example for UserRoomBody {
+    fn example() -> Self {
+        Self {
+            room: "general".into(),
+            last_seq: 42,
+            read_seq: 40,
+            unread: 1,
+            last_message_at: Some("2026-11-28T09:15:02.123Z".into()),
+        }
+    }
+}
+
+/// Every room the user posted in or has a read position in, newest activity first.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct UserRoomsBody {
+    pub rooms: Vec<UserRoomBody>,
+}
+
+impl Example for UserRoomsBody {
+    fn example() -> Self {
+        Self {
+            rooms: vec![UserRoomBody::example()],
+        }
+    }
+}
+
+/// How far the user has read the room.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct ReadRequestBody {
+    /// The seq read up to (integer ≥ 0). A lower value than the stored one is ignored; one
+    /// beyond the room's last seq is clamped to it.
+    pub seq: u64,
+}
+
+impl Example for ReadRequestBody {
+    fn example() -> Self {
+        Self { seq: 42 }
+    }
+}
+
+/// The user's stored read position in the room.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct ReadPositionBody {
+    pub room: String,
+    pub read_seq: u64,
+}
+
+impl Example for ReadPositionBody {
+    fn example() -> Self {
+        Self {
+            room: "general".into(),
+            read_seq: 42,
+        }
+    }
+}

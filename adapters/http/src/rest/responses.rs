@@ -4,7 +4,9 @@
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::{Json, PlainText};
 
-use super::bodies::{ChangesBody, HistoryBody, PresenceBody, RoomsBody};
+use super::bodies::{
+    ChangesBody, HistoryBody, PresenceBody, ReadPositionBody, RoomsBody, UserRoomsBody,
+};
 use crate::problem::{Problem, parse_failure};
 use crate::wire::MessageJson;
 
@@ -131,3 +133,54 @@ pub enum ReadyResponse {
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>),
 }
+
+/// The answers of the endpoints under `/api/users/{username}/`, which act for one user.
+macro_rules! user_responses {
+    ($name:ident { $($ok:tt)* }) => {
+        #[derive(Debug, ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name {
+            $($ok)*
+            /// An invalid username, room or body.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// Missing or invalid bearer token (auth `jwt`).
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(Json<Problem>),
+            /// With auth `jwt`, the path names another user than the token's `sub`
+            /// (`forbidden`).
+            #[oai(status = 403, content_type = "application/problem+json")]
+            Forbidden(Json<Problem>),
+            /// No such resource (a room name containing `/`).
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            /// Storage unavailable.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl From<Problem> for $name {
+            fn from(problem: Problem) -> Self {
+                match problem.status().as_u16() {
+                    401 => Self::Unauthorized(Json(problem)),
+                    403 => Self::Forbidden(Json(problem)),
+                    404 => Self::NotFound(Json(problem)),
+                    503 => Self::Unavailable(Json(problem)),
+                    _ => Self::BadRequest(Json(problem)),
+                }
+            }
+        }
+    };
+}
+
+user_responses!(UserRoomsResponse {
+    /// The user's rooms, newest activity first.
+    #[oai(status = 200)]
+    Ok(Json<UserRoomsBody>),
+});
+
+user_responses!(ReadPositionResponse {
+    /// The stored read position (after the update).
+    #[oai(status = 200)]
+    Ok(Json<ReadPositionBody>),
+});
