@@ -10,5 +10,6 @@ mod compression;
 mod edits;
 mod handshake;
 mod helpers;
+mod reads;
 mod rest;
 mod websocket;
