@@ -41,6 +41,10 @@ pub enum FeedError {
     /// Missing messages could not be read from the store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The user may no longer see the room (removed from a private room, or the room was
+    /// made private by someone else).
+    #[error("no longer a member of the room")]
+    Revoked,
 }
 
 /// How a feed waits and fetches.
@@ -346,6 +350,16 @@ where
                 Ok(None)
             }
             RoomEvent::Presence { .. } | RoomEvent::Typing { .. } => Ok(Some(envelope)),
+            // Access ends for the removed user's connections, or for everyone but the creator
+            // of a room made private. A room hub (no user) passes it on.
+            RoomEvent::MemberRemoved { username, .. } => match &self.me {
+                Some(me) if me == username => Err(FeedError::Revoked),
+                _ => Ok(self.me.is_none().then_some(envelope)),
+            },
+            RoomEvent::MadePrivate { creator, .. } => match &self.me {
+                Some(me) if me != creator => Err(FeedError::Revoked),
+                _ => Ok(self.me.is_none().then_some(envelope)),
+            },
             // A read position is told to its user's other connections only, and only forward.
             RoomEvent::Read {
                 username,

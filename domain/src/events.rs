@@ -40,6 +40,11 @@ pub enum RoomEvent {
         seq: Seq,
         origin: Option<ConnectionId>,
     },
+    /// `username` is no longer a member of the private room: their connections to it end.
+    MemberRemoved { room: RoomName, username: Username },
+    /// The room was made private by `creator`, its only member: everyone else's connections
+    /// to it end.
+    MadePrivate { room: RoomName, creator: Username },
 }
 
 impl RoomEvent {
@@ -50,7 +55,9 @@ impl RoomEvent {
             }
             RoomEvent::Presence { room, .. }
             | RoomEvent::Typing { room, .. }
-            | RoomEvent::Read { room, .. } => room,
+            | RoomEvent::Read { room, .. }
+            | RoomEvent::MemberRemoved { room, .. }
+            | RoomEvent::MadePrivate { room, .. } => room,
         }
     }
 }

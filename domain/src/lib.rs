@@ -9,6 +9,7 @@
 //! executor or anything that does I/O (no tokio, poem, diesel, bb8 or Redis client): adapters
 //! implement the ports, the application drives them.
 
+mod access;
 mod content;
 mod events;
 mod message;
@@ -19,6 +20,7 @@ mod reading;
 mod typing;
 mod values;
 
+pub use access::{MembershipRefusal, RoomAccess};
 pub use content::{Content, ContentError};
 pub use events::{EventEnvelope, PresenceEvent, RoomEvent};
 pub use message::{

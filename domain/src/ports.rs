@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, EventEnvelope,
     HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage, PageLimit, PresenceChange,
-    ReadMark, Rev, RoomEvent, RoomName, Seq, StoredRoomsPage, UserRoom, Username,
+    ReadMark, Rev, RoomAccess, RoomEvent, RoomName, Seq, StoredRoomsPage, UserRoom, Username,
 };
 
 /// The store could not do what was asked; nothing was changed.
@@ -136,6 +136,48 @@ pub trait MessageStore: Send + Sync + Clone + 'static {
         &self,
         user: &Username,
     ) -> impl Future<Output = Result<Vec<UserRoom>, StoreError>> + Send;
+
+    /// Creates `room` as a private room whose only member is `creator`. Returns `false`, and
+    /// changes nothing, when the room already exists: it has messages, or was created before.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when nothing could be committed.
+    fn create_private_room(
+        &self,
+        room: &RoomName,
+        creator: &Username,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether `room` is public or private, and a private room's creator and members (sorted).
+    /// A room never created nor posted in is public.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn room_access(
+        &self,
+        room: &RoomName,
+    ) -> impl Future<Output = Result<RoomAccess, StoreError>> + Send;
+
+    /// Makes `user` a member of the private `room` (`member` true) or no longer one. Returns
+    /// whether that changed anything. The caller has checked that the room is private.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when nothing could be committed.
+    fn set_member(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        member: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The private rooms `user` is a member of, sorted.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn member_rooms(
+        &self,
+        user: &Username,
+    ) -> impl Future<Output = Result<Vec<RoomName>, StoreError>> + Send;
 
     /// Whether the store answers at all (readiness).
     ///

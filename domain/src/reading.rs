@@ -44,6 +44,8 @@ pub struct UserRoom {
     /// [`UNREAD_CAP`].
     pub unread: u64,
     pub last_message_at: Option<Timestamp>,
+    /// Created private: listed only while the user is a member.
+    pub private: bool,
 }
 
 impl UserRoom {
@@ -94,6 +96,7 @@ mod tests {
             read_seq: seq(0),
             unread: 1,
             last_message_at: when,
+            private: false,
         };
         let mut rooms = [
             room("b", at(1_000)),

@@ -28,6 +28,16 @@ pub(crate) enum RedisEvent {
     Presence(PresencePayload),
     Typing(TypingPayload),
     Read(ReadPayload),
+    /// `username` is no longer a member of the private room.
+    MemberRemoved {
+        room: String,
+        username: String,
+    },
+    /// The room was made private by `creator`.
+    MadePrivate {
+        room: String,
+        creator: String,
+    },
 }
 
 /// A user's read position moved; `origin` is the connection that moved it (`[node, local]`),
@@ -178,6 +188,14 @@ impl From<&RoomEvent> for RedisEvent {
                 seq: seq.get(),
                 origin: origin.map(|o| (o.node, o.local)),
             }),
+            RoomEvent::MemberRemoved { room, username } => RedisEvent::MemberRemoved {
+                room: room.as_str().to_owned(),
+                username: username.as_str().to_owned(),
+            },
+            RoomEvent::MadePrivate { room, creator } => RedisEvent::MadePrivate {
+                room: room.as_str().to_owned(),
+                creator: creator.as_str().to_owned(),
+            },
         }
     }
 }
@@ -222,6 +240,14 @@ impl TryFrom<RedisEvent> for RoomEvent {
                 username: field("username", Username::try_from(r.username))?,
                 seq: field("seq", Seq::new(r.seq))?,
                 origin: r.origin.map(|(node, local)| ConnectionId { node, local }),
+            },
+            RedisEvent::MemberRemoved { room, username } => RoomEvent::MemberRemoved {
+                room: field("room", RoomName::try_from(room))?,
+                username: field("username", Username::try_from(username))?,
+            },
+            RedisEvent::MadePrivate { room, creator } => RoomEvent::MadePrivate {
+                room: field("room", RoomName::try_from(room))?,
+                creator: field("creator", Username::try_from(creator))?,
             },
         })
     }
@@ -380,6 +406,14 @@ mod tests {
                 username: Username::parse("bob").unwrap(),
                 seq: Seq::new(9).unwrap(),
                 origin: None,
+            },
+            RoomEvent::MemberRemoved {
+                room: RoomName::parse("team").unwrap(),
+                username: Username::parse("bob").unwrap(),
+            },
+            RoomEvent::MadePrivate {
+                room: RoomName::parse("team").unwrap(),
+                creator: Username::parse("名前").unwrap(),
             },
         ];
         for event in events {

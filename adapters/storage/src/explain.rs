@@ -10,6 +10,7 @@ use diesel::sql_types::Untyped;
 use diesel_async::RunQueryDsl;
 
 use crate::StorageError;
+use crate::access::{members_of, privacy_of, rooms_of_member};
 use crate::pool::Pools;
 use crate::reading::{position_of, positions_of, room_by_name, rooms_posted_in, unread_of};
 use crate::reads::{
@@ -115,6 +116,9 @@ macro_rules! explain_all {
             room_by_name("general").select(RoomRow::as_select())
         );
         plan!("unread count", unread_of("general", 7, "alice", 1000));
+        plan!("room privacy", privacy_of("general"));
+        plan!("room members", members_of("general"));
+        plan!("member's rooms", rooms_of_member("alice"));
         Ok(plans)
     }};
 }

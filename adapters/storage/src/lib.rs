@@ -13,6 +13,7 @@
 //! May depend on: `banter-domain`, diesel, diesel-async, diesel_migrations, bb8, tokio,
 //! metrics (the facade only) and tracing.
 
+mod access;
 mod batch;
 mod change;
 mod explain;
@@ -31,8 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, HistoryPage,
-    HistoryQuery, NewMessage, PageLimit, ReadMark, Rev, RoomName, Seq, StoredRoomsPage, UserRoom,
-    Username,
+    HistoryQuery, NewMessage, PageLimit, ReadMark, Rev, RoomAccess, RoomName, Seq, StoredRoomsPage,
+    UserRoom, Username,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -288,6 +289,31 @@ impl MessageStore for Store {
 
     async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
         Ok(reading::user_rooms(&self.inner.pools, user).await?)
+    }
+
+    async fn create_private_room(
+        &self,
+        room: &RoomName,
+        creator: &Username,
+    ) -> Result<bool, StoreError> {
+        Ok(access::create_private_room(&self.inner.pools, room, creator).await?)
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
+        Ok(access::room_access(&self.inner.pools, room).await?)
+    }
+
+    async fn set_member(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(access::set_member(&self.inner.pools, room, user, member).await?)
+    }
+
+    async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+        Ok(access::member_rooms(&self.inner.pools, user).await?)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -165,6 +165,7 @@ pub(crate) async fn user_rooms(
                 read_seq: seq_of("read position", read_seq)?,
                 unread: unread.len() as u64,
                 last_message_at: stored.last_message_at,
+                private: stored.private,
             });
         }
         listed.sort_by(UserRoom::by_activity);

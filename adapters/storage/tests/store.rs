@@ -281,6 +281,17 @@ mod cases {
         assert_eq!((mark.read_seq.get(), mark.advanced), (11, true));
         let rooms = store.user_rooms(&user("alice")).await.unwrap();
         assert_eq!((rooms[0].read_seq.get(), rooms[0].unread), (11, 4));
+        // Every room of the old database is public, and stays so.
+        assert_eq!(
+            store.room_access(&room("general")).await.unwrap(),
+            banter_domain::RoomAccess::Public
+        );
+        assert!(
+            !store
+                .create_private_room(&room("general"), &user("alice"))
+                .await
+                .unwrap()
+        );
         store.close().await;
     }
 
@@ -368,7 +379,7 @@ mod cases {
     pub async fn history_queries_use_the_primary_key(backend: &TestBackend) {
         let store = backend.open().await;
         let plans = store.explain_history_queries().await.unwrap();
-        assert_eq!(plans.len(), 13);
+        assert_eq!(plans.len(), 16);
         for plan in &plans {
             let text = plan.plan.join(" | ");
             println!("{} plan, {}: {text}", store.backend(), plan.query);
@@ -384,7 +395,8 @@ mod cases {
                     !text.contains("SCAN messages")
                         && !text.contains("SCAN rooms")
                         && !text.contains("SCAN revisions")
-                        && !text.contains("SCAN read_positions"),
+                        && !text.contains("SCAN read_positions")
+                        && !text.contains("SCAN room_members"),
                     "{}: {text}",
                     plan.query
                 );
@@ -454,6 +466,17 @@ mod cases {
                 "{query}: through the positions' key: {plan}"
             );
         }
+        let members = plan_of("room members");
+        assert!(
+            members.contains("room_members_pkey")
+                || members.contains("room_members USING PRIMARY KEY"),
+            "a room's members through their key: {members}"
+        );
+        let member_of = plan_of("member's rooms");
+        assert!(
+            member_of.contains("room_members_by_user"),
+            "a member's rooms through the by-user index: {member_of}"
+        );
         let unread = plan_of("unread count");
         assert!(
             unread.contains("messages_pkey") || unread.contains("messages USING PRIMARY KEY"),

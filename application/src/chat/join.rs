@@ -10,7 +10,7 @@ use banter_domain::{
 
 use super::Chat;
 use super::session::Session;
-use super::types::{JoinError, Joined, Start, Welcome};
+use super::types::{JoinError, Joined, ReadError, Start, Welcome};
 use crate::feed::{FeedStart, Replay, RoomFeed};
 use crate::hub::{RoomSubscription, Window};
 use crate::rate::PostBucket;
@@ -111,6 +111,17 @@ where
     ) -> Result<Joined<S, B, P, C>, JoinError> {
         let inner = &self.inner;
         let (subscription, opening) = self.subscribe_and_snapshot(&room, start).await?;
+        // After subscribing: a removal committed from now on reaches the feed and ends it.
+        if !self
+            .readable(&room, Some(&username))
+            .await
+            .map_err(|e| match e {
+                ReadError::Store(e) => JoinError::Store(e),
+                ReadError::Presence(e) => JoinError::Presence(e),
+            })?
+        {
+            return Err(JoinError::NotFound);
+        }
         // After subscribing: a position moved from now on reaches the feed.
         let read_seq = inner.store.read_position(&room, &username).await?;
         let connection = self.next_connection();

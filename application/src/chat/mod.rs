@@ -9,6 +9,7 @@
 //! - `reads`: history, the room listing, presence, heartbeat and readiness;
 //! - `cache`: the recent-history cache's side of these (room hubs, latest pages from memory).
 
+mod access;
 mod cache;
 mod change;
 mod join;
@@ -29,9 +30,9 @@ use crate::hub::Hubs;
 
 pub use session::Session;
 pub use types::{
-    ChangeDraft, ChangeError, ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady,
-    PostDraft, PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Start,
-    Welcome,
+    ChangeDraft, ChangeError, ChatSettings, DraftField, HistoryCache, JoinError, Joined,
+    MembershipError, NotReady, PostDraft, PostError, PostRefusal, ReadError, RoomOverview,
+    RoomPresence, RoomsPage, Start, Welcome,
 };
 
 /// Stripes of per-room locks (a room always maps to the same one): bounded memory, nothing to

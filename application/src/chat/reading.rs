@@ -54,7 +54,13 @@ where
     ///
     /// # Errors
     /// [`ReadError::Store`] when the store cannot be read.
+    /// A private room is listed only while the user is a member.
     pub async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, ReadError> {
-        Ok(self.inner.store.user_rooms(user).await?)
+        let mut rooms = self.inner.store.user_rooms(user).await?;
+        if rooms.iter().any(|r| r.private) {
+            let member_of = self.inner.store.member_rooms(user).await?;
+            rooms.retain(|r| !r.private || member_of.contains(&r.room));
+        }
+        Ok(rooms)
     }
 }

@@ -14,9 +14,9 @@ use banter_domain::ports::{
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, ClientId,
     EventEnvelope, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage, OccupiedRoom,
-    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, ReadMark, Rev, RoomEvent,
-    RoomName, Seq, StoredRoom, StoredRoomsPage, Timestamp, UNREAD_CAP, UserRoom, Username,
-    advance_read,
+    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, ReadMark, Rev, RoomAccess,
+    RoomEvent, RoomName, Seq, StoredRoom, StoredRoomsPage, Timestamp, UNREAD_CAP, UserRoom,
+    Username, advance_read,
 };
 use tokio::sync::broadcast;
 
@@ -63,6 +63,8 @@ struct RoomState {
     /// When the room's last message was stored, in the store's count of appends: the fake
     /// clock may not move between posts, so timestamps alone cannot order activity.
     last_append: u64,
+    /// A private room's creator and members.
+    private: Option<(Username, std::collections::BTreeSet<Username>)>,
 }
 
 impl RoomState {
@@ -285,6 +287,7 @@ impl MessageStore for FakeStore {
                         read_seq,
                         unread: unread.min(UNREAD_CAP),
                         last_message_at: Some(last.timestamp),
+                        private: r.private.is_some(),
                     },
                 ))
             })
@@ -436,12 +439,73 @@ impl MessageStore for FakeStore {
                 room: name.clone(),
                 last_seq: r.messages.last().map_or(Seq::ZERO, |m| m.seq),
                 last_message_at: r.messages.last().map(|m| m.timestamp),
+                private: r.private.is_some(),
             });
         let page: Vec<StoredRoom> = rooms.by_ref().take(limit.get()).collect();
         Ok(StoredRoomsPage {
             rooms: page,
             has_more: rooms.next().is_some(),
         })
+    }
+
+    async fn create_private_room(
+        &self,
+        room: &RoomName,
+        creator: &Username,
+    ) -> Result<bool, StoreError> {
+        self.check_up()?;
+        let mut state = self.state.lock().unwrap();
+        if state.rooms.contains_key(room) {
+            return Ok(false);
+        }
+        let members = std::iter::once(creator.clone()).collect();
+        state.rooms.entry(room.clone()).or_default().private = Some((creator.clone(), members));
+        Ok(true)
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        Ok(
+            match state.rooms.get(room).and_then(|r| r.private.as_ref()) {
+                None => RoomAccess::Public,
+                Some((creator, members)) => RoomAccess::Private {
+                    creator: creator.clone(),
+                    members: members.iter().cloned().collect(),
+                },
+            },
+        )
+    }
+
+    async fn set_member(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.check_up()?;
+        let mut state = self.state.lock().unwrap();
+        let Some((_, members)) = state.rooms.get_mut(room).and_then(|r| r.private.as_mut()) else {
+            return Err(StoreError::Unavailable {
+                reason: "not a private room".into(),
+            });
+        };
+        Ok(if member {
+            members.insert(user.clone())
+        } else {
+            members.remove(user)
+        })
+    }
+
+    async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.private.as_ref().is_some_and(|(_, m)| m.contains(user)))
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -153,3 +153,30 @@ pub async fn read_positions_reach_every_node_with_their_origin(cluster: &impl Cl
         assert_eq!(&next(&mut on_b).await, event);
     }
 }
+
+/// The ends of access to a private room reach every node, in order with the room's other
+/// events, with every field: feeds close connections from them.
+pub async fn ends_of_access_reach_every_node(cluster: &impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut on_a = a.subscribe(&room("team-x")).await.unwrap();
+    let mut on_b = b.subscribe(&room("team-x")).await.unwrap();
+    let events = [
+        RoomEvent::MadePrivate {
+            room: room("team-x"),
+            creator: super::user("alice"),
+        },
+        typing("team-x", 1),
+        RoomEvent::MemberRemoved {
+            room: room("team-x"),
+            username: super::user("名前"),
+        },
+    ];
+    for event in &events {
+        b.publish(event.clone()).await.unwrap();
+    }
+    for event in &events {
+        assert_eq!(&next(&mut on_a).await, event);
+        assert_eq!(&next(&mut on_b).await, event);
+    }
+}

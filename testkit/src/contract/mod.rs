@@ -9,6 +9,7 @@
 //! per case in a module named after the backend, so a failure names both. A fake that drifts
 //! from the real adapters fails the same cases they pass.
 
+pub mod access;
 pub mod broadcaster;
 pub mod presence;
 pub mod reading;
@@ -140,6 +141,8 @@ macro_rules! store_contract {
                 racing_read_reports_from_two_processes_keep_the_highest,
                 a_users_rooms_come_newest_activity_first_with_unread_counts,
                 unread_counts_stop_at_1000,
+                private_rooms_are_created_once_and_keep_their_members,
+                racing_creations_of_one_room_make_one_creator,
             ]
         );
     };
@@ -161,6 +164,7 @@ macro_rules! broadcaster_contract {
                 a_slow_subscriber_lags_alone,
                 changes_reach_every_node_in_order_among_other_events,
                 read_positions_reach_every_node_with_their_origin,
+                ends_of_access_reach_every_node,
             ]
         );
     };

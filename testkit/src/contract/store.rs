@@ -18,6 +18,11 @@ use banter_domain::{
 
 use super::{StoreFixture, room, user};
 
+// The private-room cases live in their own file and run in this suite.
+pub use super::access::{
+    private_rooms_are_created_once_and_keep_their_members,
+    racing_creations_of_one_room_make_one_creator,
+};
 // The read-position cases live in their own file and run in this suite.
 pub use super::reading::{
     a_users_rooms_come_newest_activity_first_with_unread_counts,

@@ -262,3 +262,58 @@ impl Example for ReadPositionBody {
         }
     }
 }
+
+/// A private room to create (auth `jwt` only).
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct CreateRoomBody {
+    /// The room's name (the room rules).
+    pub room: StringField,
+    /// Must be `true`: rooms that are not private need no creation.
+    pub private: Option<bool>,
+}
+
+impl Example for CreateRoomBody {
+    fn example() -> Self {
+        Self {
+            room: StringField::Text("team-x".into()),
+            private: Some(true),
+        }
+    }
+}
+
+/// A private room just created: its creator is its only member.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct CreatedRoomBody {
+    pub room: String,
+    pub private: bool,
+    pub members: Vec<String>,
+}
+
+impl Example for CreatedRoomBody {
+    fn example() -> Self {
+        Self {
+            room: "team-x".into(),
+            private: true,
+            members: vec!["alice".into()],
+        }
+    }
+}
+
+/// A private room's members, in code-point order.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct MembersBody {
+    pub room: String,
+    pub members: Vec<String>,
+}
+
+impl Example for MembersBody {
+    fn example() -> Self {
+        Self {
+            room: "team-x".into(),
+            members: vec!["alice".into(), "bob".into()],
+        }
+    }
+}

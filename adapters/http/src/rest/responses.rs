@@ -5,7 +5,8 @@ use poem_openapi::ApiResponse;
 use poem_openapi::payload::{Json, PlainText};
 
 use super::bodies::{
-    ChangesBody, HistoryBody, PresenceBody, ReadPositionBody, RoomsBody, UserRoomsBody,
+    ChangesBody, CreatedRoomBody, HistoryBody, MembersBody, PresenceBody, ReadPositionBody,
+    RoomsBody, UserRoomsBody,
 };
 use crate::problem::{Problem, parse_failure};
 use crate::wire::MessageJson;
@@ -183,4 +184,59 @@ user_responses!(ReadPositionResponse {
     /// The stored read position (after the update).
     #[oai(status = 200)]
     Ok(Json<ReadPositionBody>),
+});
+
+/// The answers of a private room's creation and its members endpoints.
+macro_rules! membership_responses {
+    ($name:ident { $($ok:tt)* }) => {
+        #[derive(Debug, ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name {
+            $($ok)*
+            /// An invalid room, username or body; `auth_required` under auth `none`.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// Missing or invalid bearer token (auth `jwt`).
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(Json<Problem>),
+            /// A member who is not the creator removing someone else (`forbidden`).
+            #[oai(status = 403, content_type = "application/problem+json")]
+            Forbidden(Json<Problem>),
+            /// A public room, a private room the caller is not a member of, or a username who
+            /// is not a member (`not_found`).
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            /// The room already has messages or was created before (`conflict`).
+            #[oai(status = 409, content_type = "application/problem+json")]
+            Conflict(Json<Problem>),
+            /// Storage unavailable.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl From<Problem> for $name {
+            fn from(problem: Problem) -> Self {
+                match problem.status().as_u16() {
+                    401 => Self::Unauthorized(Json(problem)),
+                    403 => Self::Forbidden(Json(problem)),
+                    404 => Self::NotFound(Json(problem)),
+                    409 => Self::Conflict(Json(problem)),
+                    503 => Self::Unavailable(Json(problem)),
+                    _ => Self::BadRequest(Json(problem)),
+                }
+            }
+        }
+    };
+}
+
+membership_responses!(CreateRoomResponse {
+    /// Created: the creator is its only member.
+    #[oai(status = 201)]
+    Created(Json<CreatedRoomBody>),
+});
+
+membership_responses!(MembersResponse {
+    /// The room's members, sorted.
+    #[oai(status = 200)]
+    Ok(Json<MembersBody>),
 });

@@ -190,8 +190,12 @@ pub fn welcome(welcome: &Welcome) -> String {
 }
 
 /// A room event as the frame every connection of the room receives.
+///
+/// The ends of access to a private room have no frame: a connection's feed never passes them
+/// on but ends instead, and the connection closes with 4403. They encode as nothing.
 pub fn event(event: &RoomEvent) -> String {
     encode(&match event {
+        RoomEvent::MemberRemoved { .. } | RoomEvent::MadePrivate { .. } => return String::new(),
         RoomEvent::MessagePosted(message) => ServerFrame::ChatMessage {
             message: message.into(),
         },
