@@ -168,6 +168,11 @@ async fn members_add_anyone_remove_themselves_and_the_creator_removes_anyone() {
     assert!(!w.chat.readable(&team, Some(&user("bob"))).await.unwrap());
     assert!(!w.chat.readable(&team, None).await.unwrap());
     assert!(w.chat.readable(&room("public"), None).await.unwrap());
+    assert_eq!(
+        w.chat.member_rooms(&user("alice")).await.unwrap(),
+        [room("team-x")]
+    );
+    assert!(w.chat.member_rooms(&user("bob")).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -47,6 +47,15 @@ where
         Ok(self.room_access(room).await?.admits(viewer))
     }
 
+    /// The private rooms `user` is a member of, sorted: with [`Chat::readable`], what a read
+    /// across rooms needs (every public room, and these).
+    ///
+    /// # Errors
+    /// [`ReadError::Store`] when the store cannot be read.
+    pub async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, ReadError> {
+        Ok(self.inner.store.member_rooms(user).await?)
+    }
+
     /// Creates `room` as a private room of `creator`, its first member. Connections already
     /// open to the room (it had no messages, but people may have been in it) end, but the
     /// creator's.
@@ -103,8 +112,7 @@ where
 
     /// `actor` removes `target` from the private `room` (themself, or anyone when the
     /// creator). The target's open connections to the room, on every node, are ended. Answers
-    /// the members after the change (as the actor may still see them: none when the actor
-    /// removed themself).
+    /// the members after the change (also to an actor who removed themself).
     ///
     /// # Errors
     /// [`MembershipError::NotFound`] for a public room, an actor or a target who is not a

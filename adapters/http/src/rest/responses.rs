@@ -23,7 +23,8 @@ macro_rules! problem_responses {
             /// Missing or invalid bearer token (auth `jwt`).
             #[oai(status = 401, content_type = "application/problem+json")]
             Unauthorized(Json<Problem>),
-            /// No such resource (a room name containing `/`).
+            /// No such resource: a room name containing `/`, or a private room the caller is
+            /// not a member of (`not_found`).
             #[oai(status = 404, content_type = "application/problem+json")]
             NotFound(Json<Problem>),
             /// Storage or broker unavailable.
@@ -90,7 +91,8 @@ pub enum ChangeResponse {
     /// Not the author of the message (`forbidden`).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
-    /// No message with this seq, or an edit of a deleted message (`not_found`).
+    /// No message with this seq, an edit of a deleted message, or a private room the caller
+    /// is not a member of (`not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
     /// Too many posts, edits and deletes from this address; see Retry-After.
@@ -152,7 +154,8 @@ macro_rules! user_responses {
             /// (`forbidden`).
             #[oai(status = 403, content_type = "application/problem+json")]
             Forbidden(Json<Problem>),
-            /// No such resource (a room name containing `/`).
+            /// No such resource: a room name containing `/`, or a private room the caller is
+            /// not a member of (`not_found`).
             #[oai(status = 404, content_type = "application/problem+json")]
             NotFound(Json<Problem>),
             /// Storage unavailable.
