@@ -11,12 +11,46 @@ use crate::pool::{Pools, with_connection};
 use crate::schema::{room_members, rooms};
 use crate::{StorageError, now_ms};
 
-/// A room's privacy and creator.
+/// A room's privacy, creator and last seq.
 #[diesel::dsl::auto_type]
 pub(crate) fn privacy_of<'a>(room: &'a str) -> _ {
-    rooms::table
-        .filter(rooms::name.eq(room))
-        .select((rooms::private, rooms::creator))
+    rooms::table.filter(rooms::name.eq(room)).select((
+        rooms::private,
+        rooms::creator,
+        rooms::last_seq,
+    ))
+}
+
+/// Rooms known to be public for good: a public room with messages can never be made private
+/// (creation needs a room without a row), so once seen it needs no query again, in any
+/// process. Every access check of a busy public room (each join, each REST call) would
+/// otherwise read the database. Bounded: forgotten wholesale when full.
+#[derive(Debug, Default)]
+pub(crate) struct SettledPublic {
+    rooms: std::sync::Mutex<std::collections::HashSet<RoomName>>,
+}
+
+const SETTLED_PUBLIC_MAX: usize = 100_000;
+
+impl SettledPublic {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RoomName>> {
+        // A set of names, each update complete: a poisoned lock is still usable.
+        self.rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, room: &RoomName) -> bool {
+        self.lock().contains(room)
+    }
+
+    fn insert(&self, room: &RoomName) {
+        let mut rooms = self.lock();
+        if rooms.len() >= SETTLED_PUBLIC_MAX {
+            rooms.clear();
+        }
+        rooms.insert(room.clone());
+    }
 }
 
 /// A room's members, sorted.
@@ -109,15 +143,26 @@ fn username(raw: String) -> Result<Username, StorageError> {
 
 pub(crate) async fn room_access(
     pools: &Pools,
-    room: &RoomName,
+    settled: &SettledPublic,
+    name: &RoomName,
 ) -> Result<RoomAccess, StorageError> {
     use diesel_async::RunQueryDsl;
-    let room = room.as_str();
+    if settled.contains(name) {
+        return Ok(RoomAccess::Public);
+    }
+    let room = name.as_str();
     with_connection!(pools, |conn| {
-        let privacy: Option<(bool, Option<String>)> =
+        let privacy: Option<(bool, Option<String>, i64)> =
             privacy_of(room).first(conn).await.optional()?;
-        let Some((true, creator)) = privacy else {
-            return Ok(RoomAccess::Public);
+        let creator = match privacy {
+            None => return Ok(RoomAccess::Public),
+            Some((false, _, last_seq)) => {
+                if last_seq > 0 {
+                    settled.insert(name);
+                }
+                return Ok(RoomAccess::Public);
+            }
+            Some((true, creator, _)) => creator,
         };
         let members: Vec<String> = members_of(room).load(conn).await?;
         let creator = creator.ok_or_else(|| StorageError::Corrupt {

@@ -121,6 +121,7 @@ struct Inner {
     /// One queue per writer; a room's posts always go to the same one, in order.
     queues: Vec<mpsc::Sender<Job>>,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    settled_public: access::SettledPublic,
 }
 
 /// The message store. Cheap to clone; every clone feeds the same writer.
@@ -153,6 +154,7 @@ impl Store {
                 pools,
                 queues,
                 writers: std::sync::Mutex::new(handles),
+                settled_public: access::SettledPublic::default(),
             }),
         })
     }
@@ -300,7 +302,7 @@ impl MessageStore for Store {
     }
 
     async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
-        Ok(access::room_access(&self.inner.pools, room).await?)
+        Ok(access::room_access(&self.inner.pools, &self.inner.settled_public, room).await?)
     }
 
     async fn set_member(

@@ -295,6 +295,49 @@ mod cases {
         store.close().await;
     }
 
+    /// A public room with messages is public for good, so a store asks the database about it
+    /// once: shown here by changing the row behind its back (which banter never does), which
+    /// the store that saw the room ignores and a fresh one reads. A room without messages, or
+    /// a private one, is read every time.
+    pub async fn a_public_room_with_messages_is_checked_once(backend: &TestBackend) {
+        let store = backend.open().await;
+        store
+            .append(post("open", "alice", "hi", None))
+            .await
+            .unwrap();
+        let public = banter_domain::RoomAccess::Public;
+        assert_eq!(store.room_access(&room("open")).await.unwrap(), public);
+        assert_eq!(store.room_access(&room("empty")).await.unwrap(), public);
+        assert!(
+            store
+                .create_private_room(&room("closed"), &user("alice"))
+                .await
+                .unwrap()
+        );
+        backend
+            .execute_raw("UPDATE rooms SET private = TRUE, creator = 'mallory' WHERE name = 'open'")
+            .await;
+        backend
+            .execute_raw("INSERT INTO room_members (room, username) VALUES ('closed', 'bob')")
+            .await;
+        assert_eq!(
+            store.room_access(&room("open")).await.unwrap(),
+            public,
+            "settled"
+        );
+        assert!(
+            matches!(
+                store.room_access(&room("closed")).await.unwrap(),
+                banter_domain::RoomAccess::Private { members, .. } if members.len() == 2
+            ),
+            "a private room is read every time"
+        );
+        let fresh = backend.open().await;
+        assert!(fresh.room_access(&room("open")).await.unwrap().is_private());
+        fresh.close().await;
+        store.close().await;
+    }
+
     pub async fn a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it(
         backend: &TestBackend,
     ) {
@@ -545,6 +588,7 @@ macro_rules! for_each_backend {
 for_each_backend!(
     an_upgraded_database_keeps_every_message,
     a_database_of_the_edits_release_keeps_every_message,
+    a_public_room_with_messages_is_checked_once,
     a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it,
     history_queries_use_the_primary_key,
     names_its_backend,
