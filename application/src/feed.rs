@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use banter_domain::ports::{Clock, EventSubscription, MessageStore, StoreError, SubscriptionError};
 use banter_domain::{
-    ChangesQuery, EventEnvelope, HistoryQuery, Message, MessageChange, PageLimit, Rev, RoomEvent,
-    RoomName, Seq, Username,
+    ChangesQuery, ConnectionId, EventEnvelope, HistoryQuery, Message, MessageChange, PageLimit,
+    Rev, RoomEvent, RoomName, Seq, Username,
 };
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
@@ -41,6 +41,10 @@ pub enum FeedError {
     /// Missing messages could not be read from the store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The user may no longer see the room (removed from a private room, or the room was
+    /// made private by someone else).
+    #[error("no longer a member of the room")]
+    Revoked,
 }
 
 /// How a feed waits and fetches.
@@ -105,6 +109,11 @@ pub struct RoomFeed<S, Sub, C> {
     /// The connection's user, whose own presence and typing it is not told; `None` for a
     /// room hub, which passes everything on.
     me: Option<Username>,
+    /// The connection this feed serves, whose own read reports it is not told back.
+    connection: Option<ConnectionId>,
+    /// The highest read position this connection knows of: older ones that arrive late are
+    /// not passed on.
+    read_cursor: Seq,
     settings: FeedSettings,
     sequencer: Sequencer,
     /// Changes, by rev.
@@ -146,6 +155,8 @@ where
             clock,
             room,
             me,
+            connection: None,
+            read_cursor: Seq::ZERO,
             settings,
             sequencer: Sequencer::new(start.cursor),
             revs: Sequencer::new(start.rev_cursor),
@@ -159,6 +170,14 @@ where
         };
         feed.take_from_store(start.catch_up);
         feed
+    }
+
+    /// Makes this the feed of `connection`, whose user's position in the room was `read_seq`
+    /// at join: it passes on that user's read positions from their other connections.
+    pub(crate) fn reading(mut self, connection: ConnectionId, read_seq: Seq) -> Self {
+        self.connection = Some(connection);
+        self.read_cursor = read_seq;
+        self
     }
 
     /// The next event for this connection.
@@ -331,6 +350,35 @@ where
                 Ok(None)
             }
             RoomEvent::Presence { .. } | RoomEvent::Typing { .. } => Ok(Some(envelope)),
+            // Access ends for the removed user's connections, or for everyone but the creator
+            // of a room made private. A room hub (no user) passes it on.
+            RoomEvent::MemberRemoved { username, .. } => match &self.me {
+                Some(me) if me == username => Err(FeedError::Revoked),
+                _ => Ok(self.me.is_none().then_some(envelope)),
+            },
+            RoomEvent::MadePrivate { creator, .. } => match &self.me {
+                Some(me) if me != creator => Err(FeedError::Revoked),
+                _ => Ok(self.me.is_none().then_some(envelope)),
+            },
+            // A read position is told to its user's other connections only, and only forward.
+            RoomEvent::Read {
+                username,
+                seq,
+                origin,
+                ..
+            } => {
+                let Some(me) = &self.me else {
+                    return Ok(Some(envelope));
+                };
+                let mine =
+                    me == username && self.connection.is_some() && *origin != self.connection;
+                if mine && *seq > self.read_cursor {
+                    self.read_cursor = *seq;
+                    Ok(Some(envelope))
+                } else {
+                    Ok(None)
+                }
+            }
         }
     }
 

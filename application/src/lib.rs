@@ -68,8 +68,8 @@ pub type FeedOf<P> = RoomFeed<
 
 pub use chat::{
     ChangeDraft, ChangeError, Chat, ChatSettings, DraftField, HistoryCache, JoinError, Joined,
-    NotReady, PostDraft, PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage,
-    Session, Start, Welcome,
+    MembershipError, NotReady, PostDraft, PostError, PostRefusal, ReadError, RoomOverview,
+    RoomPresence, RoomsPage, Session, Start, Welcome,
 };
 pub use feed::{FeedError, FeedSettings, RoomFeed};
 pub use hub::{HistoryCacheStats, HubReceiver, HubTask, RoomSubscription};

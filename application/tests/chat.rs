@@ -775,7 +775,7 @@ async fn history_and_rooms_listing() {
     let _d = w.join("d-room", "bob", Start::DEFAULT).await;
     let limit = |n| PageLimit::bounded(n, 1000).unwrap();
 
-    let page = w.chat.rooms(None, limit(2)).await.unwrap();
+    let page = w.chat.rooms(None, limit(2), None).await.unwrap();
     let names: Vec<&str> = page.rooms.iter().map(|r| r.room.as_str()).collect();
     assert_eq!(names, ["a-room", "b-room"]);
     assert!(page.has_more);
@@ -785,7 +785,11 @@ async fn history_and_rooms_listing() {
     assert_eq!(page.rooms[1].last_seq, seq(3));
     assert_eq!(page.rooms[1].online, 0);
 
-    let rest = w.chat.rooms(Some(&room("b-room")), limit(2)).await.unwrap();
+    let rest = w
+        .chat
+        .rooms(Some(&room("b-room")), limit(2), None)
+        .await
+        .unwrap();
     let names: Vec<&str> = rest.rooms.iter().map(|r| r.room.as_str()).collect();
     assert_eq!(names, ["d-room"]);
     assert!(!rest.has_more);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{Message, Rev, RoomName, Username};
+use crate::{ConnectionId, Message, Rev, RoomName, Seq, Username};
 
 /// Someone's first connection to a room opened, or their last one closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,20 @@ pub enum RoomEvent {
         username: Username,
         is_typing: bool,
     },
+    /// `username` read `room` up to `seq` (the stored position, after it moved). Only that
+    /// user's connections are told, except `origin`, the one that moved it (`None` when it
+    /// was moved over REST).
+    Read {
+        room: RoomName,
+        username: Username,
+        seq: Seq,
+        origin: Option<ConnectionId>,
+    },
+    /// `username` is no longer a member of the private room: their connections to it end.
+    MemberRemoved { room: RoomName, username: Username },
+    /// The room was made private by `creator`, its only member: everyone else's connections
+    /// to it end.
+    MadePrivate { room: RoomName, creator: Username },
 }
 
 impl RoomEvent {
@@ -39,7 +53,11 @@ impl RoomEvent {
             RoomEvent::MessagePosted(message) | RoomEvent::MessageUpdated { message, .. } => {
                 &message.room
             }
-            RoomEvent::Presence { room, .. } | RoomEvent::Typing { room, .. } => room,
+            RoomEvent::Presence { room, .. }
+            | RoomEvent::Typing { room, .. }
+            | RoomEvent::Read { room, .. }
+            | RoomEvent::MemberRemoved { room, .. }
+            | RoomEvent::MadePrivate { room, .. } => room,
         }
     }
 }

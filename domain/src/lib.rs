@@ -9,15 +9,18 @@
 //! executor or anything that does I/O (no tokio, poem, diesel, bb8 or Redis client): adapters
 //! implement the ports, the application drives them.
 
+mod access;
 mod content;
 mod events;
 mod message;
 mod names;
 pub mod ports;
 mod presence;
+mod reading;
 mod typing;
 mod values;
 
+pub use access::{MembershipRefusal, RoomAccess};
 pub use content::{Content, ContentError};
 pub use events::{EventEnvelope, PresenceEvent, RoomEvent};
 pub use message::{
@@ -27,5 +30,6 @@ pub use message::{
 };
 pub use names::{ClientId, NameError, RoomName, Username};
 pub use presence::{OccupiedRoom, OnlinePage, PresenceBook, PresenceChange, WELCOME_ONLINE_CAP};
+pub use reading::{ConnectionId, ReadMark, UNREAD_CAP, UserRoom, advance_read};
 pub use typing::{TypingBook, TypingChange, TypingRules};
 pub use values::{Rev, Seq, SeqOutOfRange, Timestamp, TimestampError};

@@ -250,6 +250,8 @@ pub struct StoredRoom {
     pub room: RoomName,
     pub last_seq: Seq,
     pub last_message_at: Option<Timestamp>,
+    /// Created private: only its members may see it.
+    pub private: bool,
 }
 
 /// A page of rooms, sorted by name.

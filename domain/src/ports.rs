@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, EventEnvelope,
     HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage, PageLimit, PresenceChange,
-    Rev, RoomEvent, RoomName, StoredRoomsPage, Username,
+    ReadMark, Rev, RoomAccess, RoomEvent, RoomName, Seq, StoredRoomsPage, UserRoom, Username,
 };
 
 /// The store could not do what was asked; nothing was changed.
@@ -103,6 +103,81 @@ pub trait MessageStore: Send + Sync + Clone + 'static {
         after: Option<&RoomName>,
         limit: PageLimit,
     ) -> impl Future<Output = Result<StoredRoomsPage, StoreError>> + Send;
+
+    /// Moves `user`'s read position in `room` to `seq` by [`crate::advance_read`]: clamped to
+    /// the room's last seq, never backwards (also when two calls race). A room without
+    /// messages keeps no position.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the position could not be stored.
+    fn mark_read(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        seq: Seq,
+    ) -> impl Future<Output = Result<ReadMark, StoreError>> + Send;
+
+    /// `user`'s read position in `room`; zero if none.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn read_position(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> impl Future<Output = Result<Seq, StoreError>> + Send;
+
+    /// Every room `user` posted in or has a read position in, newest activity first (see
+    /// [`UserRoom::by_activity`]), with its unread count.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn user_rooms(
+        &self,
+        user: &Username,
+    ) -> impl Future<Output = Result<Vec<UserRoom>, StoreError>> + Send;
+
+    /// Creates `room` as a private room whose only member is `creator`. Returns `false`, and
+    /// changes nothing, when the room already exists: it has messages, or was created before.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when nothing could be committed.
+    fn create_private_room(
+        &self,
+        room: &RoomName,
+        creator: &Username,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether `room` is public or private, and a private room's creator and members (sorted).
+    /// A room never created nor posted in is public.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn room_access(
+        &self,
+        room: &RoomName,
+    ) -> impl Future<Output = Result<RoomAccess, StoreError>> + Send;
+
+    /// Makes `user` a member of the private `room` (`member` true) or no longer one. Returns
+    /// whether that changed anything. The caller has checked that the room is private.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when nothing could be committed.
+    fn set_member(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        member: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The private rooms `user` is a member of, sorted.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn member_rooms(
+        &self,
+        user: &Username,
+    ) -> impl Future<Output = Result<Vec<RoomName>, StoreError>> + Send;
 
     /// Whether the store answers at all (readiness).
     ///

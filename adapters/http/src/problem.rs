@@ -6,7 +6,9 @@ use poem::http::StatusCode;
 use poem_openapi::Object;
 use serde::Serialize;
 
-use banter_application::{ChangeError, JoinError, NotReady, PostRefusal, ReadError};
+use banter_application::{
+    ChangeError, JoinError, MembershipError, NotReady, PostRefusal, ReadError,
+};
 use poem_openapi::error::{
     AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
 };
@@ -25,6 +27,10 @@ pub enum ErrorCode {
     /// Not allowed for this user (another user's message).
     Forbidden,
     NotFound,
+    /// The resource exists already (a room created private after it had messages).
+    Conflict,
+    /// Private rooms need auth `jwt`.
+    AuthRequired,
     PayloadTooLarge,
     RateLimited,
     TooManyConnections,
@@ -49,6 +55,8 @@ impl ErrorCode {
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::AuthRequired => "auth_required",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyConnections => "too_many_connections",
@@ -68,12 +76,14 @@ impl ErrorCode {
             | ErrorCode::InvalidClientId
             | ErrorCode::InvalidParameter
             | ErrorCode::InvalidBody
+            | ErrorCode::AuthRequired
             | ErrorCode::InvalidJson
             | ErrorCode::UnknownType
             | ErrorCode::InvalidMessage => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::ForbiddenOrigin | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::OverCapacity | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -260,6 +270,9 @@ pub fn change_refusal(error: &ChangeError, edge: PostEdge) -> Refusal {
 /// A WebSocket join that could not be completed: a port did not answer, or the task doing
 /// the join failed.
 pub fn join_problem(error: &JoinFailure) -> Problem {
+    if let JoinFailure::Port(JoinError::NotFound) = error {
+        return not_found_room();
+    }
     Problem::new(
         ErrorCode::Unavailable,
         format!("cannot join the room now: {error}"),
@@ -280,6 +293,24 @@ pub fn not_ready_problem(error: Option<&NotReady>) -> Problem {
     match error {
         Some(e) => Problem::new(ErrorCode::Unavailable, e.to_string()),
         None => Problem::new(ErrorCode::Unavailable, "shutting down"),
+    }
+}
+
+/// A private room seen by someone who is not a member: exactly as a room that is not there.
+pub fn not_found_room() -> Problem {
+    Problem::new(ErrorCode::NotFound, "room: no such room")
+}
+
+/// A membership change or a private room's creation that was refused.
+pub fn membership_problem(error: &MembershipError) -> Problem {
+    match error {
+        MembershipError::NotFound => Problem::new(ErrorCode::NotFound, "no such room or member"),
+        MembershipError::Forbidden => Problem::new(ErrorCode::Forbidden, error.to_string()),
+        MembershipError::Conflict => Problem::new(
+            ErrorCode::Conflict,
+            "room: it already exists (it has messages, or was created before)",
+        ),
+        MembershipError::Store(e) => Problem::new(ErrorCode::Unavailable, e.to_string()),
     }
 }
 

@@ -158,9 +158,14 @@ impl EventBroadcaster for RedisBroadcaster {
         })?;
         let channel = room_channel(&self.namespace, event.room().as_str());
         // Changes are kept like messages: both are stored, ordered and filled by the feeds.
+        // So are the ends of access to a private room: they must reach every node (a repeat
+        // only closes what is closed already).
         let is_message = matches!(
             event,
-            RoomEvent::MessagePosted(_) | RoomEvent::MessageUpdated { .. }
+            RoomEvent::MessagePosted(_)
+                | RoomEvent::MessageUpdated { .. }
+                | RoomEvent::MemberRemoved { .. }
+                | RoomEvent::MadePrivate { .. }
         );
         // While messages wait, a new one queues behind them (it must not overtake an older
         // one of its room) and goes out with them; a typing event is dropped.

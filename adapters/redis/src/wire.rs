@@ -10,7 +10,8 @@
 //! payload's shape is written down here alone; the scripts only paste values into holes.
 
 use banter_domain::{
-    ClientId, Content, Message, PresenceEvent, Rev, RoomEvent, RoomName, Seq, Timestamp, Username,
+    ClientId, ConnectionId, Content, Message, PresenceEvent, Rev, RoomEvent, RoomName, Seq,
+    Timestamp, Username,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,28 @@ pub(crate) enum RedisEvent {
     },
     Presence(PresencePayload),
     Typing(TypingPayload),
+    Read(ReadPayload),
+    /// `username` is no longer a member of the private room.
+    MemberRemoved {
+        room: String,
+        username: String,
+    },
+    /// The room was made private by `creator`.
+    MadePrivate {
+        room: String,
+        creator: String,
+    },
+}
+
+/// A user's read position moved; `origin` is the connection that moved it (`[node, local]`),
+/// absent when it was moved over REST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ReadPayload {
+    pub room: String,
+    pub username: String,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<(u64, u64)>,
 }
 
 /// A stored message; the timestamp in unix milliseconds.
@@ -154,6 +177,25 @@ impl From<&RoomEvent> for RedisEvent {
                 username: username.as_str().to_owned(),
                 is_typing: *is_typing,
             }),
+            RoomEvent::Read {
+                room,
+                username,
+                seq,
+                origin,
+            } => RedisEvent::Read(ReadPayload {
+                room: room.as_str().to_owned(),
+                username: username.as_str().to_owned(),
+                seq: seq.get(),
+                origin: origin.map(|o| (o.node, o.local)),
+            }),
+            RoomEvent::MemberRemoved { room, username } => RedisEvent::MemberRemoved {
+                room: room.as_str().to_owned(),
+                username: username.as_str().to_owned(),
+            },
+            RoomEvent::MadePrivate { room, creator } => RedisEvent::MadePrivate {
+                room: room.as_str().to_owned(),
+                creator: creator.as_str().to_owned(),
+            },
         }
     }
 }
@@ -192,6 +234,20 @@ impl TryFrom<RedisEvent> for RoomEvent {
                 room: field("room", RoomName::try_from(t.room))?,
                 username: field("username", Username::try_from(t.username))?,
                 is_typing: t.is_typing,
+            },
+            RedisEvent::Read(r) => RoomEvent::Read {
+                room: field("room", RoomName::try_from(r.room))?,
+                username: field("username", Username::try_from(r.username))?,
+                seq: field("seq", Seq::new(r.seq))?,
+                origin: r.origin.map(|(node, local)| ConnectionId { node, local }),
+            },
+            RedisEvent::MemberRemoved { room, username } => RoomEvent::MemberRemoved {
+                room: field("room", RoomName::try_from(room))?,
+                username: field("username", Username::try_from(username))?,
+            },
+            RedisEvent::MadePrivate { room, creator } => RoomEvent::MadePrivate {
+                room: field("room", RoomName::try_from(room))?,
+                creator: field("creator", Username::try_from(creator))?,
             },
         })
     }
@@ -335,6 +391,29 @@ mod tests {
                 room: RoomName::parse("g").unwrap(),
                 username: Username::parse("bob").unwrap(),
                 is_typing: true,
+            },
+            RoomEvent::Read {
+                room: RoomName::parse("g").unwrap(),
+                username: Username::parse("bob").unwrap(),
+                seq: Seq::new(9).unwrap(),
+                origin: Some(ConnectionId {
+                    node: u64::MAX,
+                    local: 3,
+                }),
+            },
+            RoomEvent::Read {
+                room: RoomName::parse("g").unwrap(),
+                username: Username::parse("bob").unwrap(),
+                seq: Seq::new(9).unwrap(),
+                origin: None,
+            },
+            RoomEvent::MemberRemoved {
+                room: RoomName::parse("team").unwrap(),
+                username: Username::parse("bob").unwrap(),
+            },
+            RoomEvent::MadePrivate {
+                room: RoomName::parse("team").unwrap(),
+                creator: Username::parse("名前").unwrap(),
             },
         ];
         for event in events {

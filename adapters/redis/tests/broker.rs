@@ -567,3 +567,44 @@ async fn someone_who_left_is_not_listed_as_typing() {
     );
     assert!(b.typing(&general).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn ends_of_access_published_while_redis_is_away_are_kept_and_read_positions_are_not() {
+    let Some(cluster) = Redis::new("revoked").await else {
+        return;
+    };
+    let (proxy, node, _) = cluster.node_through_proxy().await;
+    let (other, _) = banter_adapter_redis::connect(cluster.config())
+        .await
+        .unwrap();
+    let mut watcher = other.subscribe(&room("team-x")).await.unwrap();
+    let removed = RoomEvent::MemberRemoved {
+        room: room("team-x"),
+        username: user("bob"),
+    };
+    let read = RoomEvent::Read {
+        room: room("team-x"),
+        username: user("alice"),
+        seq: Seq::new(3).unwrap(),
+        origin: None,
+    };
+
+    proxy.stop();
+    // Committed already: the removal must still reach every node, so it is kept; a read
+    // position is stored and not worth retrying late.
+    assert!(node.publish(removed.clone()).await.is_err());
+    assert!(node.publish(read).await.is_err());
+    assert_eq!(
+        node.flush(Duration::from_millis(300)).await,
+        1,
+        "only the removal waits"
+    );
+    quiet(&mut watcher).await;
+    proxy.resume().await;
+    let first = tokio::time::timeout(Duration::from_secs(15), watcher.next())
+        .await
+        .expect("published again within 15 s")
+        .unwrap();
+    assert_eq!(first.event(), &removed);
+    quiet(&mut watcher).await;
+}

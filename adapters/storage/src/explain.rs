@@ -10,7 +10,9 @@ use diesel::sql_types::Untyped;
 use diesel_async::RunQueryDsl;
 
 use crate::StorageError;
+use crate::access::{members_of, privacy_of, rooms_of_member};
 use crate::pool::Pools;
+use crate::reading::{position_of, positions_of, room_by_name, rooms_posted_in, unread_of};
 use crate::reads::{
     changed_after, newest_before, newest_first, oldest_after, revisions_after, room_last_seq,
     rooms_after,
@@ -106,6 +108,17 @@ macro_rules! explain_all {
             revisions_after("general", 7, 201)
                 .select((crate::schema::revisions::rev, MessageRow::as_select()))
         );
+        plan!("read position", position_of("alice", "general"));
+        plan!("user's read positions", positions_of("alice"));
+        plan!("rooms a user posted in", rooms_posted_in("alice"));
+        plan!(
+            "room by name",
+            room_by_name("general").select(RoomRow::as_select())
+        );
+        plan!("unread count", unread_of("general", 7, "alice", 1000));
+        plan!("room privacy", privacy_of("general"));
+        plan!("room members", members_of("general"));
+        plan!("member's rooms", rooms_of_member("alice"));
         Ok(plans)
     }};
 }

@@ -13,11 +13,13 @@
 //! May depend on: `banter-domain`, diesel, diesel-async, diesel_migrations, bb8, tokio,
 //! metrics (the facade only) and tracing.
 
+mod access;
 mod batch;
 mod change;
 mod explain;
 mod migrate;
 mod pool;
+mod reading;
 mod reads;
 mod rows;
 mod schema;
@@ -30,7 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, HistoryPage,
-    HistoryQuery, NewMessage, PageLimit, Rev, RoomName, StoredRoomsPage,
+    HistoryQuery, NewMessage, PageLimit, ReadMark, Rev, RoomAccess, RoomName, Seq, StoredRoomsPage,
+    UserRoom, Username,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,6 +121,7 @@ struct Inner {
     /// One queue per writer; a room's posts always go to the same one, in order.
     queues: Vec<mpsc::Sender<Job>>,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    settled_public: access::SettledPublic,
 }
 
 /// The message store. Cheap to clone; every clone feeds the same writer.
@@ -150,6 +154,7 @@ impl Store {
                 pools,
                 queues,
                 writers: std::sync::Mutex::new(handles),
+                settled_public: access::SettledPublic::default(),
             }),
         })
     }
@@ -269,6 +274,48 @@ impl MessageStore for Store {
         limit: PageLimit,
     ) -> Result<StoredRoomsPage, StoreError> {
         Ok(reads::rooms(&self.inner.pools, after, limit).await?)
+    }
+
+    async fn mark_read(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        seq: Seq,
+    ) -> Result<ReadMark, StoreError> {
+        Ok(reading::mark_read(&self.inner.pools, room, user, seq).await?)
+    }
+
+    async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
+        Ok(reading::read_position(&self.inner.pools, room, user).await?)
+    }
+
+    async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
+        Ok(reading::user_rooms(&self.inner.pools, user).await?)
+    }
+
+    async fn create_private_room(
+        &self,
+        room: &RoomName,
+        creator: &Username,
+    ) -> Result<bool, StoreError> {
+        Ok(access::create_private_room(&self.inner.pools, room, creator).await?)
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
+        Ok(access::room_access(&self.inner.pools, &self.inner.settled_public, room).await?)
+    }
+
+    async fn set_member(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(access::set_member(&self.inner.pools, room, user, member).await?)
+    }
+
+    async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+        Ok(access::member_rooms(&self.inner.pools, user).await?)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -67,6 +67,7 @@ pub(crate) struct RoomRow {
     pub name: String,
     pub last_seq: i64,
     pub last_message_at_ms: Option<i64>,
+    pub private: bool,
 }
 
 impl RoomRow {
@@ -84,6 +85,7 @@ impl RoomRow {
                 .map(Timestamp::from_unix_millis)
                 .transpose()
                 .map_err(|e| corrupt("last_message_at", e.to_string()))?,
+            private: self.private,
         })
     }
 }

@@ -7,6 +7,8 @@ diesel::table! {
         last_message_at_ms -> Nullable<BigInt>,
         created_at_ms -> BigInt,
         last_rev -> BigInt,
+        private -> Bool,
+        creator -> Nullable<Text>,
     }
 }
 
@@ -33,4 +35,25 @@ diesel::table! {
 }
 
 diesel::joinable!(messages -> rooms (room));
-diesel::allow_tables_to_appear_in_same_query!(rooms, messages, revisions);
+diesel::allow_tables_to_appear_in_same_query!(
+    rooms,
+    messages,
+    revisions,
+    read_positions,
+    room_members
+);
+
+diesel::table! {
+    read_positions (username, room) {
+        username -> Text,
+        room -> Text,
+        read_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    room_members (room, username) {
+        room -> Text,
+        username -> Text,
+    }
+}

@@ -207,6 +207,137 @@ mod cases {
         store.close().await;
     }
 
+    /// A database of the release with edits (its two migrations, and rows written with that
+    /// schema: an edited message, a tombstone) keeps every message through the upgrade to read
+    /// positions, lists its authors' rooms, and takes read positions afterwards.
+    pub async fn a_database_of_the_edits_release_keeps_every_message(backend: &TestBackend) {
+        released::apply_first(backend, 2).await;
+        let mut rows = Vec::new();
+        for seq in 1..=20_u32 {
+            let author = if seq % 2 == 0 { "alice" } else { "bob" };
+            let (content, edited, deleted, rev) = match seq {
+                4 => ("edited 4", "1795857309000", "FALSE", "1"),
+                5 => ("", "NULL", "TRUE", "2"),
+                _ => ("", "NULL", "FALSE", "NULL"),
+            };
+            let content = if content.is_empty() && deleted == "FALSE" {
+                format!("old message {seq}")
+            } else {
+                content.to_owned()
+            };
+            rows.push(format!(
+                "('general', {seq}, '{author}', '{content}', {}, NULL, {edited}, {deleted}, {rev})",
+                1_795_857_302_000_i64 + i64::from(seq)
+            ));
+        }
+        backend
+            .execute_raw(
+                "INSERT INTO rooms (name, last_seq, last_message_at_ms, created_at_ms, last_rev) \
+                 VALUES ('general', 20, 1795857302020, 1795857302001, 2)",
+            )
+            .await;
+        backend
+            .execute_raw(&format!(
+                "INSERT INTO messages (room, seq, username, content, created_at_ms, client_id, \
+                 edited_at_ms, deleted, rev) VALUES {}",
+                rows.join(", ")
+            ))
+            .await;
+        backend
+            .execute_raw(
+                "INSERT INTO revisions (room, rev, seq) VALUES ('general', 1, 4), ('general', 2, 5)",
+            )
+            .await;
+
+        let store = backend.open().await;
+        let all = all_messages(&store, "general").await;
+        assert_eq!(seqs(&all), (1..=20).collect::<Vec<u64>>());
+        for m in &all {
+            let n = m.seq.get();
+            match n {
+                4 => assert_eq!(m.text(), "edited 4"),
+                5 => assert!(m.is_deleted()),
+                _ => assert_eq!(m.text(), format!("old message {n}")),
+            }
+            assert_eq!(m.timestamp.unix_millis(), 1_795_857_302_000 + n as i64);
+        }
+        // Alice posted there before the upgrade: the room is hers, all of bob's messages but
+        // the deleted one unread.
+        let rooms = store.user_rooms(&user("alice")).await.unwrap();
+        assert_eq!(rooms.len(), 1);
+        assert_eq!(
+            (rooms[0].room.as_str(), rooms[0].last_seq.get()),
+            ("general", 20)
+        );
+        assert_eq!((rooms[0].read_seq.get(), rooms[0].unread), (0, 9));
+        let mark = store
+            .mark_read(
+                &room("general"),
+                &user("alice"),
+                banter_domain::Seq::new(11).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((mark.read_seq.get(), mark.advanced), (11, true));
+        let rooms = store.user_rooms(&user("alice")).await.unwrap();
+        assert_eq!((rooms[0].read_seq.get(), rooms[0].unread), (11, 4));
+        // Every room of the old database is public, and stays so.
+        assert_eq!(
+            store.room_access(&room("general")).await.unwrap(),
+            banter_domain::RoomAccess::Public
+        );
+        assert!(
+            !store
+                .create_private_room(&room("general"), &user("alice"))
+                .await
+                .unwrap()
+        );
+        store.close().await;
+    }
+
+    /// A public room with messages is public for good, so a store asks the database about it
+    /// once: shown here by changing the row behind its back (which banter never does), which
+    /// the store that saw the room ignores and a fresh one reads. A room without messages, or
+    /// a private one, is read every time.
+    pub async fn a_public_room_with_messages_is_checked_once(backend: &TestBackend) {
+        let store = backend.open().await;
+        store
+            .append(post("open", "alice", "hi", None))
+            .await
+            .unwrap();
+        let public = banter_domain::RoomAccess::Public;
+        assert_eq!(store.room_access(&room("open")).await.unwrap(), public);
+        assert_eq!(store.room_access(&room("empty")).await.unwrap(), public);
+        assert!(
+            store
+                .create_private_room(&room("closed"), &user("alice"))
+                .await
+                .unwrap()
+        );
+        backend
+            .execute_raw("UPDATE rooms SET private = TRUE, creator = 'mallory' WHERE name = 'open'")
+            .await;
+        backend
+            .execute_raw("INSERT INTO room_members (room, username) VALUES ('closed', 'bob')")
+            .await;
+        assert_eq!(
+            store.room_access(&room("open")).await.unwrap(),
+            public,
+            "settled"
+        );
+        assert!(
+            matches!(
+                store.room_access(&room("closed")).await.unwrap(),
+                banter_domain::RoomAccess::Private { members, .. } if members.len() == 2
+            ),
+            "a private room is read every time"
+        );
+        let fresh = backend.open().await;
+        assert!(fresh.room_access(&room("open")).await.unwrap().is_private());
+        fresh.close().await;
+        store.close().await;
+    }
+
     pub async fn a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it(
         backend: &TestBackend,
     ) {
@@ -291,7 +422,7 @@ mod cases {
     pub async fn history_queries_use_the_primary_key(backend: &TestBackend) {
         let store = backend.open().await;
         let plans = store.explain_history_queries().await.unwrap();
-        assert_eq!(plans.len(), 8);
+        assert_eq!(plans.len(), 16);
         for plan in &plans {
             let text = plan.plan.join(" | ");
             println!("{} plan, {}: {text}", store.backend(), plan.query);
@@ -306,7 +437,9 @@ mod cases {
                 assert!(
                     !text.contains("SCAN messages")
                         && !text.contains("SCAN rooms")
-                        && !text.contains("SCAN revisions"),
+                        && !text.contains("SCAN revisions")
+                        && !text.contains("SCAN read_positions")
+                        && !text.contains("SCAN room_members"),
                     "{}: {text}",
                     plan.query
                 );
@@ -354,6 +487,43 @@ mod cases {
             revisions.contains("revisions_pkey")
                 || revisions.contains("revisions USING PRIMARY KEY"),
             "a rev gap is filled through the log's key: {revisions}"
+        );
+        let plan_of = |query: &str| {
+            plans
+                .iter()
+                .find(|p| p.query == query)
+                .unwrap()
+                .plan
+                .join(" ")
+        };
+        let posted = plan_of("rooms a user posted in");
+        assert!(
+            posted.contains("messages_author"),
+            "a user's rooms are found through the author index: {posted}"
+        );
+        for query in ["read position", "user's read positions"] {
+            let plan = plan_of(query);
+            assert!(
+                plan.contains("read_positions_pkey")
+                    || plan.contains("read_positions USING PRIMARY KEY"),
+                "{query}: through the positions' key: {plan}"
+            );
+        }
+        let members = plan_of("room members");
+        assert!(
+            members.contains("room_members_pkey")
+                || members.contains("room_members USING PRIMARY KEY"),
+            "a room's members through their key: {members}"
+        );
+        let member_of = plan_of("member's rooms");
+        assert!(
+            member_of.contains("room_members_by_user"),
+            "a member's rooms through the by-user index: {member_of}"
+        );
+        let unread = plan_of("unread count");
+        assert!(
+            unread.contains("messages_pkey") || unread.contains("messages USING PRIMARY KEY"),
+            "unread messages are one range of the messages' key: {unread}"
         );
         store.close().await;
     }
@@ -417,6 +587,8 @@ macro_rules! for_each_backend {
 
 for_each_backend!(
     an_upgraded_database_keeps_every_message,
+    a_database_of_the_edits_release_keeps_every_message,
+    a_public_room_with_messages_is_checked_once,
     a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it,
     history_queries_use_the_primary_key,
     names_its_backend,

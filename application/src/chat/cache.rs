@@ -242,7 +242,8 @@ fn deliver(hub: &RoomHub, event: Result<Arc<EventEnvelope>, FeedError>, room: &R
         Err(e) => {
             let end = match e {
                 FeedError::FellBehind => HubEnd::FellBehind,
-                FeedError::Closed | FeedError::Store(_) => HubEnd::Closed,
+                // A hub has no user, so its feed is never revoked.
+                FeedError::Closed | FeedError::Store(_) | FeedError::Revoked => HubEnd::Closed,
             };
             tracing::info!(%room, error = %e, "history cache: hub stopped; its connections resume");
             hub.stop(end);

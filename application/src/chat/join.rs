@@ -10,7 +10,7 @@ use banter_domain::{
 
 use super::Chat;
 use super::session::Session;
-use super::types::{JoinError, Joined, Start, Welcome};
+use super::types::{JoinError, Joined, ReadError, Start, Welcome};
 use crate::feed::{FeedStart, Replay, RoomFeed};
 use crate::hub::{RoomSubscription, Window};
 use crate::rate::PostBucket;
@@ -111,6 +111,20 @@ where
     ) -> Result<Joined<S, B, P, C>, JoinError> {
         let inner = &self.inner;
         let (subscription, opening) = self.subscribe_and_snapshot(&room, start).await?;
+        // After subscribing: a removal committed from now on reaches the feed and ends it.
+        if !self
+            .readable(&room, Some(&username))
+            .await
+            .map_err(|e| match e {
+                ReadError::Store(e) => JoinError::Store(e),
+                ReadError::Presence(e) => JoinError::Presence(e),
+            })?
+        {
+            return Err(JoinError::NotFound);
+        }
+        // After subscribing: a position moved from now on reaches the feed.
+        let read_seq = inner.store.read_position(&room, &username).await?;
+        let connection = self.next_connection();
 
         {
             let _ordered = self.room_lock(&room).await;
@@ -121,7 +135,11 @@ where
             }
         }
         let bucket = PostBucket::new(inner.settings.rate_limit, inner.clock.clone());
-        let session = Session::new(self.clone(), room.clone(), username.clone(), bucket);
+        let session = Session::new(
+            self.clone(),
+            (room.clone(), username.clone(), connection),
+            bucket,
+        );
         let online = match inner.presence.online(&room, None, WELCOME_ONLINE_CAP).await {
             Ok(online) => online,
             Err(e) => {
@@ -140,6 +158,7 @@ where
             has_more: opening.has_more,
             last_seq: opening.last_seq,
             last_rev: opening.last_rev,
+            read_seq,
             online: online.users,
             online_count: online.online_count,
             typing,
@@ -150,7 +169,8 @@ where
             Some(username),
             inner.settings.feed,
             opening.feed,
-        );
+        )
+        .reading(connection, read_seq);
         Ok(Joined {
             welcome,
             feed,

@@ -9,27 +9,30 @@
 //! - `reads`: history, the room listing, presence, heartbeat and readiness;
 //! - `cache`: the recent-history cache's side of these (room hubs, latest pages from memory).
 
+mod access;
 mod cache;
 mod change;
 mod join;
 mod post;
+mod reading;
 mod reads;
 mod session;
 mod types;
 mod typing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
-use banter_domain::{PresenceEvent, RoomEvent, RoomName, TypingBook, Username};
+use banter_domain::{ConnectionId, PresenceEvent, RoomEvent, RoomName, TypingBook, Username};
 
 use crate::hub::Hubs;
 
 pub use session::Session;
 pub use types::{
-    ChangeDraft, ChangeError, ChatSettings, DraftField, HistoryCache, JoinError, Joined, NotReady,
-    PostDraft, PostError, PostRefusal, ReadError, RoomOverview, RoomPresence, RoomsPage, Start,
-    Welcome,
+    ChangeDraft, ChangeError, ChatSettings, DraftField, HistoryCache, JoinError, Joined,
+    MembershipError, NotReady, PostDraft, PostError, PostRefusal, ReadError, RoomOverview,
+    RoomPresence, RoomsPage, Start, Welcome,
 };
 
 /// Stripes of per-room locks (a room always maps to the same one): bounded memory, nothing to
@@ -49,6 +52,10 @@ struct Inner<S, B, P, C> {
     room_locks: Vec<futures_util::lock::Mutex<()>>,
     /// The recent-history cache: this node's room hubs.
     hubs: Hubs,
+    /// This process among the nodes, chosen at random, and its count of connections: together
+    /// they tell every connection apart.
+    node: u64,
+    connections: AtomicU64,
 }
 
 /// The chat service. Cheap to clone: every connection holds one.
@@ -95,7 +102,17 @@ where
                     settings.history_cache.messages,
                     settings.history_cache.queue,
                 ),
+                node: random_node_id(),
+                connections: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// A new connection's identity, unique across the nodes.
+    fn next_connection(&self) -> ConnectionId {
+        ConnectionId {
+            node: self.inner.node,
+            local: self.inner.connections.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -141,4 +158,11 @@ where
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A random number for this process: the standard library seeds its hashers from the operating
+/// system's randomness, so hashing anything with a fresh one gives an unpredictable value.
+fn random_node_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
 }

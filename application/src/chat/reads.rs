@@ -1,13 +1,14 @@
 //! Reads that change nothing: history, the room listing, a room's presence, and the health of
 //! the dependencies (heartbeat, readiness).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use banter_domain::ports::{
     Clock, EventBroadcaster, MessageStore, PresenceError, PresenceRegistry,
 };
 use banter_domain::{
-    ChangesPage, ChangesQuery, HistoryPage, HistoryQuery, PageLimit, Rev, RoomName, Seq, Username,
+    ChangesPage, ChangesQuery, HistoryPage, HistoryQuery, PageLimit, Rev, RoomName, Seq,
+    StoredRoomsPage, Username,
 };
 
 use super::Chat;
@@ -56,7 +57,8 @@ where
         Ok(self.inner.store.changes(room, query).await?)
     }
 
-    /// Lists rooms with messages or people online, sorted by name, after `after`.
+    /// Lists rooms with messages or people online, sorted by name, after `after`: public
+    /// rooms, and the private rooms `viewer` is a member of.
     ///
     /// # Errors
     /// [`ReadError`] when the store or the registry cannot be read.
@@ -64,13 +66,34 @@ where
         &self,
         after: Option<&RoomName>,
         limit: PageLimit,
+        viewer: Option<&Username>,
     ) -> Result<RoomsPage, ReadError> {
-        let stored = self.inner.store.rooms(after, limit).await?;
-        let occupied = self
+        let member_of: BTreeSet<RoomName> = match viewer {
+            Some(viewer) => self
+                .inner
+                .store
+                .member_rooms(viewer)
+                .await?
+                .into_iter()
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        let stored = self.visible_stored_rooms(after, limit, &member_of).await?;
+        let mut occupied = self
             .inner
             .presence
             .occupied_rooms(after, limit.get() + 1)
             .await?;
+        // People online in a private room do not reveal it to others.
+        let mut visible = Vec::with_capacity(occupied.len());
+        for o in occupied.drain(..) {
+            let known =
+                member_of.contains(&o.room) || stored.rooms.iter().any(|s| s.room == o.room);
+            if known || !self.inner.store.room_access(&o.room).await?.is_private() {
+                visible.push(o);
+            }
+        }
+        let occupied = visible;
         // Any room among the first `limit` of the union is among the first `limit` of its own
         // list, so one page of each is enough.
         let mut union: BTreeMap<RoomName, RoomOverview> = stored
@@ -103,6 +126,32 @@ where
             rooms: merged,
             has_more,
         })
+    }
+
+    /// Stored rooms after `after` that the member of `member_of` may see, page after page until
+    /// `limit` of them are found or the store has no more.
+    async fn visible_stored_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: PageLimit,
+        member_of: &BTreeSet<RoomName>,
+    ) -> Result<StoredRoomsPage, ReadError> {
+        let mut cursor = after.cloned();
+        let mut rooms = Vec::new();
+        loop {
+            let page = self.inner.store.rooms(cursor.as_ref(), limit).await?;
+            cursor = page.rooms.last().map(|r| r.room.clone());
+            rooms.extend(
+                page.rooms
+                    .into_iter()
+                    .filter(|r| !r.private || member_of.contains(&r.room)),
+            );
+            if rooms.len() >= limit.get() || !page.has_more {
+                let has_more = page.has_more || rooms.len() > limit.get();
+                rooms.truncate(limit.get());
+                return Ok(StoredRoomsPage { rooms, has_more });
+            }
+        }
     }
 
     /// Who is online in `room` (a page of names after `after`) and who is typing.

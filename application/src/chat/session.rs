@@ -2,11 +2,14 @@
 
 use banter_domain::ports::{Clock, EventBroadcaster, MessageStore, PresenceRegistry};
 use banter_domain::{
-    Appended, Changed, ClientId, PresenceChange, PresenceEvent, RoomName, Seq, Username,
+    Appended, Changed, ClientId, ConnectionId, PresenceChange, PresenceEvent, ReadMark, RoomName,
+    Seq, Username,
 };
 
 use super::Chat;
-use super::types::{ChangeDraft, ChangeError, DraftField, PostDraft, PostError, PostRefusal};
+use super::types::{
+    ChangeDraft, ChangeError, DraftField, PostDraft, PostError, PostRefusal, ReadError,
+};
 use crate::rate::PostBucket;
 
 /// One connection in one room. Call [`Session::leave`] when the connection ends: presence
@@ -16,6 +19,7 @@ pub struct Session<S, B, P, C: Clock> {
     chat: Chat<S, B, P, C>,
     room: RoomName,
     username: Username,
+    connection: ConnectionId,
     bucket: PostBucket<C>,
 }
 
@@ -29,16 +33,27 @@ where
     /// A session for a connection whose presence [`Chat::join`] has just registered.
     pub(super) fn new(
         chat: Chat<S, B, P, C>,
-        room: RoomName,
-        username: Username,
+        (room, username, connection): (RoomName, Username, ConnectionId),
         bucket: PostBucket<C>,
     ) -> Self {
         Self {
             chat,
             room,
             username,
+            connection,
             bucket,
         }
+    }
+
+    /// Reports that this user read the room up to `seq`. Takes no rate-limit token. A position
+    /// that moved is told to the user's other connections to the room, on every node.
+    ///
+    /// # Errors
+    /// [`ReadError::Store`] when the position could not be stored.
+    pub async fn mark_read(&self, seq: Seq) -> Result<ReadMark, ReadError> {
+        self.chat
+            .mark_read_from(&self.room, &self.username, seq, Some(self.connection))
+            .await
     }
 
     /// Posts a message from this connection. Every attempt takes a token from the

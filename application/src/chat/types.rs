@@ -102,6 +102,8 @@ pub struct Welcome {
     pub last_seq: Seq,
     /// The room's newest rev: changes after it follow as `MessageUpdated` events.
     pub last_rev: Rev,
+    /// This user's read position in the room (zero if none).
+    pub read_seq: Seq,
     /// At most [`banter_domain::WELCOME_ONLINE_CAP`] names, sorted; includes the joining user.
     pub online: Vec<Username>,
     pub online_count: u64,
@@ -126,6 +128,26 @@ pub enum JoinError {
     Broadcast(#[from] BroadcastError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    /// A private room the user is not a member of: for them it does not exist.
+    #[error("no such room")]
+    NotFound,
+}
+
+/// Why creating a private room or changing its members was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// A public room (members endpoints), a private room the actor may not see, or a target
+    /// who is not a member.
+    #[error("no such room or member")]
+    NotFound,
+    /// Only the creator may remove another member.
+    #[error("only the room's creator may remove another member")]
+    Forbidden,
+    /// The room already exists (it has messages or was created before).
+    #[error("the room already exists")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A field of a post as the transport found it, before validation.

@@ -131,7 +131,11 @@ impl RoomHub {
             }
             // Served in its current state from now on.
             RoomEvent::MessageUpdated { rev, message } => state.window.update(*rev, message),
-            RoomEvent::Presence { .. } | RoomEvent::Typing { .. } => {}
+            RoomEvent::Presence { .. }
+            | RoomEvent::Typing { .. }
+            | RoomEvent::Read { .. }
+            | RoomEvent::MemberRemoved { .. }
+            | RoomEvent::MadePrivate { .. } => {}
         }
         sender.send(envelope);
         true

@@ -14,8 +14,9 @@ use banter_domain::ports::{
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, ClientId,
     EventEnvelope, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage, OccupiedRoom,
-    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, Rev, RoomEvent, RoomName,
-    Seq, StoredRoom, StoredRoomsPage, Timestamp, Username,
+    OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, ReadMark, Rev, RoomAccess,
+    RoomEvent, RoomName, Seq, StoredRoom, StoredRoomsPage, Timestamp, UNREAD_CAP, UserRoom,
+    Username, advance_read,
 };
 use tokio::sync::broadcast;
 
@@ -59,6 +60,11 @@ struct RoomState {
     latest_rev: Vec<Option<Rev>>,
     /// The seq each rev changed: rev n is at index n − 1.
     log: Vec<Seq>,
+    /// When the room's last message was stored, in the store's count of appends: the fake
+    /// clock may not move between posts, so timestamps alone cannot order activity.
+    last_append: u64,
+    /// A private room's creator and members.
+    private: Option<(Username, std::collections::BTreeSet<Username>)>,
 }
 
 impl RoomState {
@@ -74,6 +80,9 @@ impl RoomState {
 #[derive(Default)]
 struct StoreState {
     rooms: BTreeMap<RoomName, RoomState>,
+    /// Read positions by user and room.
+    read: BTreeMap<(Username, RoomName), Seq>,
+    appends: u64,
 }
 
 /// Hook run inside `history`, before the read: lets a test commit a message "concurrently".
@@ -123,6 +132,13 @@ impl FakeStore {
         }
     }
 
+    /// A user's stored read position (zero if none).
+    pub fn read_position(&self, room: &RoomName, user: &Username) -> Seq {
+        let state = self.state.lock().unwrap();
+        let key = (user.clone(), room.clone());
+        state.read.get(&key).copied().unwrap_or(Seq::ZERO)
+    }
+
     pub fn messages(&self, room: &RoomName) -> Vec<Message> {
         self.state
             .lock()
@@ -167,6 +183,8 @@ impl FakeStore {
 
     fn append_now(&self, post: NewMessage) -> Appended {
         let mut state = self.state.lock().unwrap();
+        state.appends += 1;
+        let append = state.appends;
         let room = state.rooms.entry(post.room.clone()).or_default();
         if post.client_id.is_some()
             && let Some(i) = room
@@ -189,6 +207,7 @@ impl FakeStore {
         room.messages.push(message.clone());
         room.client_ids.push(post.client_id);
         room.latest_rev.push(None);
+        room.last_append = append;
         Appended::Stored(message)
     }
 
@@ -204,6 +223,80 @@ impl FakeStore {
 }
 
 impl MessageStore for FakeStore {
+    async fn mark_read(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        seq: Seq,
+    ) -> Result<ReadMark, StoreError> {
+        self.check_up()?;
+        let mut state = self.state.lock().unwrap();
+        let last_seq = state
+            .rooms
+            .get(room)
+            .and_then(|r| r.messages.last())
+            .map_or(Seq::ZERO, |m| m.seq);
+        let key = (user.clone(), room.clone());
+        let stored = state.read.get(&key).copied().unwrap_or(Seq::ZERO);
+        Ok(match advance_read(stored, seq, last_seq) {
+            Some(read_seq) => {
+                state.read.insert(key, read_seq);
+                ReadMark {
+                    read_seq,
+                    advanced: true,
+                }
+            }
+            None => ReadMark {
+                read_seq: stored,
+                advanced: false,
+            },
+        })
+    }
+
+    async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let key = (user.clone(), room.clone());
+        Ok(state.read.get(&key).copied().unwrap_or(Seq::ZERO))
+    }
+
+    async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let mut rooms: Vec<(u64, UserRoom)> = state
+            .rooms
+            .iter()
+            .filter_map(|(name, r)| {
+                let read = state.read.get(&(user.clone(), name.clone())).copied();
+                let posted = r.messages.iter().any(|m| m.username == *user);
+                if read.is_none() && !posted {
+                    return None;
+                }
+                let read_seq = read.unwrap_or(Seq::ZERO);
+                let unread = r
+                    .messages
+                    .iter()
+                    .filter(|m| m.seq > read_seq && m.username != *user && !m.is_deleted())
+                    .count() as u64;
+                let last = r.messages.last()?;
+                Some((
+                    r.last_append,
+                    UserRoom {
+                        room: name.clone(),
+                        last_seq: last.seq,
+                        read_seq,
+                        unread: unread.min(UNREAD_CAP),
+                        last_message_at: Some(last.timestamp),
+                        private: r.private.is_some(),
+                    },
+                ))
+            })
+            .collect();
+        // Newest activity first, as `UserRoom::by_activity` orders by the real timestamps.
+        rooms.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| ra.room.cmp(&rb.room)));
+        Ok(rooms.into_iter().map(|(_, room)| room).collect())
+    }
+
     async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
         self.check_up()?;
         Ok(self.append_now(post))
@@ -346,12 +439,73 @@ impl MessageStore for FakeStore {
                 room: name.clone(),
                 last_seq: r.messages.last().map_or(Seq::ZERO, |m| m.seq),
                 last_message_at: r.messages.last().map(|m| m.timestamp),
+                private: r.private.is_some(),
             });
         let page: Vec<StoredRoom> = rooms.by_ref().take(limit.get()).collect();
         Ok(StoredRoomsPage {
             rooms: page,
             has_more: rooms.next().is_some(),
         })
+    }
+
+    async fn create_private_room(
+        &self,
+        room: &RoomName,
+        creator: &Username,
+    ) -> Result<bool, StoreError> {
+        self.check_up()?;
+        let mut state = self.state.lock().unwrap();
+        if state.rooms.contains_key(room) {
+            return Ok(false);
+        }
+        let members = std::iter::once(creator.clone()).collect();
+        state.rooms.entry(room.clone()).or_default().private = Some((creator.clone(), members));
+        Ok(true)
+    }
+
+    async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        Ok(
+            match state.rooms.get(room).and_then(|r| r.private.as_ref()) {
+                None => RoomAccess::Public,
+                Some((creator, members)) => RoomAccess::Private {
+                    creator: creator.clone(),
+                    members: members.iter().cloned().collect(),
+                },
+            },
+        )
+    }
+
+    async fn set_member(
+        &self,
+        room: &RoomName,
+        user: &Username,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.check_up()?;
+        let mut state = self.state.lock().unwrap();
+        let Some((_, members)) = state.rooms.get_mut(room).and_then(|r| r.private.as_mut()) else {
+            return Err(StoreError::Unavailable {
+                reason: "not a private room".into(),
+            });
+        };
+        Ok(if member {
+            members.insert(user.clone())
+        } else {
+            members.remove(user)
+        })
+    }
+
+    async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.private.as_ref().is_some_and(|(_, m)| m.contains(user)))
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 
     async fn check(&self) -> Result<(), StoreError> {

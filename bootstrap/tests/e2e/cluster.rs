@@ -32,27 +32,39 @@ impl Cluster {
     /// Starts one more node, talking to Redis at `broker` (the real one unless a test puts
     /// a proxy in between).
     async fn node_via(&self, broker: &str) -> TestServer {
+        self.node_with(broker, &[], &[]).await
+    }
+
+    /// Starts one more node with extra flags and environment (auth `jwt`, say).
+    pub(crate) async fn node_with(
+        &self,
+        broker: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> TestServer {
         let database = Database {
             url: self.database.url.clone(),
             dir: None,
         };
-        TestServer::start_on(
-            &database,
-            &[
-                "--broker",
-                broker,
-                "--redis-namespace",
-                &self.namespace,
-                // Generous on a loaded test machine; the cut-link test does not wait for it
-                // (a cut closes the socket, which the node sees at once).
-                "--redis-timeout",
-                "10",
-                "--rate-limit",
-                "off",
-            ],
-            &[],
-        )
-        .await
+        let mut args = vec![
+            "--broker",
+            broker,
+            "--redis-namespace",
+            &self.namespace,
+            // Generous on a loaded test machine; the cut-link test does not wait for it
+            // (a cut closes the socket, which the node sees at once).
+            "--redis-timeout",
+            "10",
+            "--rate-limit",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        TestServer::start_on(&database, &args, envs).await
+    }
+
+    /// The Redis URL the nodes use.
+    pub(crate) fn broker(&self) -> &str {
+        &self.broker
     }
 
     pub(crate) async fn node(&self) -> TestServer {

@@ -10,5 +10,7 @@ mod compression;
 mod edits;
 mod handshake;
 mod helpers;
+mod private;
+mod reads;
 mod rest;
 mod websocket;

@@ -15,7 +15,7 @@ async fn welcome_carries_history_presence_and_typing() {
     assert_eq!(
         welcome,
         json!({"type": "welcome", "room": "general", "username": "alice", "messages": [],
-               "has_more": false, "last_seq": 0, "last_rev": 0, "online": ["alice"], "online_count": 1,
+               "has_more": false, "last_seq": 0, "last_rev": 0, "read_seq": 0, "online": ["alice"], "online_count": 1,
                "typing": []})
     );
     for i in 1..=3 {

@@ -119,3 +119,64 @@ pub async fn changes_reach_every_node_in_order_among_other_events(cluster: &impl
     }
     quiet(&mut on_a).await;
 }
+
+/// A read position travels to every node with its user, seq and origin connection intact
+/// (feeds decide who sees it from those), in order among the room's other events.
+pub async fn read_positions_reach_every_node_with_their_origin(cluster: &impl Cluster) {
+    use banter_domain::ConnectionId;
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut on_a = a.subscribe(&room("reads")).await.unwrap();
+    let mut on_b = b.subscribe(&room("reads")).await.unwrap();
+    let read = |n: u64, origin: Option<ConnectionId>| RoomEvent::Read {
+        room: room("reads"),
+        username: super::user("名前.x"),
+        seq: Seq::new(n).unwrap(),
+        origin,
+    };
+    let events = [
+        read(
+            3,
+            Some(ConnectionId {
+                node: u64::MAX,
+                local: 7,
+            }),
+        ),
+        typing("reads", 1),
+        read(9, None),
+    ];
+    for event in &events {
+        a.publish(event.clone()).await.unwrap();
+    }
+    for event in &events {
+        assert_eq!(&next(&mut on_a).await, event);
+        assert_eq!(&next(&mut on_b).await, event);
+    }
+}
+
+/// The ends of access to a private room reach every node, in order with the room's other
+/// events, with every field: feeds close connections from them.
+pub async fn ends_of_access_reach_every_node(cluster: &impl Cluster) {
+    let (a, _) = cluster.node().await;
+    let (b, _) = cluster.node().await;
+    let mut on_a = a.subscribe(&room("team-x")).await.unwrap();
+    let mut on_b = b.subscribe(&room("team-x")).await.unwrap();
+    let events = [
+        RoomEvent::MadePrivate {
+            room: room("team-x"),
+            creator: super::user("alice"),
+        },
+        typing("team-x", 1),
+        RoomEvent::MemberRemoved {
+            room: room("team-x"),
+            username: super::user("名前"),
+        },
+    ];
+    for event in &events {
+        b.publish(event.clone()).await.unwrap();
+    }
+    for event in &events {
+        assert_eq!(&next(&mut on_a).await, event);
+        assert_eq!(&next(&mut on_b).await, event);
+    }
+}

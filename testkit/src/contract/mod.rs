@@ -9,8 +9,10 @@
 //! per case in a module named after the backend, so a failure names both. A fake that drifts
 //! from the real adapters fails the same cases they pass.
 
+pub mod access;
 pub mod broadcaster;
 pub mod presence;
+pub mod reading;
 pub mod store;
 
 use std::future::Future;
@@ -135,6 +137,12 @@ macro_rules! store_contract {
                 edits_and_deletes_follow_the_rules,
                 changes_are_listed_once_each_and_every_rev_is_kept,
                 revs_are_gapless_with_concurrent_changes_from_two_processes,
+                read_positions_move_forward_only_and_stop_at_the_last_seq,
+                racing_read_reports_from_two_processes_keep_the_highest,
+                a_users_rooms_come_newest_activity_first_with_unread_counts,
+                unread_counts_stop_at_1000,
+                private_rooms_are_created_once_and_keep_their_members,
+                racing_creations_of_one_room_make_one_creator,
             ]
         );
     };
@@ -155,6 +163,8 @@ macro_rules! broadcaster_contract {
                 a_room_can_be_left_and_followed_again,
                 a_slow_subscriber_lags_alone,
                 changes_reach_every_node_in_order_among_other_events,
+                read_positions_reach_every_node_with_their_origin,
+                ends_of_access_reach_every_node,
             ]
         );
     };

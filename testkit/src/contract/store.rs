@@ -18,6 +18,18 @@ use banter_domain::{
 
 use super::{StoreFixture, room, user};
 
+// The private-room cases live in their own file and run in this suite.
+pub use super::access::{
+    private_rooms_are_created_once_and_keep_their_members,
+    racing_creations_of_one_room_make_one_creator,
+};
+// The read-position cases live in their own file and run in this suite.
+pub use super::reading::{
+    a_users_rooms_come_newest_activity_first_with_unread_counts,
+    racing_read_reports_from_two_processes_keep_the_highest,
+    read_positions_move_forward_only_and_stop_at_the_last_seq, unread_counts_stop_at_1000,
+};
+
 /// A post of `text` by `username` to `room_name`, with an optional client id.
 pub fn post(room_name: &str, username: &str, text: &str, client_id: Option<&str>) -> NewMessage {
     NewMessage {

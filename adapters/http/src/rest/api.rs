@@ -11,13 +11,15 @@ use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{OpenApi, Tags};
 
 use super::bodies::{
-    ChangeBody, ChangesBody, EditBody, HistoryBody, PostBody, PresenceBody, RoomBody, RoomsBody,
-    StringField,
+    ChangeBody, ChangesBody, CreateRoomBody, CreatedRoomBody, EditBody, HistoryBody, MembersBody,
+    PostBody, PresenceBody, ReadPositionBody, ReadRequestBody, RoomBody, RoomsBody, StringField,
+    UserRoomBody, UserRoomsBody,
 };
 use super::request_checks::Caller;
 use super::responses::{
-    ChangeResponse, ChangesResponse, HistoryResponse, PostResponse, PresenceResponse,
-    ReadyResponse, RoomsResponse,
+    ChangeResponse, ChangesResponse, CreateRoomResponse, HistoryResponse, MembersResponse,
+    PostResponse, PresenceResponse, ReadPositionResponse, ReadyResponse, RoomsResponse,
+    UserRoomsResponse,
 };
 use crate::AppState;
 use crate::params::{
@@ -25,8 +27,8 @@ use crate::params::{
     seq_cursor, seq_in_path,
 };
 use crate::problem::{
-    ErrorCode, PostEdge, Problem, change_refusal, not_ready_problem, post_refusal, read_problem,
-    room_from_path, username_from_client,
+    ErrorCode, PostEdge, Problem, Refusal, change_refusal, membership_problem, not_found_room,
+    not_ready_problem, post_refusal, read_problem, room_from_path, username_from_client,
 };
 
 /// Who a request acts as: the token's `sub` with auth `jwt`, else the username it names.
@@ -39,6 +41,20 @@ fn acting_user(req: &Request, named: Option<StringField>) -> Result<Username, Pr
             "username: must be a string",
         )),
         (None, None | Some(StringField::Missing)) => username_from_client(None),
+    }
+}
+
+/// The user an `/api/users/{username}/…` request names, who must be the caller under auth
+/// `jwt`: nobody reads or moves another user's read positions.
+fn user_in_path(req: &Request, raw: &str) -> Result<Username, Problem> {
+    let named = Username::parse(raw)
+        .map_err(|e| Problem::from(Refusal::of_field(ErrorCode::InvalidUsername, "username", e)))?;
+    match req.extensions().get::<Caller>() {
+        Some(Caller(caller)) if *caller != named => Err(Problem::new(
+            ErrorCode::Forbidden,
+            "username: only the token's own user may use this",
+        )),
+        _ => Ok(named),
     }
 }
 
@@ -61,7 +77,35 @@ impl<P: Ports> ChatApi<P> {
     }
 }
 
+/// The user a request acts as under auth `jwt`; `None` under auth `none`, who sees public
+/// rooms only.
+fn viewer(req: &Request) -> Option<&Username> {
+    req.extensions().get::<Caller>().map(|Caller(user)| user)
+}
+
+/// A member's name in a members path.
+fn member_in_path(raw: &str) -> Result<Username, Problem> {
+    Username::parse(raw)
+        .map_err(|e| Refusal::of_field(ErrorCode::InvalidUsername, "username", e).into())
+}
+
 impl<P: Ports> ChatApi<P> {
+    /// The room a request names, if the caller may see it: a private room the caller is not a
+    /// member of is answered exactly as a room that is not there (404 `not_found`).
+    async fn visible_room(&self, req: &Request, raw: &str) -> Result<RoomName, Problem> {
+        let room = room_from_path(raw)?;
+        match self.state.chat.readable(&room, viewer(req)).await {
+            Ok(true) => Ok(room),
+            Ok(false) => Err(not_found_room()),
+            Err(e) => Err(read_problem(&e)),
+        }
+    }
+
+    /// The caller of a members endpoint: under auth `none` nobody is a member of anything.
+    fn member_caller(req: &Request) -> Result<&Username, Problem> {
+        viewer(req).ok_or_else(not_found_room)
+    }
+
     /// Runs an edit or a delete in its own task (a committed change is broadcast even if the
     /// client hangs up) and answers with the message as it now is.
     async fn change(
@@ -95,6 +139,7 @@ impl<P: Ports> ChatApi<P> {
     )]
     async fn history(
         &self,
+        req: &Request,
         /// The room.
         room: Path<String>,
         /// Only messages with a smaller seq (integer ≥ 0).
@@ -108,7 +153,7 @@ impl<P: Ports> ChatApi<P> {
         limit: Query<Option<i64>>,
     ) -> HistoryResponse {
         let run = async {
-            let room = room_from_path(&room)?;
+            let room = self.visible_room(req, &room).await?;
             let limit = page_limit(limit.0, HISTORY_PAGE)?;
             let query = match (
                 seq_cursor("before", before.0)?,
@@ -153,7 +198,7 @@ impl<P: Ports> ChatApi<P> {
     )]
     async fn post(&self, req: &Request, room: Path<String>, body: Json<PostBody>) -> PostResponse {
         let run = async {
-            let room = room_from_path(&room)?;
+            let room = self.visible_room(req, &room).await?;
             let body = body.0;
             let username = acting_user(req, body.username)?;
             let draft = PostDraft {
@@ -198,7 +243,7 @@ impl<P: Ports> ChatApi<P> {
         body: Json<EditBody>,
     ) -> ChangeResponse {
         let run = async {
-            let room = room_from_path(&room)?;
+            let room = self.visible_room(req, &room).await?;
             let seq = seq_in_path(&seq)?;
             let body = body.0;
             let username = acting_user(req, body.username)?;
@@ -232,7 +277,7 @@ impl<P: Ports> ChatApi<P> {
         username: Query<Option<String>>,
     ) -> ChangeResponse {
         let run = async {
-            let room = room_from_path(&room)?;
+            let room = self.visible_room(req, &room).await?;
             let seq = seq_in_path(&seq)?;
             let username = acting_user(req, username.0.map(StringField::Text))?;
             self.change(room, username, seq, ChangeDraft::Delete).await
@@ -251,6 +296,7 @@ impl<P: Ports> ChatApi<P> {
     )]
     async fn changes(
         &self,
+        req: &Request,
         /// The room.
         room: Path<String>,
         /// Only changes after this rev (integer ≥ 0, default 0).
@@ -261,7 +307,7 @@ impl<P: Ports> ChatApi<P> {
         limit: Query<Option<i64>>,
     ) -> ChangesResponse {
         let run = async {
-            let room = room_from_path(&room)?;
+            let room = self.visible_room(req, &room).await?;
             let after = rev_cursor("after_rev", after_rev.0)?;
             let limit = page_limit(limit.0, CHANGES_PAGE)?;
             let page = self
@@ -292,6 +338,7 @@ impl<P: Ports> ChatApi<P> {
     #[oai(path = "/api/rooms", method = "get", tag = "ApiTags::Chat")]
     async fn rooms(
         &self,
+        req: &Request,
         /// Page size, 1–1000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
@@ -304,7 +351,7 @@ impl<P: Ports> ChatApi<P> {
             let page = self
                 .state
                 .chat
-                .rooms(after.as_ref(), limit)
+                .rooms(after.as_ref(), limit, viewer(req))
                 .await
                 .map_err(|e| read_problem(&e))?;
             Ok::<_, Problem>(RoomsBody {
@@ -335,6 +382,7 @@ impl<P: Ports> ChatApi<P> {
     )]
     async fn presence(
         &self,
+        req: &Request,
         room: Path<String>,
         /// Page size, 1–1000 (default 1000).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -343,7 +391,7 @@ impl<P: Ports> ChatApi<P> {
         after: Query<Option<String>>,
     ) -> PresenceResponse {
         let run = async {
-            let room = room_from_path(&room)?;
+            let room = self.visible_room(req, &room).await?;
             let limit = page_limit(limit.0, PRESENCE_PAGE)?;
             let after = name_cursor(after.0, Username::parse)?;
             let presence = self
@@ -374,6 +422,214 @@ impl<P: Ports> ChatApi<P> {
         }
     }
 
+    /// List a user's rooms with read positions and unread counts.
+    ///
+    /// Every room the user posted in or has a read position in, newest activity first.
+    /// `unread` counts messages after `read_seq` by other users, deleted ones excluded, capped
+    /// at 1000. With auth `jwt` only the token's `sub` may ask for itself (`forbidden`).
+    #[oai(
+        path = "/api/users/:username/rooms",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn user_rooms(
+        &self,
+        req: &Request,
+        /// The user.
+        username: Path<String>,
+    ) -> UserRoomsResponse {
+        let run = async {
+            let user = user_in_path(req, &username)?;
+            let mut rooms = self
+                .state
+                .chat
+                .user_rooms(&user)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            // Private rooms exist under auth `jwt` only (where the caller is the user).
+            if viewer(req).is_none() {
+                rooms.retain(|r| !r.private);
+            }
+            Ok::<_, Problem>(UserRoomsBody {
+                rooms: rooms
+                    .into_iter()
+                    .map(|r| UserRoomBody {
+                        room: r.room.into_inner(),
+                        last_seq: r.last_seq.get(),
+                        read_seq: r.read_seq.get(),
+                        unread: r.unread,
+                        last_message_at: r.last_message_at.map(|t| t.to_rfc3339()),
+                    })
+                    .collect(),
+            })
+        };
+        match run.await {
+            Ok(body) => UserRoomsResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Set how far a user has read a room.
+    ///
+    /// A lower seq than the stored one is ignored and one beyond the room's last seq is
+    /// clamped; the answer is the stored position. When it moved, the user's WebSocket
+    /// connections to the room get a `read` frame. Takes no rate-limit token. With auth `jwt`
+    /// only the token's `sub` may set its own (`forbidden`).
+    #[oai(
+        path = "/api/users/:username/rooms/:room/read",
+        method = "put",
+        tag = "ApiTags::Chat"
+    )]
+    async fn mark_read(
+        &self,
+        req: &Request,
+        /// The user.
+        username: Path<String>,
+        /// The room.
+        room: Path<String>,
+        body: Json<ReadRequestBody>,
+    ) -> ReadPositionResponse {
+        let run = async {
+            let user = user_in_path(req, &username)?;
+            let room = self.visible_room(req, &room).await?;
+            let seq = Seq::new(body.0.seq).map_err(|_| {
+                Problem::new(
+                    ErrorCode::InvalidBody,
+                    "seq: must be an integer ≥ 0 and < 2^63",
+                )
+            })?;
+            let mark = self
+                .state
+                .chat
+                .mark_read(&room, &user, seq)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(ReadPositionBody {
+                room: room.into_inner(),
+                read_seq: mark.read_seq.get(),
+            })
+        };
+        match run.await {
+            Ok(body) => ReadPositionResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Create a private room (auth `jwt` only).
+    ///
+    /// Body `{"room": "team-x", "private": true}`. The caller becomes its creator and only
+    /// member. Rooms are public without creation; one that already has messages, or was
+    /// created before, cannot be created (`conflict`).
+    #[oai(path = "/api/rooms", method = "post", tag = "ApiTags::Chat")]
+    async fn create_room(&self, req: &Request, body: Json<CreateRoomBody>) -> CreateRoomResponse {
+        let run = async {
+            let Some(creator) = viewer(req) else {
+                return Err(Problem::new(
+                    ErrorCode::AuthRequired,
+                    "private rooms need auth jwt",
+                ));
+            };
+            let body = body.0;
+            let StringField::Text(raw) = body.room else {
+                return Err(Problem::new(
+                    ErrorCode::InvalidBody,
+                    "room: must be a string",
+                ));
+            };
+            if body.private != Some(true) {
+                return Err(Problem::new(
+                    ErrorCode::InvalidBody,
+                    "private: must be true",
+                ));
+            }
+            let room = RoomName::parse(&raw)
+                .map_err(|e| Problem::from(Refusal::of_field(ErrorCode::InvalidRoom, "room", e)))?;
+            let members = self
+                .state
+                .chat
+                .create_private_room(&room, creator)
+                .await
+                .map_err(|e| membership_problem(&e))?;
+            Ok(CreatedRoomBody {
+                room: room.into_inner(),
+                private: true,
+                members: members.into_iter().map(Username::into_inner).collect(),
+            })
+        };
+        match run.await {
+            Ok(body) => CreateRoomResponse::Created(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// List a private room's members (members only).
+    #[oai(
+        path = "/api/rooms/:room/members",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn members(&self, req: &Request, room: Path<String>) -> MembersResponse {
+        let run = async {
+            let caller = Self::member_caller(req)?;
+            let room = room_from_path(&room)?;
+            let members = self.state.chat.members(&room, caller).await;
+            Ok::<_, Problem>((room, members.map_err(|e| membership_problem(&e))?))
+        };
+        members_answer(run.await)
+    }
+
+    /// Add a member to a private room (any member may).
+    ///
+    /// Adding a member again changes nothing. Answers the members after the change.
+    #[oai(
+        path = "/api/rooms/:room/members/:username",
+        method = "put",
+        tag = "ApiTags::Chat"
+    )]
+    async fn add_member(
+        &self,
+        req: &Request,
+        room: Path<String>,
+        /// Who to add.
+        username: Path<String>,
+    ) -> MembersResponse {
+        let run = async {
+            let caller = Self::member_caller(req)?;
+            let room = room_from_path(&room)?;
+            let target = member_in_path(&username)?;
+            let members = self.state.chat.add_member(&room, caller, &target).await;
+            Ok::<_, Problem>((room, members.map_err(|e| membership_problem(&e))?))
+        };
+        members_answer(run.await)
+    }
+
+    /// Remove a member from a private room.
+    ///
+    /// A member may remove themself, the creator anyone (`forbidden` otherwise). The removed
+    /// user's open connections to the room, on every node, are closed with code 4403.
+    /// Answers the members after the change.
+    #[oai(
+        path = "/api/rooms/:room/members/:username",
+        method = "delete",
+        tag = "ApiTags::Chat"
+    )]
+    async fn remove_member(
+        &self,
+        req: &Request,
+        room: Path<String>,
+        /// Who to remove.
+        username: Path<String>,
+    ) -> MembersResponse {
+        let run = async {
+            let caller = Self::member_caller(req)?;
+            let room = room_from_path(&room)?;
+            let target = member_in_path(&username)?;
+            let members = self.state.chat.remove_member(&room, caller, &target).await;
+            Ok::<_, Problem>((room, members.map_err(|e| membership_problem(&e))?))
+        };
+        members_answer(run.await)
+    }
+
     /// Liveness: 200 while the process serves.
     #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
     async fn healthz(&self) -> PlainText<&'static str> {
@@ -390,5 +646,15 @@ impl<P: Ports> ChatApi<P> {
             Ok(()) => ReadyResponse::Ready(PlainText("ready".to_owned())),
             Err(e) => ReadyResponse::NotReady(Json(not_ready_problem(Some(&e)))),
         }
+    }
+}
+
+fn members_answer(outcome: Result<(RoomName, Vec<Username>), Problem>) -> MembersResponse {
+    match outcome {
+        Ok((room, members)) => MembersResponse::Ok(Json(MembersBody {
+            room: room.into_inner(),
+            members: members.into_iter().map(Username::into_inner).collect(),
+        })),
+        Err(problem) => problem.into(),
     }
 }

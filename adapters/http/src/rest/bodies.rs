@@ -187,3 +187,133 @@ pub struct PresenceBody {
     /// Who is typing, in code-point order.
     pub typing: Vec<String>,
 }
+
+/// A room as one user sees it.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct UserRoomBody {
+    pub room: String,
+    /// The room's newest seq.
+    pub last_seq: u64,
+    /// How far this user has read (0 if never).
+    pub read_seq: u64,
+    /// Messages after `read_seq` by other users, deleted ones excluded; 1000 means "1000 or
+    /// more".
+    pub unread: u64,
+    /// When the room's last message was stored.
+    pub last_message_at: Option<String>,
+}
+
+impl Example for UserRoomBody {
+    fn example() -> Self {
+        Self {
+            room: "general".into(),
+            last_seq: 42,
+            read_seq: 40,
+            unread: 1,
+            last_message_at: Some("2026-11-28T09:15:02.123Z".into()),
+        }
+    }
+}
+
+/// Every room the user posted in or has a read position in, newest activity first.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct UserRoomsBody {
+    pub rooms: Vec<UserRoomBody>,
+}
+
+impl Example for UserRoomsBody {
+    fn example() -> Self {
+        Self {
+            rooms: vec![UserRoomBody::example()],
+        }
+    }
+}
+
+/// How far the user has read the room.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct ReadRequestBody {
+    /// The seq read up to (integer ≥ 0). A lower value than the stored one is ignored; one
+    /// beyond the room's last seq is clamped to it.
+    pub seq: u64,
+}
+
+impl Example for ReadRequestBody {
+    fn example() -> Self {
+        Self { seq: 42 }
+    }
+}
+
+/// The user's stored read position in the room.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct ReadPositionBody {
+    pub room: String,
+    pub read_seq: u64,
+}
+
+impl Example for ReadPositionBody {
+    fn example() -> Self {
+        Self {
+            room: "general".into(),
+            read_seq: 42,
+        }
+    }
+}
+
+/// A private room to create (auth `jwt` only).
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct CreateRoomBody {
+    /// The room's name (the room rules).
+    pub room: StringField,
+    /// Must be `true`: rooms that are not private need no creation.
+    pub private: Option<bool>,
+}
+
+impl Example for CreateRoomBody {
+    fn example() -> Self {
+        Self {
+            room: StringField::Text("team-x".into()),
+            private: Some(true),
+        }
+    }
+}
+
+/// A private room just created: its creator is its only member.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct CreatedRoomBody {
+    pub room: String,
+    pub private: bool,
+    pub members: Vec<String>,
+}
+
+impl Example for CreatedRoomBody {
+    fn example() -> Self {
+        Self {
+            room: "team-x".into(),
+            private: true,
+            members: vec!["alice".into()],
+        }
+    }
+}
+
+/// A private room's members, in code-point order.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct MembersBody {
+    pub room: String,
+    pub members: Vec<String>,
+}
+
+impl Example for MembersBody {
+    fn example() -> Self {
+        Self {
+            room: "team-x".into(),
+            members: vec!["alice".into(), "bob".into()],
+        }
+    }
+}

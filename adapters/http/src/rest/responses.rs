@@ -4,7 +4,10 @@
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::{Json, PlainText};
 
-use super::bodies::{ChangesBody, HistoryBody, PresenceBody, RoomsBody};
+use super::bodies::{
+    ChangesBody, CreatedRoomBody, HistoryBody, MembersBody, PresenceBody, ReadPositionBody,
+    RoomsBody, UserRoomsBody,
+};
 use crate::problem::{Problem, parse_failure};
 use crate::wire::MessageJson;
 
@@ -20,7 +23,8 @@ macro_rules! problem_responses {
             /// Missing or invalid bearer token (auth `jwt`).
             #[oai(status = 401, content_type = "application/problem+json")]
             Unauthorized(Json<Problem>),
-            /// No such resource (a room name containing `/`).
+            /// No such resource: a room name containing `/`, or a private room the caller is
+            /// not a member of (`not_found`).
             #[oai(status = 404, content_type = "application/problem+json")]
             NotFound(Json<Problem>),
             /// Storage or broker unavailable.
@@ -87,7 +91,8 @@ pub enum ChangeResponse {
     /// Not the author of the message (`forbidden`).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
-    /// No message with this seq, or an edit of a deleted message (`not_found`).
+    /// No message with this seq, an edit of a deleted message, or a private room the caller
+    /// is not a member of (`not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
     /// Too many posts, edits and deletes from this address; see Retry-After.
@@ -131,3 +136,110 @@ pub enum ReadyResponse {
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>),
 }
+
+/// The answers of the endpoints under `/api/users/{username}/`, which act for one user.
+macro_rules! user_responses {
+    ($name:ident { $($ok:tt)* }) => {
+        #[derive(Debug, ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name {
+            $($ok)*
+            /// An invalid username, room or body.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// Missing or invalid bearer token (auth `jwt`).
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(Json<Problem>),
+            /// With auth `jwt`, the path names another user than the token's `sub`
+            /// (`forbidden`).
+            #[oai(status = 403, content_type = "application/problem+json")]
+            Forbidden(Json<Problem>),
+            /// No such resource: a room name containing `/`, or a private room the caller is
+            /// not a member of (`not_found`).
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            /// Storage unavailable.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl From<Problem> for $name {
+            fn from(problem: Problem) -> Self {
+                match problem.status().as_u16() {
+                    401 => Self::Unauthorized(Json(problem)),
+                    403 => Self::Forbidden(Json(problem)),
+                    404 => Self::NotFound(Json(problem)),
+                    503 => Self::Unavailable(Json(problem)),
+                    _ => Self::BadRequest(Json(problem)),
+                }
+            }
+        }
+    };
+}
+
+user_responses!(UserRoomsResponse {
+    /// The user's rooms, newest activity first.
+    #[oai(status = 200)]
+    Ok(Json<UserRoomsBody>),
+});
+
+user_responses!(ReadPositionResponse {
+    /// The stored read position (after the update).
+    #[oai(status = 200)]
+    Ok(Json<ReadPositionBody>),
+});
+
+/// The answers of a private room's creation and its members endpoints.
+macro_rules! membership_responses {
+    ($name:ident { $($ok:tt)* }) => {
+        #[derive(Debug, ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name {
+            $($ok)*
+            /// An invalid room, username or body; `auth_required` under auth `none`.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// Missing or invalid bearer token (auth `jwt`).
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(Json<Problem>),
+            /// A member who is not the creator removing someone else (`forbidden`).
+            #[oai(status = 403, content_type = "application/problem+json")]
+            Forbidden(Json<Problem>),
+            /// A public room, a private room the caller is not a member of, or a username who
+            /// is not a member (`not_found`).
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            /// The room already has messages or was created before (`conflict`).
+            #[oai(status = 409, content_type = "application/problem+json")]
+            Conflict(Json<Problem>),
+            /// Storage unavailable.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl From<Problem> for $name {
+            fn from(problem: Problem) -> Self {
+                match problem.status().as_u16() {
+                    401 => Self::Unauthorized(Json(problem)),
+                    403 => Self::Forbidden(Json(problem)),
+                    404 => Self::NotFound(Json(problem)),
+                    409 => Self::Conflict(Json(problem)),
+                    503 => Self::Unavailable(Json(problem)),
+                    _ => Self::BadRequest(Json(problem)),
+                }
+            }
+        }
+    };
+}
+
+membership_responses!(CreateRoomResponse {
+    /// Created: the creator is its only member.
+    #[oai(status = 201)]
+    Created(Json<CreatedRoomBody>),
+});
+
+membership_responses!(MembersResponse {
+    /// The room's members, sorted.
+    #[oai(status = 200)]
+    Ok(Json<MembersBody>),
+});

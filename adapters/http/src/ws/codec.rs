@@ -33,6 +33,9 @@ pub enum CloseCode {
     Error = 1011,
     /// 1013: the client fell too far behind; reconnect with `after`.
     Again = 1013,
+    /// 4403: no longer allowed in the room (removed from a private room, or the room was made
+    /// private); do not reconnect.
+    Revoked = 4403,
 }
 
 /// A complete message from the client.

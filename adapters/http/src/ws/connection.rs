@@ -328,6 +328,10 @@ impl Connection {
                 "fell too far behind; reconnect with after",
             )),
             Some(FeedError::Closed) => Err(End::Close(CloseCode::Away, "the room's stream closed")),
+            Some(FeedError::Revoked) => Err(End::Close(
+                CloseCode::Revoked,
+                "no longer a member of the room",
+            )),
             Some(FeedError::Store(e)) => {
                 tracing::warn!(error = %e, "feed could not read missed messages");
                 Err(End::Close(

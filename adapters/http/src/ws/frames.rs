@@ -20,6 +20,10 @@ pub enum ClientFrame {
     Typing {
         is_typing: bool,
     },
+    /// This user read the room up to `seq`.
+    Read {
+        seq: Seq,
+    },
     Ping,
 }
 
@@ -31,6 +35,15 @@ fn seq_field(object: &serde_json::Map<String, Value>) -> Result<Seq, Refusal> {
         .filter(|seq| *seq > 0)
         .and_then(|seq| Seq::new(seq).ok())
         .ok_or_else(|| Refusal::new(ErrorCode::InvalidMessage, "seq: must be a positive integer"))
+}
+
+/// The `seq` of a read report: an integer ≥ 0.
+fn read_seq_field(object: &serde_json::Map<String, Value>) -> Result<Seq, Refusal> {
+    object
+        .get("seq")
+        .and_then(Value::as_u64)
+        .and_then(|seq| Seq::new(seq).ok())
+        .ok_or_else(|| Refusal::new(ErrorCode::InvalidMessage, "seq: must be an integer ≥ 0"))
 }
 
 fn field(object: &serde_json::Map<String, Value>, name: &str) -> DraftField {
@@ -93,11 +106,14 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Refusal> {
             seq: seq_field(&object)?,
             draft: ChangeDraft::Delete,
         }),
+        "read" => Ok(ClientFrame::Read {
+            seq: read_seq_field(&object)?,
+        }),
         "ping" => Ok(ClientFrame::Ping),
         other => Err(Refusal::new(
             ErrorCode::UnknownType,
             format!(
-                "unknown frame type {other:?}; expected chat_message, edit, delete, typing or ping"
+                "unknown frame type {other:?}; expected chat_message, edit, delete, typing, read or ping"
             ),
         )),
     }
@@ -114,6 +130,7 @@ enum ServerFrame<'a> {
         has_more: bool,
         last_seq: u64,
         last_rev: u64,
+        read_seq: u64,
         online: Vec<&'a str>,
         online_count: u64,
         typing: Vec<&'a str>,
@@ -136,6 +153,9 @@ enum ServerFrame<'a> {
     },
     Duplicate {
         message: MessageJson,
+    },
+    Read {
+        seq: u64,
     },
     Error {
         code: &'static str,
@@ -162,6 +182,7 @@ pub fn welcome(welcome: &Welcome) -> String {
         has_more: welcome.has_more,
         last_seq: welcome.last_seq.get(),
         last_rev: welcome.last_rev.get(),
+        read_seq: welcome.read_seq.get(),
         online: names(&welcome.online),
         online_count: welcome.online_count,
         typing: names(&welcome.typing),
@@ -169,8 +190,12 @@ pub fn welcome(welcome: &Welcome) -> String {
 }
 
 /// A room event as the frame every connection of the room receives.
+///
+/// The ends of access to a private room have no frame: a connection's feed never passes them
+/// on but ends instead, and the connection closes with 4403. They encode as nothing.
 pub fn event(event: &RoomEvent) -> String {
     encode(&match event {
+        RoomEvent::MemberRemoved { .. } | RoomEvent::MadePrivate { .. } => return String::new(),
         RoomEvent::MessagePosted(message) => ServerFrame::ChatMessage {
             message: message.into(),
         },
@@ -199,6 +224,7 @@ pub fn event(event: &RoomEvent) -> String {
             username: username.as_str(),
             online_count: *online_count,
         },
+        RoomEvent::Read { seq, .. } => ServerFrame::Read { seq: seq.get() },
     })
 }
 
@@ -295,6 +321,36 @@ mod tests {
     }
 
     #[test]
+    fn parses_read_reports_and_encodes_the_read_frame() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"read","seq":42}"#),
+            Ok(ClientFrame::Read {
+                seq: Seq::new(42).unwrap()
+            })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"read","seq":0}"#),
+            Ok(ClientFrame::Read { seq: Seq::ZERO })
+        );
+        for bad in [
+            r#"{"type":"read"}"#,
+            r#"{"type":"read","seq":-1}"#,
+            r#"{"type":"read","seq":2.5}"#,
+            r#"{"type":"read","seq":"3"}"#,
+        ] {
+            assert_eq!(refusal(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
+        let frame: Value = serde_json::from_str(&event(&RoomEvent::Read {
+            room: RoomName::parse("general").unwrap(),
+            username: Username::parse("alice").unwrap(),
+            seq: Seq::new(42).unwrap(),
+            origin: None,
+        }))
+        .unwrap();
+        assert_eq!(frame, json!({"type": "read", "seq": 42}));
+    }
+
+    #[test]
     fn refuses_with_the_contract_codes() {
         assert_eq!(refusal("not json"), ErrorCode::InvalidJson);
         assert_eq!(refusal("[1,2]"), ErrorCode::InvalidJson);
@@ -377,6 +433,7 @@ mod tests {
             has_more: false,
             last_seq: Seq::new(7).unwrap(),
             last_rev: Rev::new(3).unwrap(),
+            read_seq: Seq::new(5).unwrap(),
             online: vec![alice.clone(), Username::parse("bob").unwrap()],
             online_count: 2,
             typing: vec![alice.clone()],
@@ -385,7 +442,7 @@ mod tests {
         assert_eq!(
             welcome_frame,
             json!({"type": "welcome", "room": "general", "username": "alice", "messages": [],
-                   "has_more": false, "last_seq": 7, "last_rev": 3, "online": ["alice", "bob"],
+                   "has_more": false, "last_seq": 7, "last_rev": 3, "read_seq": 5, "online": ["alice", "bob"],
                    "online_count": 2, "typing": ["alice"]})
         );
         let typing: Value = serde_json::from_str(&event(&RoomEvent::Typing {

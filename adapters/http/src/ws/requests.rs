@@ -21,6 +21,18 @@ pub async fn handle_text<P: Ports>(text: &str, session: &SessionOf<P>) -> Option
     match frames::parse_client_frame(text) {
         Err(refusal) => Some(error_frame(refusal.code, &refusal.detail, None)),
         Ok(ClientFrame::Ping) => Some(frames::pong()),
+        // The user's other connections are told through the room's feed; this one is silent.
+        Ok(ClientFrame::Read { seq }) => match session.mark_read(seq).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "read position not stored");
+                Some(error_frame(
+                    ErrorCode::Unavailable,
+                    "the read position could not be stored; send it again",
+                    None,
+                ))
+            }
+        },
         Ok(ClientFrame::Typing { is_typing }) => {
             session.set_typing(is_typing).await;
             None

@@ -1,0 +1,2 @@
+DROP TABLE room_members;
+ALTER TABLE rooms DROP COLUMN creator, DROP COLUMN private;

@@ -1,0 +1,2 @@
+DROP INDEX messages_author;
+DROP TABLE read_positions;
