@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -48,25 +47,6 @@ async fn delete(client: &mut WsClient, seq: Value) {
     client.send(json!({"type": "delete", "seq": seq})).await;
 }
 
-/// A REST call's status and JSON body (problem+json for errors).
-async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    if !status.is_success() {
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            content_type.starts_with("application/problem+json"),
-            "{status}: {content_type}"
-        );
-    }
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn patch(server: &TestServer, room: &str, seq: &str, body: Value) -> reqwest::RequestBuilder {
     http()
         .patch(server.url(&format!("/api/rooms/{room}/messages/{seq}")))
@@ -75,15 +55,6 @@ fn patch(server: &TestServer, room: &str, seq: &str, body: Value) -> reqwest::Re
 
 fn delete_rest(server: &TestServer, room: &str, seq: &str, user: &str) -> reqwest::RequestBuilder {
     http().delete(server.url(&format!("/api/rooms/{room}/messages/{seq}?username={user}")))
-}
-
-fn assert_problem(got: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(
-        (got.0, got.1["code"].as_str()),
-        (status, Some(code)),
-        "{}",
-        got.1
-    );
 }
 
 #[tokio::test]
@@ -541,14 +512,7 @@ async fn with_jwt_auth_the_author_is_the_token_subject() {
         &[("BANTER_JWT_SECRET", "edit-secret")],
     )
     .await;
-    let token = |sub: &str| {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &json!({"sub": sub, "exp": get_current_timestamp() + 600}),
-            &EncodingKey::from_secret(b"edit-secret"),
-        )
-        .unwrap()
-    };
+    let token = |sub: &str| jwt("edit-secret", sub);
     let (alice, bob) = (token("alice"), token("bob"));
     let (status, _) = call(
         http()

@@ -384,3 +384,43 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// A REST call's status and JSON body; an error must come as problem+json.
+pub async fn call(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
+    let response = request.send().await.expect("a response");
+    let status = response.status();
+    if !status.is_success() {
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{status}: {content_type}"
+        );
+    }
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts that a [`call`]'s answer is the problem `code` with `status`.
+pub fn assert_problem(got: &(reqwest::StatusCode, Value), status: reqwest::StatusCode, code: &str) {
+    assert_eq!(
+        (got.0, got.1["code"].as_str()),
+        (status, Some(code)),
+        "{}",
+        got.1
+    );
+}
+
+/// An HS256 token for `sub` signed with `secret`, valid for ten minutes.
+pub fn jwt(secret: &str, sub: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "exp": get_current_timestamp() + 600}),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("an encodable token")
+}

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -15,12 +14,7 @@ use crate::helpers::*;
 const SECRET: &str = "private-secret";
 
 fn token(sub: &str) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "exp": get_current_timestamp() + 600}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    jwt(SECRET, sub)
 }
 
 async fn jwt_server() -> TestServer {
@@ -47,30 +41,7 @@ async fn call(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    if !status.is_success() {
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            content_type.starts_with("application/problem+json"),
-            "{status}: {content_type}"
-        );
-    }
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn assert_problem(got: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(
-        (got.0, got.1["code"].as_str()),
-        (status, Some(code)),
-        "{}",
-        got.1
-    );
+    crate::helpers::call(request).await
 }
 
 async fn create(server: &TestServer, who: &str, room: &str) -> (StatusCode, Value) {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -40,34 +39,6 @@ async fn no_read(client: &mut WsClient) {
 
 async fn read(client: &mut WsClient, seq: Value) {
     client.send(json!({"type": "read", "seq": seq})).await;
-}
-
-/// A REST call's status and JSON body (problem+json for errors).
-async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    if !status.is_success() {
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            content_type.starts_with("application/problem+json"),
-            "{status}: {content_type}"
-        );
-    }
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn assert_problem(got: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(
-        (got.0, got.1["code"].as_str()),
-        (status, Some(code)),
-        "{}",
-        got.1
-    );
 }
 
 fn put_read(server: &TestServer, user: &str, room: &str, body: Value) -> reqwest::RequestBuilder {
@@ -333,14 +304,7 @@ async fn with_jwt_auth_only_the_token_subject_uses_its_own_positions() {
         &[("BANTER_JWT_SECRET", "read-secret")],
     )
     .await;
-    let token = |sub: &str| {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &json!({"sub": sub, "exp": get_current_timestamp() + 600}),
-            &EncodingKey::from_secret(b"read-secret"),
-        )
-        .unwrap()
-    };
+    let token = |sub: &str| jwt("read-secret", sub);
     let (alice, bob) = (token("alice"), token("bob"));
     let (mut ws_bob, _) = try_connect(&server, &format!("/ws/chat/general/?token={bob}"), &[])
         .await
