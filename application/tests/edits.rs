@@ -10,56 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banter_application::{
-    ChangeDraft, ChangeError, Chat, ChatSettings, DraftField, Joined, PostDraft, RateLimit, Start,
+    ChangeDraft, ChangeError, ChatSettings, DraftField, PostDraft, RateLimit, Start,
 };
 use banter_domain::{
     Appended, Change, ChangeRequest, Changed, Content, EventEnvelope, Message, NewMessage, Rev,
-    RoomEvent, RoomName, Seq, Username,
+    RoomEvent,
 };
-use fakes::{FakeBroadcaster, FakeClock, FakePresence, FakeStore};
-
-type TestChat = Chat<FakeStore, FakeBroadcaster, FakePresence, FakeClock>;
-type TestJoined = Joined<FakeStore, FakeBroadcaster, FakePresence, FakeClock>;
-
-struct World {
-    chat: TestChat,
-    store: FakeStore,
-    broadcaster: FakeBroadcaster,
-}
-
-fn world_with(settings: ChatSettings) -> World {
-    let clock = FakeClock::default();
-    let store = FakeStore::new(clock.clone());
-    let broadcaster = FakeBroadcaster::default();
-    let chat = Chat::new(
-        store.clone(),
-        broadcaster.clone(),
-        FakePresence::default(),
-        clock,
-        settings,
-    );
-    World {
-        chat,
-        store,
-        broadcaster,
-    }
-}
-
-fn world() -> World {
-    world_with(ChatSettings::default())
-}
-
-fn room() -> RoomName {
-    RoomName::parse("general").unwrap()
-}
-
-fn user(name: &str) -> Username {
-    Username::parse(name).unwrap()
-}
-
-fn seq(n: u64) -> Seq {
-    Seq::new(n).unwrap()
-}
+use fakes::world::{TestJoined, World, room, seq, user, world, world_with};
 
 fn edit(text: &str) -> ChangeDraft {
     ChangeDraft::Edit {

@@ -9,54 +9,9 @@ mod fakes;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use banter_application::{Chat, ChatSettings, Joined, PostDraft, RateLimit, ReadError, Start};
-use banter_domain::{
-    ChangeRequest, ConnectionId, Content, NewMessage, ReadMark, RoomEvent, RoomName, Seq, Username,
-};
-use fakes::{FakeBroadcaster, FakeClock, FakePresence, FakeStore};
-
-type TestChat = Chat<FakeStore, FakeBroadcaster, FakePresence, FakeClock>;
-type TestJoined = Joined<FakeStore, FakeBroadcaster, FakePresence, FakeClock>;
-
-struct World {
-    chat: TestChat,
-    store: FakeStore,
-    broadcaster: FakeBroadcaster,
-}
-
-fn world_with(settings: ChatSettings) -> World {
-    let clock = FakeClock::default();
-    let store = FakeStore::new(clock.clone());
-    let broadcaster = FakeBroadcaster::default();
-    let chat = Chat::new(
-        store.clone(),
-        broadcaster.clone(),
-        FakePresence::default(),
-        clock,
-        settings,
-    );
-    World {
-        chat,
-        store,
-        broadcaster,
-    }
-}
-
-fn world() -> World {
-    world_with(ChatSettings::default())
-}
-
-fn room() -> RoomName {
-    RoomName::parse("general").unwrap()
-}
-
-fn user(name: &str) -> Username {
-    Username::parse(name).unwrap()
-}
-
-fn seq(n: u64) -> Seq {
-    Seq::new(n).unwrap()
-}
+use banter_application::{ChatSettings, PostDraft, RateLimit, ReadError, Start};
+use banter_domain::{ChangeRequest, ConnectionId, Content, NewMessage, ReadMark, RoomEvent, Seq};
+use fakes::world::{TestJoined, World, room, seq, user, world, world_with};
 
 impl World {
     async fn join(&self, u: &str) -> TestJoined {
