@@ -129,6 +129,7 @@ macro_rules! store_contract {
                 concurrent_resends_store_one_message,
                 resends_and_repeats_among_concurrent_posts_store_all_the_others,
                 history_pages_latest_before_and_after,
+                paging_either_way_yields_every_message_once,
                 content_and_names_round_trip_byte_exact,
                 reopening_keeps_everything,
                 rooms_are_listed_by_name_in_pages,

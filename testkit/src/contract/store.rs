@@ -369,6 +369,102 @@ pub async fn history_pages_latest_before_and_after(fixture: &impl StoreFixture) 
     fixture.close(store).await;
 }
 
+/// Every way of paging a room's history, from every starting point and with page sizes from 1
+/// up past the room's size, in either direction, yields each message exactly once and in
+/// order, with `has_more` true exactly until the end (exhaustive rather than random: the room
+/// is small enough to try every cursor).
+pub async fn paging_either_way_yields_every_message_once(fixture: &impl StoreFixture) {
+    const MESSAGES: u64 = 23;
+    let store = fixture.open().await;
+    for i in 1..=MESSAGES {
+        store
+            .append(post("paging", "alice", &format!("p{i}"), None))
+            .await
+            .unwrap();
+        // Another room's messages in between must never show up.
+        store
+            .append(post("paging-other", "bob", &format!("o{i}"), None))
+            .await
+            .unwrap();
+    }
+    let paging = room("paging");
+    for size in [1, 2, 3, 5, 7, 11, 22, 23, 24, 200] {
+        for start in 0..=MESSAGES {
+            // Forward from `start`: start+1 ..= MESSAGES.
+            let mut seen = Vec::new();
+            let mut after = if start == 0 { Seq::ZERO } else { seq(start) };
+            loop {
+                let page = store
+                    .history(
+                        &paging,
+                        HistoryQuery::After {
+                            after,
+                            limit: limit(size),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert!(page.messages.len() as u64 <= size);
+                seen.extend(seqs(&page.messages));
+                let Some(last) = page.messages.last() else {
+                    assert!(!page.has_more, "an empty page has nothing more after it");
+                    break;
+                };
+                after = last.seq;
+                let remaining = MESSAGES - after.get();
+                assert_eq!(
+                    page.has_more,
+                    remaining > 0,
+                    "forward from {start} by {size}"
+                );
+                if !page.has_more {
+                    break;
+                }
+            }
+            let expected: Vec<u64> = (start + 1..=MESSAGES).collect();
+            assert_eq!(seen, expected, "forward from {start} by {size}");
+
+            // Backward from before start+1: 1 ..= start (the latest page when start is the end).
+            let mut pages = Vec::new();
+            let mut query = if start == MESSAGES {
+                HistoryQuery::Latest { limit: limit(size) }
+            } else {
+                HistoryQuery::Before {
+                    before: seq(start + 1),
+                    limit: limit(size),
+                }
+            };
+            loop {
+                let page = store.history(&paging, query).await.unwrap();
+                assert!(page.messages.len() as u64 <= size);
+                let page_seqs = seqs(&page.messages);
+                assert!(page_seqs.windows(2).all(|w| w[0] < w[1]), "oldest first");
+                let Some(first) = page.messages.first() else {
+                    assert!(!page.has_more, "an empty page has nothing more before it");
+                    break;
+                };
+                let before = first.seq;
+                assert_eq!(
+                    page.has_more,
+                    before.get() > 1,
+                    "backward from {start} by {size}"
+                );
+                pages.push(page_seqs);
+                if !page.has_more {
+                    break;
+                }
+                query = HistoryQuery::Before {
+                    before,
+                    limit: limit(size),
+                };
+            }
+            let seen: Vec<u64> = pages.into_iter().rev().flatten().collect();
+            let expected: Vec<u64> = (1..=start).collect();
+            assert_eq!(seen, expected, "backward from {start} by {size}");
+        }
+    }
+}
+
 pub async fn content_and_names_round_trip_byte_exact(fixture: &impl StoreFixture) {
     let store = fixture.open().await;
     let texts = [
