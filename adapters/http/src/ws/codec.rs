@@ -498,4 +498,85 @@ mod tests {
         assert_eq!(deflated[0], 0xC1, "FIN + RSV1 + text");
         assert!(deflated.len() < 40);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        const MAX: usize = 1024;
+
+        /// Feeds `bytes` in pieces cut at `cuts`; what was decoded, or the first refusal.
+        fn decode_in_pieces(
+            decoder: &mut Decoder,
+            bytes: &[u8],
+            cuts: &[usize],
+        ) -> Result<Vec<Incoming>, DecodeError> {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.push(0);
+            points.push(bytes.len());
+            points.sort_unstable();
+            let mut out = Vec::new();
+            for piece in points.windows(2) {
+                decoder.decode(&bytes[piece[0]..piece[1]], &mut out)?;
+                // Only an unfinished frame is kept: a header (at most 14 bytes) and a payload
+                // the limit allows.
+                assert!(
+                    decoder.unread.len() <= MAX + 14,
+                    "{} bytes held",
+                    decoder.unread.len()
+                );
+            }
+            Ok(out)
+        }
+
+        /// A client message: (first byte, payload).
+        fn client_message() -> impl Strategy<Value = (u8, Vec<u8>)> {
+            prop_oneof![
+                any::<String>().prop_map(|t| (0x81, t.into_bytes())),
+                vec(any::<u8>(), 0..125).prop_map(|p| (0x89, p)),
+                vec(any::<u8>(), 0..125).prop_map(|p| (0x8a, p)),
+            ]
+        }
+
+        proptest! {
+            /// Whatever a client sends, in whatever pieces, decoding never panics, never holds
+            /// more than one frame's worth, and a refusal is one of the contract's closes.
+            #[test]
+            fn arbitrary_bytes_never_panic_and_hold_at_most_one_frame(
+                bytes in vec(any::<u8>(), 0..4096),
+                cuts in vec(any::<usize>(), 0..8),
+                deflate in any::<bool>(),
+            ) {
+                let mut decoder = Decoder::new(MAX, deflate);
+                if let Err(e) = decode_in_pieces(&mut decoder, &bytes, &cuts) {
+                    prop_assert!(matches!(
+                        e.close_code(),
+                        CloseCode::Protocol | CloseCode::Invalid | CloseCode::Size
+                    ));
+                }
+            }
+
+            /// Valid frames decode to the same messages however the reads split them.
+            #[test]
+            fn a_valid_stream_decodes_the_same_however_it_is_split(
+                messages in vec(client_message(), 1..6),
+                cuts in vec(any::<usize>(), 0..12),
+            ) {
+                let bytes: Vec<u8> = messages
+                    .iter()
+                    .flat_map(|(first, payload)| client_frame(*first, payload))
+                    .collect();
+                let whole = decode_all(&mut Decoder::new(1 << 20, false), &bytes);
+                let split = decode_in_pieces(&mut Decoder::new(1 << 20, false), &bytes, &cuts);
+                prop_assert_eq!(&whole, &split);
+                let texts = messages.iter().filter(|(first, _)| *first == 0x81).count();
+                let decoded = whole.expect("valid frames decode");
+                prop_assert_eq!(
+                    decoded.iter().filter(|m| matches!(m, Incoming::Text(_))).count(),
+                    texts
+                );
+            }
+        }
+    }
 }

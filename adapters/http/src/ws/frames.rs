@@ -456,4 +456,99 @@ mod tests {
             json!({"type": "typing", "username": "alice", "is_typing": true})
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        /// The error codes a client frame can be refused with (the contract's WebSocket codes
+        /// for a frame that is not a valid request).
+        const REFUSALS: [&str; 5] = [
+            "invalid_json",
+            "unknown_type",
+            "invalid_message",
+            "invalid_content",
+            "invalid_client_id",
+        ];
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    vec((field(), inner), 0..4)
+                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn field() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("type".to_owned()),
+                Just("message".to_owned()),
+                Just("client_id".to_owned()),
+                Just("is_typing".to_owned()),
+                Just("seq".to_owned()),
+                any::<String>(),
+            ]
+        }
+
+        /// An object shaped like a request: a known (or any) type and fields of any value.
+        fn request_like() -> impl Strategy<Value = Value> {
+            let kind = prop_oneof![
+                Just(Value::from("chat_message")),
+                Just(Value::from("typing")),
+                Just(Value::from("ping")),
+                Just(Value::from("edit")),
+                Just(Value::from("delete")),
+                Just(Value::from("read")),
+                any_json(),
+            ];
+            (kind, vec((field(), any_json()), 0..4)).prop_map(|(kind, fields)| {
+                let mut object: Map<String, Value> = fields.into_iter().collect();
+                object.insert("type".to_owned(), kind);
+                Value::Object(object)
+            })
+        }
+
+        fn refused_with_a_contract_code(text: &str) -> Result<(), TestCaseError> {
+            if let Err(refusal) = parse_client_frame(text) {
+                prop_assert!(
+                    REFUSALS.contains(&refusal.code.as_str()),
+                    "{text:?} refused with {}",
+                    refusal.code.as_str()
+                );
+                prop_assert!(!refusal.detail.is_empty());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_request_or_a_refusal_with_a_contract_code(text in any::<String>()) {
+                refused_with_a_contract_code(&text)?;
+            }
+
+            #[test]
+            fn any_json_is_a_request_or_a_refusal_with_a_contract_code(value in any_json()) {
+                refused_with_a_contract_code(&value.to_string())?;
+            }
+
+            #[test]
+            fn request_shaped_json_is_a_request_or_a_refusal_with_a_contract_code(
+                value in request_like(),
+            ) {
+                refused_with_a_contract_code(&value.to_string())?;
+            }
+        }
+    }
 }
