@@ -177,4 +177,57 @@ mod tests {
             assert_eq!(parsed.as_ref().map(Content::as_str), Some(text));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The contract's rule, written out again independently of `Content::check`.
+        fn allowed(text: &str) -> bool {
+            let chars = text.chars().count();
+            (1..=4000).contains(&chars)
+                && !text.chars().all(char::is_whitespace)
+                && text
+                    .chars()
+                    .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        }
+
+        fn text_near_the_rules() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just(' '),
+                        Just('\t'),
+                        Just('\n'),
+                        Just('\u{0}'),
+                        Just('\u{85}'),
+                        Just('\u{2028}'),
+                        Just('é'),
+                        Just('a'),
+                        any::<char>()
+                    ],
+                    0..8,
+                )
+                .prop_map(|chars| chars.into_iter().collect()),
+                (3990usize..4010).prop_map(|n| "x".repeat(n)),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn content_is_accepted_exactly_by_the_rule_and_kept_as_sent(text in text_near_the_rules()) {
+                match Content::parse(&text) {
+                    Ok(content) => {
+                        prop_assert!(allowed(&text), "accepted {text:?}");
+                        prop_assert_eq!(content.as_str(), text.as_str());
+                    }
+                    Err(e) => {
+                        prop_assert!(!allowed(&text), "refused {text:?}: {e}");
+                        prop_assert!(!e.to_string().is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -280,4 +280,46 @@ mod tests {
         let sorted: Vec<&str> = names.iter().map(Username::as_str).collect();
         assert_eq!(sorted, ["Zed", "alice", "bob", "Émile", "名前"]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn room_names_are_accepted_exactly_by_the_rule(text in any::<String>()) {
+                let rule = !text.is_empty()
+                    && text.chars().count() <= 64
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+                match RoomName::parse(&text) {
+                    Ok(room) => {
+                        prop_assert!(rule);
+                        prop_assert_eq!(room.as_str(), text.as_str());
+                    }
+                    Err(_) => prop_assert!(!rule),
+                }
+            }
+
+            #[test]
+            fn room_names_made_of_allowed_characters_round_trip(
+                text in proptest::collection::vec(
+                    prop_oneof![Just('a'), Just('z'), Just('0'), Just('-'), Just('_')],
+                    1..=64,
+                ).prop_map(|chars| chars.into_iter().collect::<String>()),
+            ) {
+                let room = RoomName::parse(&text).expect("allowed characters");
+                prop_assert_eq!(room.into_inner(), text);
+            }
+
+            #[test]
+            fn usernames_never_exceed_32_characters_and_round_trip(text in any::<String>()) {
+                if let Ok(name) = Username::parse(&text) {
+                    prop_assert!((1..=32).contains(&text.chars().count()));
+                    prop_assert_eq!(name.as_str(), text.as_str());
+                }
+            }
+        }
+    }
 }

@@ -176,4 +176,42 @@ mod tests {
         );
         assert_eq!(bearer_token(&headers), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any string as a token is refused (or, never here, accepted) without a panic.
+            #[test]
+            fn arbitrary_tokens_are_refused(raw in any::<String>()) {
+                prop_assert!(check(&raw).is_err());
+            }
+
+            /// A signed token names its user only when `sub` is a valid username and it has
+            /// not expired.
+            #[test]
+            fn a_signed_token_is_accepted_exactly_when_its_claims_are_valid(
+                sub in prop_oneof![
+                    Just("alice".to_owned()),
+                    Just("名前.x-1".to_owned()),
+                    Just(String::new()),
+                    any::<String>(),
+                ],
+                seconds_left in -100i64..100,
+            ) {
+                let exp = get_current_timestamp().saturating_add_signed(seconds_left);
+                let t = token(Algorithm::HS256, json!({"sub": sub, "exp": exp}));
+                let valid_name = Username::parse(&sub).is_ok();
+                match check(&t) {
+                    Ok(user) => {
+                        prop_assert!(valid_name && seconds_left >= 0);
+                        prop_assert_eq!(user.as_str(), sub.as_str());
+                    }
+                    // Within a second of expiry either answer is right.
+                    Err(_) => prop_assert!(!valid_name || seconds_left <= 1),
+                }
+            }
+        }
+    }
 }

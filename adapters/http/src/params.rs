@@ -176,4 +176,58 @@ mod tests {
         );
         assert!(detail(name_cursor(Some("Bad".into()), parse).unwrap_err()).starts_with("after: "));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn number_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| format!(" {n}")),
+                any::<i64>().prop_map(|n| format!("{n}.0")),
+                any::<i64>().prop_map(|n| format!("+{n}")),
+            ]
+        }
+
+        proptest! {
+            /// A cursor in a query string is an integer ≥ 0 (within the seq range), or
+            /// `invalid_parameter`, never a panic.
+            #[test]
+            fn a_text_cursor_is_a_seq_or_invalid_parameter(raw in number_like()) {
+                let expected = raw.parse::<i64>().ok().and_then(|n| Seq::from_i64(n).ok());
+                match seq_cursor_from_text("after", &raw) {
+                    Ok(seq) => prop_assert_eq!(Some(seq), expected),
+                    Err(problem) => {
+                        prop_assert!(expected.is_none(), "{raw:?} refused");
+                        prop_assert_eq!(problem.code.as_str(), "invalid_parameter");
+                    }
+                }
+            }
+
+            /// A seq in a path is a positive integer, or `invalid_parameter`.
+            #[test]
+            fn a_path_seq_is_positive_or_invalid_parameter(raw in number_like()) {
+                let positive = raw.parse::<u64>().ok().filter(|n| *n > 0);
+                match seq_in_path(&raw) {
+                    Ok(seq) => prop_assert_eq!(Some(seq.get()), positive),
+                    Err(problem) => prop_assert_eq!(problem.code.as_str(), "invalid_parameter"),
+                }
+            }
+
+            /// A page limit is within its bounds or `invalid_parameter`.
+            #[test]
+            fn a_limit_is_within_bounds_or_invalid_parameter(value in proptest::option::of(any::<i64>())) {
+                match page_limit(value, HISTORY_PAGE) {
+                    Ok(limit) => prop_assert!((1..=200).contains(&limit.get())),
+                    Err(problem) => {
+                        prop_assert!(value.is_some_and(|v| !(1..=200).contains(&v)));
+                        prop_assert_eq!(problem.code.as_str(), "invalid_parameter");
+                    }
+                }
+            }
+        }
+    }
 }

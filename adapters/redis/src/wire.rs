@@ -520,4 +520,45 @@ mod tests {
         };
         assert_eq!(p.username, "名\"前");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever arrives on a room's channel decodes to an event or an error, never a
+            /// panic: another process, or another program, may publish there.
+            #[test]
+            fn arbitrary_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = decode(&payload);
+            }
+
+            /// Payloads with a message's or a typing event's fields but any values decode only
+            /// to valid events, which encode and decode to themselves.
+            #[test]
+            fn decoded_events_round_trip(
+                kind in prop_oneof![
+                    Just("message_posted".to_owned()),
+                    Just("typing".to_owned()),
+                    any::<String>(),
+                ],
+                room in prop_oneof![Just("general".to_owned()), any::<String>()],
+                user in prop_oneof![Just("ann".to_owned()), any::<String>()],
+                seq in any::<u64>(),
+                content in any::<String>(),
+                timestamp_ms in any::<i64>(),
+                deleted in any::<bool>(),
+            ) {
+                let payload = serde_json::json!({
+                    "kind": kind, "room": room, "username": user, "seq": seq,
+                    "content": content, "timestamp_ms": timestamp_ms, "client_id": null,
+                    "deleted": deleted, "is_typing": true,
+                });
+                if let Ok(event) = decode(payload.to_string().as_bytes()) {
+                    let again = decode(&encode(&event).expect("encodable")).expect("decodable");
+                    prop_assert_eq!(again, event);
+                }
+            }
+        }
+    }
 }
