@@ -324,6 +324,24 @@ pub trait PresenceRegistry: Send + Sync + Clone + 'static {
         at_most: Option<Duration>,
     ) -> impl Future<Output = Result<bool, PresenceError>> + Send;
 
+    /// Ends `user`'s listing as a typist in `room` because this process's indicator for them
+    /// lapsed. Two tabs of one user are one typer, also on two nodes: the node that refreshed
+    /// the listing last ends it, and only it announces `is_typing:false`. Returns whether the
+    /// end is this process's to announce: it refreshed the listing last (and nobody ended it
+    /// already, by a post or a stop).
+    ///
+    /// The default suits a registry inside one process, which is always the last to refresh.
+    ///
+    /// # Errors
+    /// MUST return [`PresenceError::Unavailable`] when the registry cannot be updated.
+    fn end_typing(
+        &self,
+        room: &RoomName,
+        user: &Username,
+    ) -> impl Future<Output = Result<bool, PresenceError>> + Send {
+        self.set_typing(room, user, None)
+    }
+
     /// Who is typing in `room`, in code-point order.
     ///
     /// # Errors

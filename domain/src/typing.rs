@@ -159,6 +159,13 @@ impl TypingBook {
     }
 
     /// Who is typing in `room`, in code-point order.
+    /// Whether `user` has an indicator in `room` here.
+    pub fn is_typing(&self, room: &RoomName, user: &Username) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|typists| typists.contains_key(user))
+    }
+
     pub fn typing(&self, room: &RoomName) -> Vec<Username> {
         self.rooms
             .get(room)

@@ -26,8 +26,8 @@ use redis::{Script, ScriptInvocation};
 
 use crate::node_book::{Key, NodeBook, Resync};
 use crate::scripts::{
-    CONNECT_SCRIPT, ChangeAnswer, DISCONNECT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT,
-    OCCUPIED_SCRIPT, ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
+    CONNECT_SCRIPT, ChangeAnswer, DISCONNECT_SCRIPT, END_TYPING_SCRIPT, HEARTBEAT_SCRIPT,
+    LEAVE_SCRIPT, OCCUPIED_SCRIPT, ONLINE_SCRIPT, RESTORE_SCRIPT, SET_TYPING_SCRIPT, TYPING_SCRIPT,
 };
 use crate::{RedisAdapterError, RedisConfig, timed};
 
@@ -373,11 +373,27 @@ impl PresenceRegistry for RedisPresence {
                 .arg(room.as_str())
                 .arg(user.as_str())
                 .arg(ttl_ms)
+                .arg(&self.shared.node_id)
                 .invoke_async(&mut commands),
         )
         .await;
         self.book().typing_answered(answer.is_ok(), Instant::now());
         Ok(answer? == 1)
+    }
+
+    async fn end_typing(&self, room: &RoomName, user: &Username) -> Result<bool, PresenceError> {
+        let mut commands = self.commands.clone();
+        let answer: i64 = timed(
+            self.shared.command_timeout,
+            END_TYPING_SCRIPT
+                .arg(&self.shared.namespace)
+                .arg(room.as_str())
+                .arg(user.as_str())
+                .arg(&self.shared.node_id)
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        Ok(answer == 1)
     }
 
     async fn typing(&self, room: &RoomName) -> Result<Vec<Username>, PresenceError> {

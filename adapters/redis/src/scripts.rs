@@ -228,11 +228,13 @@ remove_node(ARGV[3], false)
 return 0
 "#;
 
-/// ARGV: namespace, room, user, listed for (ms; 0 when they stopped typing). Returns 1 when
-/// the user was listed (not lapsed) before.
+/// ARGV: namespace, room, user, listed for (ms; 0 when they stopped typing), node. Returns 1
+/// when the user was listed (not lapsed) before. A listing remembers the node that refreshed it
+/// last, which alone announces its lapse (see END_TYPING).
 const SET_TYPING: &str = r#"
-local room, user, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local room, user, ttl, node = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local key = P .. ':typing:' .. room
+local owners = P .. ':typing-by:' .. room
 local now = now_ms()
 local listed_until = tonumber(redis.call('ZSCORE', key, user))
 local was_listed = 0
@@ -241,14 +243,35 @@ if listed_until and listed_until > now then
 end
 if ttl > 0 then
   redis.call('ZADD', key, now + ttl, user)
+  redis.call('HSET', owners, user, node)
   -- The whole set goes when its last typist lapses, so idle rooms leave nothing behind.
   if redis.call('PTTL', key) < ttl then
     redis.call('PEXPIRE', key, ttl)
   end
+  if redis.call('PTTL', owners) < ttl then
+    redis.call('PEXPIRE', owners, ttl)
+  end
 else
   redis.call('ZREM', key, user)
+  redis.call('HDEL', owners, user)
 end
 return was_listed
+"#;
+
+/// ARGV: namespace, room, user, node. The node's indicator for the user lapsed: ends the
+/// listing and returns 1 if this node refreshed it last; returns 0 (and leaves the listing to
+/// its owner) if another node did, or if it was ended already (a post, a stop).
+const END_TYPING: &str = r#"
+local room, user, node = ARGV[2], ARGV[3], ARGV[4]
+local key = P .. ':typing:' .. room
+local owners = P .. ':typing-by:' .. room
+local owner = redis.call('HGET', owners, user)
+if owner ~= node then
+  return 0
+end
+redis.call('ZREM', key, user)
+redis.call('HDEL', owners, user)
+return 1
 "#;
 
 /// ARGV: namespace, room. Returns the typists whose listing has not lapsed.
@@ -293,6 +316,7 @@ pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing
 pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(LEAVE));
 pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(SET_TYPING));
 pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(TYPING));
+pub(crate) static END_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(END_TYPING));
 pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
 pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));
 

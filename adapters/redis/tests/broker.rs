@@ -608,3 +608,31 @@ async fn ends_of_access_published_while_redis_is_away_are_kept_and_read_position
     assert_eq!(first.event(), &removed);
     quiet(&mut watcher).await;
 }
+
+/// Two tabs of one user on two nodes are one typer: the node that refreshed the listing last
+/// ends it and announces the end; the other stays silent, and an end already made (a post, a
+/// stop) is nobody's to announce again.
+#[tokio::test]
+async fn the_node_that_refreshed_a_typist_last_ends_it() {
+    let Some(cluster) = Redis::new("typing-owner").await else {
+        return;
+    };
+    let ((_, a), (_, b)) = (cluster.node().await, cluster.node().await);
+    let (general, bob) = (room("general"), user("bob"));
+    let listed = Some(Duration::from_secs(8));
+    assert!(!a.set_typing(&general, &bob, listed).await.unwrap());
+    assert!(
+        b.set_typing(&general, &bob, listed).await.unwrap(),
+        "a's listing"
+    );
+    // b refreshed last: a's lapse is not the end.
+    assert!(!a.end_typing(&general, &bob).await.unwrap());
+    assert_eq!(a.typing(&general).await.unwrap(), vec![bob.clone()]);
+    assert!(b.end_typing(&general, &bob).await.unwrap());
+    assert!(a.typing(&general).await.unwrap().is_empty());
+    // Ended by a post (a plain removal): a later lapse anywhere announces nothing.
+    assert!(!a.set_typing(&general, &bob, listed).await.unwrap());
+    assert!(b.set_typing(&general, &bob, None).await.unwrap());
+    assert!(!a.end_typing(&general, &bob).await.unwrap());
+    assert!(!b.end_typing(&general, &bob).await.unwrap());
+}

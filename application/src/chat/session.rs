@@ -108,7 +108,7 @@ where
         match chat.inner.presence.disconnect(&room, &username).await {
             Ok(PresenceChange::Left { online_count }) => {
                 let ended = chat.typing_book().stop(&room, &username);
-                chat.publish_typing(ended).await;
+                chat.publish_typing(ended, false).await;
                 chat.announce(&room, &username, PresenceEvent::Leave, online_count)
                     .await;
             }

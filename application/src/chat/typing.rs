@@ -18,15 +18,19 @@ where
     /// Starts (or refreshes) or stops `username`'s typing indicator in `room`.
     pub async fn set_typing(&self, room: &RoomName, username: &Username, is_typing: bool) {
         let _ordered = self.room_lock(room).await;
-        let change = {
+        let (change, new_here) = {
             let mut book = self.typing_book();
             if is_typing {
-                book.start(room, username, self.inner.clock.monotonic())
+                let new_here = !book.is_typing(room, username);
+                (
+                    book.start(room, username, self.inner.clock.monotonic()),
+                    new_here,
+                )
             } else {
-                book.stop(room, username)
+                (book.stop(room, username), false)
             }
         };
-        self.publish_typing(change).await;
+        self.publish_typing(change, new_here).await;
     }
 
     /// Ends the typing indicators not refreshed in time. Returns how long until the next one
@@ -40,7 +44,7 @@ where
             let _ordered = self.room_lock(&room).await;
             let ended = self.typing_book().expire_in(&room, now);
             for change in ended {
-                self.publish_typing(Some(change)).await;
+                self.end_lapsed_typing(change).await;
             }
         }
         let book = self.typing_book();
@@ -79,8 +83,8 @@ where
     }
 
     /// Posting ends the poster's typing indicator: one started here, and one a tab on another
-    /// node started (two tabs of one user are one typer), which only the shared list knows of;
-    /// that node's own expiry later sends a second, harmless `is_typing:false`.
+    /// node started (two tabs of one user are one typer), which only the shared list knows of.
+    /// The listing goes, so that node's own expiry later finds it ended and stays silent.
     pub(super) async fn end_typing_on_post(&self, room: &RoomName, username: &Username) {
         let ended_here = self.typing_book().stop(room, username).is_some();
         let listed = match self.inner.presence.set_typing(room, username, None).await {
@@ -100,30 +104,66 @@ where
         }
     }
 
-    /// Records a typing change in the registry (for the lists) and tells the room.
-    pub(super) async fn publish_typing(&self, change: Option<TypingChange>) {
-        if let Some(TypingChange {
+    /// Records a typing change in the registry (for the lists) and tells the room, except a
+    /// start that is new here while the registry already listed the user: a tab of theirs on
+    /// another node is typing, and the room was told (two tabs are one typer).
+    pub(super) async fn publish_typing(&self, change: Option<TypingChange>, new_here: bool) {
+        let Some(TypingChange {
             room,
             username,
             is_typing,
         }) = change
+        else {
+            return;
+        };
+        // Listed a little longer than the indicator lives: a refresh may come up to one
+        // rebroadcast interval after the last change that reached the registry.
+        let rules = self.inner.settings.typing;
+        let at_most = is_typing.then_some(rules.expires_after + rules.rebroadcast_after);
+        let listed = match self
+            .inner
+            .presence
+            .set_typing(&room, &username, at_most)
+            .await
         {
-            // Listed a little longer than the indicator lives: a refresh may come up to one
-            // rebroadcast interval after the last change that reached the registry.
-            let rules = self.inner.settings.typing;
-            let at_most = is_typing.then_some(rules.expires_after + rules.rebroadcast_after);
-            if let Err(e) = self
-                .inner
-                .presence
-                .set_typing(&room, &username, at_most)
-                .await
-            {
+            Ok(listed) => listed,
+            Err(e) => {
                 tracing::warn!(%room, %username, error = %e, "typing list not updated");
+                false
             }
+        };
+        if is_typing && new_here && listed {
+            return;
+        }
+        self.publish(RoomEvent::Typing {
+            room,
+            username,
+            is_typing,
+        })
+        .await;
+    }
+
+    /// An indicator lapsed here: the room is told it ended only if this node refreshed it
+    /// last (or the registry cannot say).
+    async fn end_lapsed_typing(&self, change: TypingChange) {
+        let announce = match self
+            .inner
+            .presence
+            .end_typing(&change.room, &change.username)
+            .await
+        {
+            Ok(announce) => announce,
+            Err(e) => {
+                tracing::warn!(room = %change.room, username = %change.username, error = %e,
+                    "typing list not updated");
+                true
+            }
+        };
+        if announce {
             self.publish(RoomEvent::Typing {
-                room,
-                username,
-                is_typing,
+                room: change.room,
+                username: change.username,
+                is_typing: false,
             })
             .await;
         }

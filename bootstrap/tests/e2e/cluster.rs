@@ -315,6 +315,43 @@ async fn a_post_from_one_tab_ends_typing_in_a_tab_on_another_node() {
     assert_eq!(presence["typing"], json!([]));
 }
 
+/// Two tabs of one user are one typer (guarantee 4's rule for presence, applied to typing by
+/// the contract): with the tabs on two nodes, the second tab's typing announces nothing new,
+/// and a post ends it with exactly one `false` — no second one when the other node's entry
+/// would have lapsed.
+#[tokio::test]
+async fn two_tabs_on_two_nodes_are_one_typer() {
+    let Some(cluster) = Cluster::new("typing-one").await else {
+        return;
+    };
+    let (n0, n1) = (cluster.node().await, cluster.node().await);
+    let (mut alice, _) = connect(&n0, "general", "alice", "").await;
+    let (mut bob_one, _) = connect(&n1, "general", "bob", "").await;
+    presence_frame(&mut alice).await; // bob's join
+    let (mut bob_two, _) = connect(&n0, "general", "bob", "").await;
+    bob_one
+        .send(json!({"type": "typing", "is_typing": true}))
+        .await;
+    assert_eq!(
+        alice.recv().await,
+        json!({"type": "typing", "username": "bob", "is_typing": true})
+    );
+    bob_two
+        .send(json!({"type": "typing", "is_typing": true}))
+        .await;
+    let unexpected = alice.recv_within(Duration::from_millis(1500)).await;
+    assert_eq!(unexpected, None, "bob was already typing");
+    bob_two.post("done typing", None).await;
+    assert_eq!(messages(&mut alice, 1).await[0]["content"], "done typing");
+    assert_eq!(
+        alice.recv_within(Duration::from_secs(3)).await,
+        Some(json!({"type": "typing", "username": "bob", "is_typing": false}))
+    );
+    // Past both tabs' expiry (6 s): nothing more about bob's typing.
+    let unexpected = alice.recv_within(Duration::from_secs(7)).await;
+    assert_eq!(unexpected, None, "bob's typing had already ended");
+}
+
 #[tokio::test]
 async fn the_users_of_a_killed_node_disappear_within_30_seconds() {
     let Some(cluster) = Cluster::new("killed").await else {
