@@ -138,7 +138,7 @@ pub struct ServeArgs {
     /// Proxies (comma-separated CIDR blocks or addresses, e.g. `10.0.0.0/8,::1`) whose
     /// `X-Forwarded-For` / `Forwarded` headers name the client's address for the per-address
     /// limits and the logs. From any other peer those headers are ignored. Default: none.
-    #[arg(long, env = "BANTER_TRUSTED_PROXIES", default_value = "", value_parser = parse_trusted_proxies)]
+    #[arg(long, env = "BANTER_TRUSTED_PROXIES", default_value = "", hide_default_value = true, value_parser = parse_trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
 
     /// On SIGTERM or SIGINT, how long `/readyz` answers 503 and new WebSockets are refused

@@ -191,6 +191,9 @@ async fn run<P: Ports>(
         .and_then(|a| a.as_socket_addr().copied())
         .map_or_else(|| args.listen.to_string(), |a| a.to_string());
     tracing::info!("listening on http://{local}");
+    if !args.trusted_proxies.is_empty() {
+        tracing::info!(trusted_proxies = %args.trusted_proxies, "client addresses forwarded by these proxies are believed");
+    }
 
     let drain_delay = args.drain_delay;
     let signal = async move {

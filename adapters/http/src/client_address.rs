@@ -24,6 +24,18 @@ use tracing::Instrument;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
 
+impl std::fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, net) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{net}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A `--trusted-proxies` entry that is neither a CIDR block nor an address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a CIDR block (such as 10.0.0.0/8 or fd00::/8) or an IP address")]
@@ -312,6 +324,10 @@ mod tests {
         assert!(list.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped counts");
         assert!(!list.contains(ip("11.0.0.1")));
         assert!(trusted("10.1.2.3/8").contains(ip("10.9.9.9")), "host bits");
+        assert_eq!(
+            list.to_string(),
+            "10.0.0.0/8,192.168.1.7/32,fd00::/8,::1/128"
+        );
         for bad in [
             "10.0.0.0/33",
             "localhost",
