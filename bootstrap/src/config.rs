@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use anyhow::Context;
 use std::time::Duration;
 
-use banter_adapter_http::{AllowedOrigin, AuthMode, HttpSettings, WsSettings};
+use banter_adapter_http::{AllowedOrigin, AuthMode, HttpSettings, TrustedProxies, WsSettings};
 use banter_adapter_redis::RedisConfig;
 use banter_application::{HistoryCache, RateLimit};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +40,10 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start and moved once: boxing buys nothing"
+)]
 pub enum Command {
     /// Run the service (migrates the database first).
     Serve(ServeArgs),
@@ -130,6 +134,28 @@ pub struct ServeArgs {
     /// and the web app's files when the request accepts them. `off`: neither.
     #[arg(long, env = "BANTER_COMPRESSION", value_enum, default_value_t = Switch::On)]
     pub compression: Switch,
+
+    /// Proxies (comma-separated CIDR blocks or addresses, e.g. `10.0.0.0/8,::1`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers name the client's address for the per-address
+    /// limits and the logs. From any other peer those headers are ignored. Default: none.
+    #[arg(long, env = "BANTER_TRUSTED_PROXIES", default_value = "", hide_default_value = true, value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// On SIGTERM or SIGINT, how long `/readyz` answers 503 and new WebSockets are refused
+    /// while open ones stay, before they are closed with 1001 (e.g. `5s`, `500ms`), so a load
+    /// balancer stops routing here first.
+    #[arg(long, env = "BANTER_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+}
+
+fn parse_trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(raw).map_err(|e| e.to_string())
+}
+
+/// A duration such as `0s`, `5s`, `500ms`, `1m 30s`.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("expected a duration such as 5s or 500ms, got {raw:?}: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -269,6 +295,7 @@ impl ServeArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             rest_rate_limit: self.rate_limit.limit(),
             compression: self.compression == Switch::On,
+            trusted_proxies: self.trusted_proxies.clone(),
             ws: WsSettings {
                 ping_interval: Duration::from_secs(self.ws_ping_interval),
                 idle_timeout: Duration::from_secs(self.ws_idle_timeout),
@@ -311,6 +338,45 @@ mod tests {
         assert_eq!(args.max_connections_per_ip, 100);
         assert_eq!(args.rate_limit.limit(), Some(RateLimit::DEFAULT));
         assert_eq!(args.history_cache().messages, 200);
+        assert!(args.trusted_proxies.is_empty());
+        assert_eq!(args.drain_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn trusted_proxies_and_drain_delay_arguments() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(["banter", "serve"].iter().chain(extra)).map(|cli| {
+                match cli.command {
+                    Command::Serve(args) => args,
+                    Command::Migrate(_) => panic!("serve"),
+                }
+            })
+        };
+        let args = parse(&[
+            "--trusted-proxies",
+            "10.0.0.0/8,::1",
+            "--drain-delay",
+            "500ms",
+        ])
+        .unwrap();
+        assert!(args.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(args.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!args.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+        assert_eq!(args.drain_delay, Duration::from_millis(500));
+        assert_eq!(
+            parse(&["--drain-delay", "5s"]).unwrap().drain_delay,
+            Duration::from_secs(5)
+        );
+        let error = parse(&["--trusted-proxies", "10.0.0.0/8,nonsense"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("\"nonsense\" is not a CIDR block"),
+            "{error}"
+        );
+        for bad in ["5", "soon", "-1s"] {
+            assert!(parse(&["--drain-delay", bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

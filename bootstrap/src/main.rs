@@ -4,7 +4,8 @@
 //! wires one adapter into each port, and runs the service until SIGINT or SIGTERM. Nothing
 //! here decides chat behaviour; it only chooses and connects parts.
 //!
-//! May depend on every banter crate, clap, tracing-subscriber, tokio and anyhow.
+//! May depend on every banter crate, clap, humantime (durations in flags), tracing-subscriber,
+//! tokio and anyhow.
 
 mod config;
 
@@ -190,9 +191,25 @@ async fn run<P: Ports>(
         .and_then(|a| a.as_socket_addr().copied())
         .map_or_else(|| args.listen.to_string(), |a| a.to_string());
     tracing::info!("listening on http://{local}");
+    if !args.trusted_proxies.is_empty() {
+        tracing::info!(trusted_proxies = %args.trusted_proxies, "client addresses forwarded by these proxies are believed");
+    }
 
+    let drain_delay = args.drain_delay;
     let signal = async move {
         wait_for_signal().await;
+        // Out of the load balancer first: /readyz 503, new WebSockets refused.
+        shutdown.drain();
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                delay = ?drain_delay,
+                "draining: /readyz answers 503 and new WebSockets are refused; open ones close after the drain delay (a second signal ends it)"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(drain_delay) => {}
+                () = wait_for_signal() => tracing::info!("second signal: ending the drain delay"),
+            }
+        }
         tracing::info!("shutting down: closing WebSockets with 1001, finishing requests");
         shutdown.begin();
     };

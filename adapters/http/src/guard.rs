@@ -171,13 +171,6 @@ impl Drop for SlotGuard {
     }
 }
 
-/// The client's address as this server sees it (behind a proxy, the proxy's).
-pub(crate) fn client_address(req: &poem::Request) -> IpAddr {
-    req.remote_addr()
-        .as_socket_addr()
-        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip())
-}
-
 /// The per-address token bucket for REST posts.
 #[derive(Debug)]
 pub struct AddressLimiter {

@@ -8,9 +8,11 @@
 //! Generic over the wiring ([`Ports`]): it never names a concrete store or broker.
 //!
 //! May depend on: `banter-application`, `banter-domain`, poem, poem-openapi, tokio,
-//! jsonwebtoken, governor, the metrics crates, serde and tracing.
+//! jsonwebtoken, governor, ipnet (trusted proxies' CIDR blocks), the metrics crates, serde and
+//! tracing.
 
 mod auth;
+mod client_address;
 mod compression;
 mod guard;
 mod listener;
@@ -23,6 +25,7 @@ mod wire;
 mod ws;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use banter_application::{ChatOf, Ports, RateLimit};
@@ -32,6 +35,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, Route, get};
 use tokio::sync::watch;
 
 pub use auth::AuthMode;
+pub use client_address::{TrustedProxies, TrustedProxiesError};
 use guard::{AddressLimiter, ConnectionSlots};
 pub use guard::{AllowedOrigin, OriginParseError};
 pub use listener::NoDelayAcceptor;
@@ -77,6 +81,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// permessage-deflate for WebSocket clients that offer it, gzip/br for HTTP responses.
     pub compression: bool,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client's address.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for HttpSettings {
@@ -90,6 +96,7 @@ impl Default for HttpSettings {
             ws: WsSettings::default(),
             max_body_bytes: 64 * 1024,
             compression: true,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -100,6 +107,7 @@ pub struct AppState<P: Ports> {
     settings: HttpSettings,
     slots: Arc<ConnectionSlots>,
     shutdown: watch::Receiver<bool>,
+    draining: Arc<AtomicBool>,
     rest_limiter: Option<AddressLimiter>,
     metrics: Option<PrometheusHandle>,
     frames: FrameCaches,
@@ -115,8 +123,9 @@ impl<P: Ports> std::fmt::Debug for AppState<P> {
 }
 
 impl<P: Ports> AppState<P> {
+    /// From the drain on: `/readyz` answers 503 and new WebSockets are refused.
     fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.draining.load(Ordering::SeqCst) || *self.shutdown.borrow()
     }
 
     /// Waits until every WebSocket closed, or `limit` passed; returns how many remain.
@@ -139,11 +148,19 @@ impl<P: Ports> AppState<P> {
 #[derive(Debug)]
 pub struct Shutdown {
     sender: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Shutdown {
-    /// Refuses new WebSockets (503) and asks every open one to close with 1001.
+    /// The drain: `/readyz` answers 503 and new WebSockets are refused (503), so a load
+    /// balancer stops sending clients here; open WebSockets and HTTP requests go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The drain, and every open WebSocket is asked to close with 1001.
     pub fn begin(&self) {
+        self.drain();
         self.sender.send_replace(true);
     }
 }
@@ -155,6 +172,7 @@ pub fn app_state<P: Ports>(
     metrics: Option<PrometheusHandle>,
 ) -> (Arc<AppState<P>>, Shutdown) {
     let (sender, receiver) = watch::channel(false);
+    let draining = Arc::new(AtomicBool::new(false));
     let slots = ConnectionSlots::new(settings.max_connections, settings.max_connections_per_ip);
     let rest_limiter = settings.rest_rate_limit.map(AddressLimiter::new);
     let state = Arc::new(AppState {
@@ -162,11 +180,12 @@ pub fn app_state<P: Ports>(
         settings,
         slots,
         shutdown: receiver,
+        draining: Arc::clone(&draining),
         rest_limiter,
         metrics,
         frames: FrameCaches::default(),
     });
-    (state, Shutdown { sender })
+    (state, Shutdown { sender, draining })
 }
 
 /// The whole HTTP application.
@@ -214,5 +233,7 @@ pub fn router<P: Ports>(state: Arc<AppState<P>>) -> impl Endpoint + 'static {
         .with(compression::CompressResponses {
             enabled: state.settings.compression,
         })
-        .with(poem::middleware::Tracing)
+        .with(client_address::RequestLog {
+            trusted: state.settings.trusted_proxies.clone(),
+        })
 }

@@ -21,12 +21,16 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "--max-connections",
         "--max-connections-per-ip",
         "--rate-limit",
+        "--trusted-proxies",
+        "--drain-delay",
         "BANTER_LISTEN",
         "BANTER_DATABASE_URL",
         "BANTER_BROKER",
         "BANTER_AUTH",
         "BANTER_JWT_SECRET",
         "BANTER_RATE_LIMIT",
+        "BANTER_TRUSTED_PROXIES",
+        "BANTER_DRAIN_DELAY",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
     }
@@ -62,6 +66,14 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     for (args, needle) in [
         (vec!["serve", "--rate-limit", "fast"], "BURST:PER_SECOND"),
         (vec!["serve", "--broker", "kafka://x"], "memory"),
+        (
+            vec!["serve", "--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"],
+            "\"10.0.0.0/33\" is not a CIDR block",
+        ),
+        (
+            vec!["serve", "--drain-delay", "soon"],
+            "expected a duration",
+        ),
         (
             vec!["serve", "--auth", "jwt", "--listen", "127.0.0.1:0"],
             "BANTER_JWT_SECRET",

@@ -126,30 +126,55 @@ impl TestServer {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub async fn terminate(mut self) -> ExitStatus {
+    pub async fn terminate(self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_for_exit(Duration::from_secs(20)).await
+    }
+
+    /// Sends a signal (`TERM`, `INT`) and leaves the process running.
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_some()
+    }
+
+    /// Waits for the process to exit by itself within `limit`.
+    pub async fn wait_for_exit(mut self, limit: Duration) -> ExitStatus {
         let mut child =
             std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
+        let logs = Arc::clone(&self.logs);
         tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + limit;
             loop {
                 if let Some(status) = child.try_wait().expect("wait") {
                     return status;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "banter did not exit after SIGTERM"
-                );
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "banter did not exit within {limit:?}; logs: {:?}",
+                        logs.lock().map(|l| l.clone()).unwrap_or_default()
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
         .await
         .unwrap()
+    }
+
+    /// The server's log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }
 

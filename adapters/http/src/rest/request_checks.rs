@@ -39,7 +39,7 @@ pub fn with_request_checks<P: Ports, E: Endpoint + 'static>(
         let state = Arc::clone(&state);
         async move {
             if let Some(limiter) = state.rest_limiter.as_ref().filter(|_| takes_a_token(&req))
-                && let Err(wait) = limiter.take(crate::guard::client_address(&req))
+                && let Err(wait) = limiter.take(crate::client_address::client_address(&req))
             {
                 return Ok(Problem::new(
                     ErrorCode::RateLimited,

@@ -161,7 +161,7 @@ impl<P: Ports> Endpoint for Handshake<P> {
                 "this endpoint speaks WebSocket: send an Upgrade: websocket handshake",
             )));
         };
-        let address = crate::guard::client_address(&req);
+        let address = crate::client_address::client_address(&req);
         let state = Arc::clone(&self.state);
         let slot = match state.slots.acquire(address) {
             Ok(slot) => slot,
