@@ -97,6 +97,8 @@ const seqsOf = (page) =>
 
 try {
   const alice = await openClient("/client1/");
+  const aliceSockets = [];
+  alice.on("websocket", (ws) => aliceSockets.push(ws.url()));
   const bob = await openClient("/client2/");
 
   await step("both names are in the online list", async () => {
@@ -293,12 +295,25 @@ try {
       body: JSON.stringify({ username: "carol", content: "posted during the restart", client_id: "carol-1" }),
     });
     assert.equal(post.status, 201);
+    // An edit made while the pages are away: the resume's `rev` brings it.
+    const helloSeq = await alice.locator("#messages li[data-seq]", { hasText: "Hello bob" }).getAttribute("data-seq");
+    const patch = await fetch(`${base}/api/rooms/general/messages/${helloSeq}`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "alice", content: "Hello bob, edited while away" }),
+    });
+    assert.equal(patch.status, 200);
     for (const page of [alice, bob]) {
       await page.locator("#status[data-state=online]").waitFor({ timeout: 60000 });
+      await page.locator(`#messages li[data-seq="${helloSeq}"] .bubble`, { hasText: "Hello bob, edited while away" }).waitFor({ timeout: 10000 });
+      await page.locator(`#messages li[data-seq="${helloSeq}"] .edited`, { hasText: "(edited)" }).waitFor();
       await page.locator("#messages li[data-seq] .bubble", { hasText: "sent while offline" }).waitFor({ timeout: 10000 });
       await page.locator("#messages .bubble", { hasText: "posted during the restart" }).waitFor({ timeout: 10000 });
     }
     assert.equal(await alice.locator("#messages li.pending").count(), 0, "the outbox emptied");
+    const resumed = aliceSockets[aliceSockets.length - 1];
+    assert.match(resumed, /[?&]after=\d+/, resumed);
+    assert.match(resumed, /[?&]rev=\d+/, "the resume passes the last rev seen");
     for (const page of [alice, bob]) {
       const seqs = await seqsOf(page);
       const expected = Array.from({ length: seqs.length }, (_, i) => i + 1);
@@ -318,6 +333,47 @@ try {
     await alice.locator("#input").fill(text);
     await alice.locator("#input").press("Enter");
     await bob.locator("#messages li[data-seq] .bubble", { hasText: "compressed both ways:" }).waitFor({ timeout: 15000 });
+  });
+
+  await step("Up arrow in an empty composer edits your last message; the other side sees (edited)", async () => {
+    await alice.locator("#input").fill("");
+    await alice.locator("#input").press("ArrowUp");
+    assert.match(await alice.locator("#input").inputValue(), /^compressed both ways:/, "the last message is in the composer");
+    assert.equal(await alice.locator("#editing").isVisible(), true);
+    await alice.locator("#input").fill("fixed my typo");
+    await alice.locator("#input").press("Enter");
+    const shown = bob.locator("#messages li[data-seq]", { hasText: "fixed my typo" });
+    await shown.waitFor({ timeout: 15000 });
+    assert.equal(await shown.locator(".edited").textContent(), "(edited)");
+    assert.equal(await bob.locator("#messages li[data-seq]", { hasText: "compressed both ways:" }).count(), 0);
+    await alice.locator("#messages li.mine[data-seq] .bubble", { hasText: "fixed my typo" }).waitFor();
+    assert.equal(await alice.locator("#editing").isHidden(), true);
+    assert.equal(await alice.locator("#input").inputValue(), "");
+  });
+
+  await step("the message menu, by keyboard: delete; the other side sees \"message deleted\"", async () => {
+    const mine = alice.locator("#messages li.mine[data-seq]", { hasText: "fixed my typo" });
+    const seq = await mine.getAttribute("data-seq");
+    assert.equal(await bob.locator(`#messages li[data-seq="${seq}"] .actions`).count(), 0, "no menu on someone else's message");
+    await mine.locator(".actions").focus();
+    await alice.keyboard.press("Enter");
+    assert.equal(await mine.locator(".actions").getAttribute("aria-expanded"), "true");
+    assert.equal(await alice.evaluate(() => document.activeElement?.textContent), "Edit", "focus moves into the menu");
+    await alice.keyboard.press("ArrowDown");
+    assert.equal(await alice.evaluate(() => document.activeElement?.textContent), "Delete");
+    await alice.keyboard.press("Enter");
+    for (const page of [alice, bob]) {
+      const gone = page.locator(`#messages li.deleted[data-seq="${seq}"] .bubble`);
+      await gone.waitFor({ timeout: 15000 });
+      assert.equal(await gone.textContent(), "message deleted");
+    }
+    assert.equal(await alice.locator(`#messages li[data-seq="${seq}"] .actions`).count(), 0, "a deleted message has no menu");
+    // Up arrow now skips the deleted message.
+    await alice.locator("#input").press("ArrowUp");
+    assert.equal(await alice.locator("#input").inputValue(), "sent while offline");
+    await alice.locator("#input").press("Escape");
+    assert.equal(await alice.locator("#input").inputValue(), "");
+    assert.equal(await alice.locator("#editing").isHidden(), true);
   });
 
   if (process.env.BANTER_SCREENSHOT) {

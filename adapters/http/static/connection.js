@@ -1,4 +1,4 @@
-// The WebSocket: connect, resume after a drop with `after`, back off with jitter, keep the
+// The WebSocket: connect, resume after a drop with `after` and `rev`, back off with jitter, keep the
 // connection honest with pings, and send frames only on a welcomed connection.
 
 import { PAGE, state } from "./state.js";
@@ -21,8 +21,11 @@ function socketUrl() {
   if (state.token) params.set("token", state.token);
   else params.set("username", state.username);
   // After the first welcome, resume from the last message seen: nothing lost, nothing twice.
-  if (state.welcomed) params.set("after", String(state.lastSeq));
-  else params.set("history", String(PAGE));
+  // With `rev`, edits and deletes made meanwhile to messages already shown come first.
+  if (state.welcomed) {
+    params.set("after", String(state.lastSeq));
+    params.set("rev", String(state.lastRev));
+  } else params.set("history", String(PAGE));
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws/chat/${encodeURIComponent(state.room)}/?${params}`;
 }

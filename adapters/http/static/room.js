@@ -25,7 +25,7 @@ function showLobby(message) {
 
 function enter(username, room) {
   Object.assign(state, {
-    username, room, welcomed: false, lastSeq: 0, oldestSeq: null, hasOlder: false,
+    username, room, welcomed: false, lastSeq: 0, lastRev: 0, editing: null, oldestSeq: null, hasOlder: false,
     attempts: 0, stopped: false, outbox: [],
   });
   state.online.clear();

@@ -17,6 +17,8 @@ export const state = {
   welcomed: false, // this page has had a welcome since entering the room
   live: false, // the current connection has been welcomed
   lastSeq: 0,
+  lastRev: 0, // the newest change (edit or delete) seen: resumes pass it as `rev`
+  editing: null, // the seq of the message in the composer being edited
   oldestSeq: null,
   hasOlder: false,
   loadingOlder: false,
