@@ -376,6 +376,57 @@ try {
     assert.equal(await alice.locator("#editing").isHidden(), true);
   });
 
+  async function carolPosts(room, content) {
+    const post = await fetch(`${base}/api/rooms/${room}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "carol", content }),
+    });
+    assert.equal(post.status, 201);
+  }
+
+  await step("the room list: an unread badge for new messages elsewhere; entering shows the divider and clears it", async () => {
+    // bob has read #side up to its first message; carol then posts two more.
+    await carolPosts("side", "side first");
+    const put = await fetch(`${base}/api/users/bob/rooms/side/read`, {
+      method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ seq: 1 }),
+    });
+    assert.equal(put.status, 200);
+    await carolPosts("side", "side second");
+    await carolPosts("side", "side third");
+    const side = bob.locator('#rooms button[data-room="side"]');
+    await side.locator(".badge").waitFor({ timeout: 20000 });
+    assert.equal(await side.locator(".badge").textContent(), "2");
+    assert.equal(await side.locator(".badge").getAttribute("aria-label"), "2 unread");
+    assert.equal(await bob.locator("#unread-total").textContent(), "2", "the drawer's button shows it at phone width");
+    assert.equal(await bob.locator('#rooms button[data-room="general"]').getAttribute("aria-current"), "page");
+    // At phone width the list is in the drawer.
+    await bob.locator("#toggle-people").click();
+    await side.click();
+    await bob.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+    assert.equal(await bob.locator("#room-name").textContent(), "#side");
+    assert.equal(await bob.locator("#messages .divider").count(), 1);
+    assert.equal(await bob.locator("#messages .divider + li.message .bubble").textContent(), "side second",
+      "the divider is at the first unread message");
+    assert.equal(await side.getAttribute("aria-current"), "page");
+    assert.equal(await side.locator(".badge").count(), 0, "no badge on the room being read");
+    assert.equal(await bob.locator("#unread-total").isHidden(), true);
+    // The page reported what it showed: the server's count is 0 too.
+    let unread = -1;
+    for (let i = 0; i < 50 && unread !== 0; i += 1) {
+      const list = await (await fetch(`${base}/api/users/bob/rooms`)).json();
+      unread = list.rooms.find((r) => r.room === "side")?.unread;
+      if (unread !== 0) await bob.waitForTimeout(100);
+    }
+    assert.equal(unread, 0, "the read position was stored");
+    // And back.
+    await bob.locator("#toggle-people").click();
+    await bob.locator('#rooms button[data-room="general"]').click();
+    await bob.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+    assert.equal(await bob.locator("#room-name").textContent(), "#general");
+    assert.equal(await bob.locator("#messages .divider").count(), 0, "nothing new in #general");
+  });
+
   if (process.env.BANTER_SCREENSHOT) {
     await step("screenshot for the README", async () => {
       await alice.locator("#input").pressSequentially("Shall we ship it?", { delay: 10 });

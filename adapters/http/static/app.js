@@ -7,7 +7,9 @@ import { handle } from "./frames.js";
 import { initHistoryPaging } from "./history.js";
 import { initComposer } from "./outbox.js";
 import { clearTyping, sendTypingFrom } from "./presence.js";
-import { initLobby, start } from "./room.js";
+import { initReads } from "./reads.js";
+import { initLobby, start, switchRoom } from "./room.js";
+import { initRooms } from "./rooms.js";
 import { $ } from "./state.js";
 
 onSocket(handle, clearTyping);
@@ -17,4 +19,6 @@ initComposer();
 sendTypingFrom($("input"));
 initHistoryPaging();
 initDrawer();
+initReads();
+initRooms(switchRoom);
 start();

@@ -5,9 +5,11 @@
 import { $, state } from "./state.js";
 import { markLive, onPong, reconnect } from "./connection.js";
 import { fillGap } from "./history.js";
+import { noteSeen, onRead } from "./reads.js";
+import { refreshRooms } from "./rooms.js";
 import { cancelEdit, markPending, settle, transmit } from "./outbox.js";
 import { onPresence, onTyping, resetPresence } from "./presence.js";
-import { announce, clearTimeline, insertMessage, renderOlderControls, updateMessage } from "./render.js";
+import { announce, clearTimeline, insertMessage, placeDivider, renderOlderControls, updateMessage } from "./render.js";
 import { isNearBottom, scrollToBottom, setStatus, showNotice } from "./ui.js";
 
 export function handle(frame) {
@@ -15,6 +17,7 @@ export function handle(frame) {
     case "welcome": return onWelcome(frame);
     case "chat_message": return onMessage(frame.message);
     case "message_updated": return onUpdated(frame);
+    case "read": return onRead(frame.seq);
     case "duplicate": return settle(frame.message.client_id);
     case "typing": return onTyping(frame.username, frame.is_typing);
     case "presence": return onPresence(frame);
@@ -36,24 +39,34 @@ function onWelcome(welcome) {
     reconnect("reloading");
     return;
   }
-  if (!state.welcomed) {
+  // With a token the server names us (its `sub`); that is the name our echoes carry.
+  state.username = welcome.username;
+  let divider = null;
+  const entering = !state.welcomed;
+  if (entering) {
     // The welcome's messages reflect every change up to `last_rev`.
     state.lastRev = welcome.last_rev ?? 0;
     for (const message of welcome.messages) insertMessage(message);
+    state.readSeq = welcome.read_seq ?? 0;
+    divider = placeDivider(state.readSeq);
     state.lastSeq = welcome.messages.length ? welcome.messages[welcome.messages.length - 1].seq : welcome.last_seq;
     state.oldestSeq = welcome.messages.length ? welcome.messages[0].seq : state.lastSeq + 1;
     state.hasOlder = welcome.has_more;
+  } else {
+    state.readSeq = Math.max(state.readSeq, welcome.read_seq ?? 0);
   }
-  // With a token the server names us (its `sub`); that is the name our echoes carry.
-  state.username = welcome.username;
   state.welcomed = true;
   markLive();
   renderOlderControls();
-  scrollToBottom();
+  // Entering with unread messages: show the first of them; otherwise the newest.
+  if (divider) $("timeline").scrollTop += divider.getBoundingClientRect().top - $("timeline").getBoundingClientRect().top - 8;
+  else scrollToBottom();
   resetPresence(welcome);
   setStatus("online", "online");
   // Everything not yet acknowledged goes again, with its client_id: no doubles.
   for (const item of state.outbox) transmit(item);
+  noteSeen();
+  if (entering) refreshRooms();
 }
 
 function onMessage(message) {
@@ -70,6 +83,7 @@ function onMessage(message) {
   if (mine && message.client_id) settle(message.client_id);
   onTyping(message.username, false);
   if (nearBottom || mine) scrollToBottom();
+  noteSeen();
 }
 
 /** An edit or delete: the bubble shows the message as it now is; the rev is remembered. */

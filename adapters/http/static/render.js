@@ -173,6 +173,30 @@ export function announce(message) {
   while (log.childElementCount > ANNOUNCED_KEPT) log.firstElementChild.remove();
 }
 
+/**
+ * The "New messages" divider, before the first message after `readSeq` by someone else (when
+ * there was a position to be after). Returns it, or null.
+ */
+export function placeDivider(readSeq) {
+  $("messages").querySelector(".divider")?.remove();
+  if (!readSeq) return null;
+  let first = null;
+  for (const [seq, li] of state.rendered) {
+    if (seq > readSeq && li.dataset.username !== state.username && (!first || seq < Number(first.dataset.seq))) first = li;
+  }
+  if (!first) return null;
+  const divider = document.createElement("li");
+  divider.className = "divider";
+  divider.setAttribute("role", "separator");
+  divider.setAttribute("aria-label", "New messages");
+  const label = document.createElement("span");
+  label.textContent = "New messages";
+  divider.append(label);
+  first.before(divider);
+  first.classList.remove("continued");
+  return divider;
+}
+
 export function clearTimeline() {
   state.rendered.clear();
   $("messages").replaceChildren();

@@ -4,15 +4,17 @@ import { $, MAX_USERNAME_CHARS, state } from "./state.js";
 import { ROOM_RE, validUsername } from "./rules.js";
 import { connect, disconnect } from "./connection.js";
 import { closeDrawer } from "./drawer.js";
-import { restoreOutbox } from "./outbox.js";
+import { cancelEdit, restoreOutbox } from "./outbox.js";
 import { clearTyping } from "./presence.js";
 import { clearTimeline, renderOlderControls } from "./render.js";
+import { renderRooms, stopRooms } from "./rooms.js";
 import { capChars } from "./ui.js";
 
 const SAVED_NAME = "banter.username";
 
 function showLobby(message) {
   state.stopped = true;
+  stopRooms();
   $("chat").hidden = true;
   $("lobby").hidden = false;
   const saved = localStorage.getItem(SAVED_NAME);
@@ -24,8 +26,9 @@ function showLobby(message) {
 }
 
 function enter(username, room) {
+  cancelEdit();
   Object.assign(state, {
-    username, room, welcomed: false, lastSeq: 0, lastRev: 0, editing: null, oldestSeq: null, hasOlder: false,
+    username, room, welcomed: false, lastSeq: 0, lastRev: 0, readSeq: 0, editing: null, oldestSeq: null, hasOlder: false,
     attempts: 0, stopped: false, outbox: [],
   });
   state.online.clear();
@@ -39,8 +42,16 @@ function enter(username, room) {
   document.title = `#${room} · banter`;
   restoreOutbox();
   renderOlderControls();
+  renderRooms();
   connect();
   $("input").focus();
+}
+
+/** Leaves the room on screen for `room` (picked from the room list). */
+export function switchRoom(room) {
+  disconnect("switched rooms");
+  history.replaceState(null, "", `/?room=${encodeURIComponent(room)}${state.token ? `&token=${encodeURIComponent(state.token)}` : ""}`);
+  enter(state.username, room);
 }
 
 export function initLobby() {

@@ -18,6 +18,7 @@ export const state = {
   live: false, // the current connection has been welcomed
   lastSeq: 0,
   lastRev: 0, // the newest change (edit or delete) seen: resumes pass it as `rev`
+  readSeq: 0, // how far this user has read the room, as far as this page knows
   editing: null, // the seq of the message in the composer being edited
   oldestSeq: null,
   hasOlder: false,
