@@ -5,6 +5,7 @@
 // /usr/bin/chromium), BANTER_SCREENSHOT (a path: save the README screenshot there).
 
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -33,10 +34,10 @@ function freePort() {
   });
 }
 
-function startBanter(port, database) {
+function startBanter(port, database, extra = []) {
   return new Promise((ok, fail) => {
     // Posting limits are not under test here; lifting them keeps the paging setup quick.
-    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${database}`, "--rate-limit", "off"];
+    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${database}`, "--rate-limit", "off", ...extra];
     const child = spawn(BANTER, args, {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, BANTER_LOG: "warn,banter=info" },
@@ -425,6 +426,81 @@ try {
     await bob.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
     assert.equal(await bob.locator("#room-name").textContent(), "#general");
     assert.equal(await bob.locator("#messages .divider").count(), 0, "nothing new in #general");
+  });
+
+  await step("auth jwt: the app takes a token, creates a private room, adds someone; outsiders get a clear 404; removal (4403) does not reconnect", async () => {
+    const secret = "browser-test-secret";
+    const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const token = (sub) => {
+      const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+      return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+    };
+    const jwtPort = await freePort();
+    const jwtBase = `http://127.0.0.1:${jwtPort}`;
+    const jwtServer = await startBanter(jwtPort, join(dir, "jwt.db"), ["--auth", "jwt", "--jwt-secret", secret]);
+    const contexts = [];
+    const open = async (path, expectOnline = true) => {
+      const context = await browser.newContext({ viewport: { width: 1000, height: 720 } });
+      contexts.push(context);
+      const page = await context.newPage();
+      page.on("pageerror", (error) => { throw new Error(`${path}: page error: ${error.message}`); });
+      await page.goto(`${jwtBase}${path}`);
+      if (expectOnline) await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      return page;
+    };
+    try {
+      // Without a token the server refuses the handshake (401): the app says it needs one.
+      const anon = await open("/?room=hall", false);
+      await anon.locator("#lobby-username").fill("nobody");
+      await anon.locator("#lobby-form button").click();
+      await anon.locator("#lobby-error", { hasText: "requires sign-in" }).waitFor({ timeout: 10000 });
+      // The token in the lobby: the name follows it.
+      await anon.locator("#lobby-token").fill(token("ann"));
+      assert.equal(await anon.locator("#lobby-username").inputValue(), "ann");
+      await anon.locator("#lobby-form button").click();
+      await anon.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      assert.equal(await anon.locator("#me").textContent(), "as ann");
+      const ann = anon;
+      // Create a private room from the room list.
+      await ann.locator("#new-room").fill("team");
+      await ann.locator("#new-room-form button").click();
+      await ann.locator("#room-name", { hasText: "#team" }).waitFor({ timeout: 10000 });
+      await ann.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      await ann.locator("#room-private").waitFor({ state: "visible", timeout: 10000 });
+      await ann.locator("#members li", { hasText: "ann" }).waitFor();
+      // Add ben.
+      await ann.locator("#add-member").fill("ben");
+      await ann.locator("#add-member-form button").click();
+      await ann.locator("#members li", { hasText: "ben" }).waitFor({ timeout: 10000 });
+      assert.equal(await ann.locator("#members-status").textContent(), "ben was added to #team.");
+      // ben, a member, comes in with a token in the address and talks.
+      const ben = await open(`/?room=team&token=${token("ben")}`);
+      assert.equal(await ben.locator("#me").textContent(), "as ben");
+      await ben.locator("#members li", { hasText: "ann" }).waitFor({ timeout: 10000 });
+      await ben.locator("#input").fill("hello team");
+      await ben.locator("#input").press("Enter");
+      await ann.locator("#messages li[data-seq] .bubble", { hasText: "hello team" }).waitFor({ timeout: 10000 });
+      // cat is not a member: for her the room does not exist.
+      const cat = await open(`/?room=team&token=${token("cat")}`, false);
+      await cat.locator("#lobby-error", { hasText: "Room #team was not found" }).waitFor({ timeout: 10000 });
+      assert.equal(await cat.locator("#chat").isHidden(), true);
+      // ann removes ben: his page says so and does not reconnect.
+      const sockets = [];
+      ben.on("websocket", (ws) => sockets.push(ws.url()));
+      const removed = await fetch(`${jwtBase}/api/rooms/team/members/ben`, {
+        method: "DELETE", headers: { authorization: `Bearer ${token("ann")}` },
+      });
+      assert.equal(removed.status, 200);
+      await ben.locator("#notice", { hasText: "You were removed from this room." }).waitFor({ timeout: 10000 });
+      assert.equal(await ben.locator("#status").textContent(), "removed");
+      assert.equal(await ben.locator("#input").isDisabled(), true);
+      await ben.waitForTimeout(2500);
+      assert.deepEqual(sockets, [], "no reconnect after 4403");
+      assert.equal(await ben.locator("#notice").isVisible(), true, "the notice stays");
+    } finally {
+      for (const context of contexts) await context.close();
+      await stopBanter(jwtServer);
+    }
   });
 
   if (process.env.BANTER_SCREENSHOT) {

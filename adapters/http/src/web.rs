@@ -31,7 +31,7 @@ macro_rules! module {
 
 /// The files under `/static/`. `app.js` is the entry module and imports the others; browsers
 /// run ES modules only when served as JavaScript.
-static ASSETS: [(&str, Asset); 16] = [
+static ASSETS: [(&str, Asset); 17] = [
     (
         "app.css",
         Asset::new(include_str!("../static/app.css"), CSS),
@@ -42,6 +42,7 @@ static ASSETS: [(&str, Asset); 16] = [
     module!("drawer.js"),
     module!("frames.js"),
     module!("history.js"),
+    module!("members.js"),
     module!("outbox.js"),
     module!("presence.js"),
     module!("reads.js"),

@@ -8,11 +8,12 @@ import { initHistoryPaging } from "./history.js";
 import { initComposer } from "./outbox.js";
 import { clearTyping, sendTypingFrom } from "./presence.js";
 import { initReads } from "./reads.js";
-import { initLobby, start, switchRoom } from "./room.js";
+import { initMembers } from "./members.js";
+import { initLobby, roomEnded, start, switchRoom } from "./room.js";
 import { initRooms } from "./rooms.js";
 import { $ } from "./state.js";
 
-onSocket(handle, clearTyping);
+onSocket(handle, clearTyping, roomEnded);
 initLobby();
 // The composer first: its length cap must run before anything else reads what was typed.
 initComposer();
@@ -21,4 +22,5 @@ initHistoryPaging();
 initDrawer();
 initReads();
 initRooms(switchRoom);
+initMembers(switchRoom);
 start();

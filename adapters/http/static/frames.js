@@ -41,6 +41,7 @@ function onWelcome(welcome) {
   }
   // With a token the server names us (its `sub`); that is the name our echoes carry.
   state.username = welcome.username;
+  $("me").textContent = `as ${welcome.username}`;
   let divider = null;
   const entering = !state.welcomed;
   if (entering) {
