@@ -505,9 +505,44 @@ try {
 
   if (process.env.BANTER_SCREENSHOT) {
     await step("screenshot for the README", async () => {
+      // Something new in two other rooms of bob's, for the room list's badges.
+      await carolPosts("side", "are we still on for friday?");
+      await carolPosts("release", "release notes draft is up");
+      const put = await fetch(`${base}/api/users/bob/rooms/release/read`, {
+        method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ seq: 1 }),
+      });
+      assert.equal(put.status, 200);
+      for (const text of ["changelog reviewed", "tagging v1.4 now", "binaries are building"]) await carolPosts("release", text);
+      // A short conversation in a room of its own, one message edited.
+      const say = async (username, content) => {
+        const post = await fetch(`${base}/api/rooms/design/messages`, {
+          method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, content }),
+        });
+        assert.equal(post.status, 201);
+        return (await post.json()).seq;
+      };
+      await say("carol", "Morning! The room list is live: every room you're in, newest first");
+      await say("bob", "with unread badges, nice");
+      const typo = await say("alice", "And edits: press ↑ to fix a tpyo");
+      const fix = await fetch(`${base}/api/rooms/design/messages/${typo}`, {
+        method: "PATCH", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "alice", content: "And edits: press ↑ to fix a typo" }),
+      });
+      assert.equal(fix.status, 200);
+      await say("carol", "Private rooms work with a token too");
+      for (const [page, name] of [[bob, "bob"], [alice, "alice"]]) {
+        await page.locator("#leave").click();
+        await page.locator("#lobby-username").fill(name);
+        await page.locator("#lobby-room").fill("design");
+        await page.locator("#lobby-form button").click();
+        await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      }
+      await bob.setViewportSize({ width: 1200, height: 800 });
+      await bob.locator('#rooms button[data-room="release"] .badge', { hasText: "3" }).waitFor({ timeout: 20000 });
+      await bob.locator('#rooms button[data-room="side"] .badge', { hasText: "1" }).waitFor({ timeout: 20000 });
       await alice.locator("#input").pressSequentially("Shall we ship it?", { delay: 10 });
       await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 15000 });
-      await bob.setViewportSize({ width: 960, height: 600 });
+      await bob.locator("#timeline").evaluate((t) => { t.scrollTop = t.scrollHeight; });
       await bob.screenshot({ path: resolve(process.env.BANTER_SCREENSHOT) });
     });
   }
