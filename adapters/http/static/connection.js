@@ -25,8 +25,10 @@ export function onSocket(frame, closed, ended) {
 
 function socketUrl() {
   const params = new URLSearchParams();
+  // With auth `jwt` the token names us and `username` is ignored; sending both also works on a
+  // server without auth, where the token is ignored instead.
   if (state.token) params.set("token", state.token);
-  else params.set("username", state.username);
+  if (state.username) params.set("username", state.username);
   // After the first welcome, resume from the last message seen: nothing lost, nothing twice.
   // With `rev`, edits and deletes made meanwhile to messages already shown come first.
   if (state.welcomed) {
