@@ -5,6 +5,7 @@
 // /usr/bin/chromium), BANTER_SCREENSHOT (a path: save the README screenshot there).
 
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -33,10 +34,10 @@ function freePort() {
   });
 }
 
-function startBanter(port, database) {
+function startBanter(port, database, extra = []) {
   return new Promise((ok, fail) => {
     // Posting limits are not under test here; lifting them keeps the paging setup quick.
-    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${database}`, "--rate-limit", "off"];
+    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${database}`, "--rate-limit", "off", ...extra];
     const child = spawn(BANTER, args, {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, BANTER_LOG: "warn,banter=info" },
@@ -97,6 +98,8 @@ const seqsOf = (page) =>
 
 try {
   const alice = await openClient("/client1/");
+  const aliceSockets = [];
+  alice.on("websocket", (ws) => aliceSockets.push(ws.url()));
   const bob = await openClient("/client2/");
 
   await step("both names are in the online list", async () => {
@@ -293,12 +296,25 @@ try {
       body: JSON.stringify({ username: "carol", content: "posted during the restart", client_id: "carol-1" }),
     });
     assert.equal(post.status, 201);
+    // An edit made while the pages are away: the resume's `rev` brings it.
+    const helloSeq = await alice.locator("#messages li[data-seq]", { hasText: "Hello bob" }).getAttribute("data-seq");
+    const patch = await fetch(`${base}/api/rooms/general/messages/${helloSeq}`, {
+      method: "PATCH",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "alice", content: "Hello bob, edited while away" }),
+    });
+    assert.equal(patch.status, 200);
     for (const page of [alice, bob]) {
       await page.locator("#status[data-state=online]").waitFor({ timeout: 60000 });
+      await page.locator(`#messages li[data-seq="${helloSeq}"] .bubble`, { hasText: "Hello bob, edited while away" }).waitFor({ timeout: 10000 });
+      await page.locator(`#messages li[data-seq="${helloSeq}"] .edited`, { hasText: "(edited)" }).waitFor();
       await page.locator("#messages li[data-seq] .bubble", { hasText: "sent while offline" }).waitFor({ timeout: 10000 });
       await page.locator("#messages .bubble", { hasText: "posted during the restart" }).waitFor({ timeout: 10000 });
     }
     assert.equal(await alice.locator("#messages li.pending").count(), 0, "the outbox emptied");
+    const resumed = aliceSockets[aliceSockets.length - 1];
+    assert.match(resumed, /[?&]after=\d+/, resumed);
+    assert.match(resumed, /[?&]rev=\d+/, "the resume passes the last rev seen");
     for (const page of [alice, bob]) {
       const seqs = await seqsOf(page);
       const expected = Array.from({ length: seqs.length }, (_, i) => i + 1);
@@ -320,11 +336,213 @@ try {
     await bob.locator("#messages li[data-seq] .bubble", { hasText: "compressed both ways:" }).waitFor({ timeout: 15000 });
   });
 
+  await step("Up arrow in an empty composer edits your last message; the other side sees (edited)", async () => {
+    await alice.locator("#input").fill("");
+    await alice.locator("#input").press("ArrowUp");
+    assert.match(await alice.locator("#input").inputValue(), /^compressed both ways:/, "the last message is in the composer");
+    assert.equal(await alice.locator("#editing").isVisible(), true);
+    await alice.locator("#input").fill("fixed my typo");
+    await alice.locator("#input").press("Enter");
+    const shown = bob.locator("#messages li[data-seq]", { hasText: "fixed my typo" });
+    await shown.waitFor({ timeout: 15000 });
+    assert.equal(await shown.locator(".edited").textContent(), "(edited)");
+    assert.equal(await bob.locator("#messages li[data-seq]", { hasText: "compressed both ways:" }).count(), 0);
+    await alice.locator("#messages li.mine[data-seq] .bubble", { hasText: "fixed my typo" }).waitFor();
+    assert.equal(await alice.locator("#editing").isHidden(), true);
+    assert.equal(await alice.locator("#input").inputValue(), "");
+  });
+
+  await step("the message menu, by keyboard: delete; the other side sees \"message deleted\"", async () => {
+    const mine = alice.locator("#messages li.mine[data-seq]", { hasText: "fixed my typo" });
+    const seq = await mine.getAttribute("data-seq");
+    assert.equal(await bob.locator(`#messages li[data-seq="${seq}"] .actions`).count(), 0, "no menu on someone else's message");
+    await mine.locator(".actions").focus();
+    await alice.keyboard.press("Enter");
+    assert.equal(await mine.locator(".actions").getAttribute("aria-expanded"), "true");
+    assert.equal(await alice.evaluate(() => document.activeElement?.textContent), "Edit", "focus moves into the menu");
+    await alice.keyboard.press("ArrowDown");
+    assert.equal(await alice.evaluate(() => document.activeElement?.textContent), "Delete");
+    await alice.keyboard.press("Enter");
+    for (const page of [alice, bob]) {
+      const gone = page.locator(`#messages li.deleted[data-seq="${seq}"] .bubble`);
+      await gone.waitFor({ timeout: 15000 });
+      assert.equal(await gone.textContent(), "message deleted");
+    }
+    assert.equal(await alice.locator(`#messages li[data-seq="${seq}"] .actions`).count(), 0, "a deleted message has no menu");
+    // Up arrow now skips the deleted message.
+    await alice.locator("#input").press("ArrowUp");
+    assert.equal(await alice.locator("#input").inputValue(), "sent while offline");
+    await alice.locator("#input").press("Escape");
+    assert.equal(await alice.locator("#input").inputValue(), "");
+    assert.equal(await alice.locator("#editing").isHidden(), true);
+  });
+
+  async function carolPosts(room, content) {
+    const post = await fetch(`${base}/api/rooms/${room}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "carol", content }),
+    });
+    assert.equal(post.status, 201);
+  }
+
+  await step("the room list: an unread badge for new messages elsewhere; entering shows the divider and clears it", async () => {
+    // bob has read #side up to its first message; carol then posts two more.
+    await carolPosts("side", "side first");
+    const put = await fetch(`${base}/api/users/bob/rooms/side/read`, {
+      method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ seq: 1 }),
+    });
+    assert.equal(put.status, 200);
+    await carolPosts("side", "side second");
+    await carolPosts("side", "side third");
+    const side = bob.locator('#rooms button[data-room="side"]');
+    await side.locator(".badge").waitFor({ timeout: 20000 });
+    assert.equal(await side.locator(".badge").textContent(), "2");
+    assert.equal(await side.locator(".badge").getAttribute("aria-label"), "2 unread");
+    assert.equal(await bob.locator("#unread-total").textContent(), "2", "the drawer's button shows it at phone width");
+    assert.equal(await bob.locator('#rooms button[data-room="general"]').getAttribute("aria-current"), "page");
+    // At phone width the list is in the drawer.
+    await bob.locator("#toggle-people").click();
+    await side.click();
+    await bob.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+    assert.equal(await bob.locator("#room-name").textContent(), "#side");
+    assert.equal(await bob.locator("#messages .divider").count(), 1);
+    assert.equal(await bob.locator("#messages .divider + li.message .bubble").textContent(), "side second",
+      "the divider is at the first unread message");
+    assert.equal(await side.getAttribute("aria-current"), "page");
+    assert.equal(await side.locator(".badge").count(), 0, "no badge on the room being read");
+    assert.equal(await bob.locator("#unread-total").isHidden(), true);
+    // The page reported what it showed: the server's count is 0 too.
+    let unread = -1;
+    for (let i = 0; i < 50 && unread !== 0; i += 1) {
+      const list = await (await fetch(`${base}/api/users/bob/rooms`)).json();
+      unread = list.rooms.find((r) => r.room === "side")?.unread;
+      if (unread !== 0) await bob.waitForTimeout(100);
+    }
+    assert.equal(unread, 0, "the read position was stored");
+    // And back.
+    await bob.locator("#toggle-people").click();
+    await bob.locator('#rooms button[data-room="general"]').click();
+    await bob.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+    assert.equal(await bob.locator("#room-name").textContent(), "#general");
+    assert.equal(await bob.locator("#messages .divider").count(), 0, "nothing new in #general");
+  });
+
+  await step("auth jwt: the app takes a token, creates a private room, adds someone; outsiders get a clear 404; removal (4403) does not reconnect", async () => {
+    const secret = "browser-test-secret";
+    const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const token = (sub) => {
+      const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+      return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+    };
+    const jwtPort = await freePort();
+    const jwtBase = `http://127.0.0.1:${jwtPort}`;
+    const jwtServer = await startBanter(jwtPort, join(dir, "jwt.db"), ["--auth", "jwt", "--jwt-secret", secret]);
+    const contexts = [];
+    const open = async (path, expectOnline = true) => {
+      const context = await browser.newContext({ viewport: { width: 1000, height: 720 } });
+      contexts.push(context);
+      const page = await context.newPage();
+      page.on("pageerror", (error) => { throw new Error(`${path}: page error: ${error.message}`); });
+      await page.goto(`${jwtBase}${path}`);
+      if (expectOnline) await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      return page;
+    };
+    try {
+      // Without a token the server refuses the handshake (401): the app says it needs one.
+      const anon = await open("/?room=hall", false);
+      await anon.locator("#lobby-username").fill("nobody");
+      await anon.locator("#lobby-form button").click();
+      await anon.locator("#lobby-error", { hasText: "requires sign-in" }).waitFor({ timeout: 10000 });
+      // The token in the lobby: the name follows it.
+      await anon.locator("#lobby-token").fill(token("ann"));
+      assert.equal(await anon.locator("#lobby-username").inputValue(), "ann");
+      await anon.locator("#lobby-form button").click();
+      await anon.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      assert.equal(await anon.locator("#me").textContent(), "as ann");
+      const ann = anon;
+      // Create a private room from the room list.
+      await ann.locator("#new-room").fill("team");
+      await ann.locator("#new-room-form button").click();
+      await ann.locator("#room-name", { hasText: "#team" }).waitFor({ timeout: 10000 });
+      await ann.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      await ann.locator("#room-private").waitFor({ state: "visible", timeout: 10000 });
+      await ann.locator("#members li", { hasText: "ann" }).waitFor();
+      // Add ben.
+      await ann.locator("#add-member").fill("ben");
+      await ann.locator("#add-member-form button").click();
+      await ann.locator("#members li", { hasText: "ben" }).waitFor({ timeout: 10000 });
+      assert.equal(await ann.locator("#members-status").textContent(), "ben was added to #team.");
+      // ben, a member, comes in with a token in the address and talks.
+      const ben = await open(`/?room=team&token=${token("ben")}`);
+      assert.equal(await ben.locator("#me").textContent(), "as ben");
+      await ben.locator("#members li", { hasText: "ann" }).waitFor({ timeout: 10000 });
+      await ben.locator("#input").fill("hello team");
+      await ben.locator("#input").press("Enter");
+      await ann.locator("#messages li[data-seq] .bubble", { hasText: "hello team" }).waitFor({ timeout: 10000 });
+      // cat is not a member: for her the room does not exist.
+      const cat = await open(`/?room=team&token=${token("cat")}`, false);
+      await cat.locator("#lobby-error", { hasText: "Room #team was not found" }).waitFor({ timeout: 10000 });
+      assert.equal(await cat.locator("#chat").isHidden(), true);
+      // ann removes ben: his page says so and does not reconnect.
+      const sockets = [];
+      ben.on("websocket", (ws) => sockets.push(ws.url()));
+      const removed = await fetch(`${jwtBase}/api/rooms/team/members/ben`, {
+        method: "DELETE", headers: { authorization: `Bearer ${token("ann")}` },
+      });
+      assert.equal(removed.status, 200);
+      await ben.locator("#notice", { hasText: "You were removed from this room." }).waitFor({ timeout: 10000 });
+      assert.equal(await ben.locator("#status").textContent(), "removed");
+      assert.equal(await ben.locator("#input").isDisabled(), true);
+      await ben.waitForTimeout(2500);
+      assert.deepEqual(sockets, [], "no reconnect after 4403");
+      assert.equal(await ben.locator("#notice").isVisible(), true, "the notice stays");
+    } finally {
+      for (const context of contexts) await context.close();
+      await stopBanter(jwtServer);
+    }
+  });
+
   if (process.env.BANTER_SCREENSHOT) {
     await step("screenshot for the README", async () => {
+      // Something new in two other rooms of bob's, for the room list's badges.
+      await carolPosts("side", "are we still on for friday?");
+      await carolPosts("release", "release notes draft is up");
+      const put = await fetch(`${base}/api/users/bob/rooms/release/read`, {
+        method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ seq: 1 }),
+      });
+      assert.equal(put.status, 200);
+      for (const text of ["changelog reviewed", "tagging v1.4 now", "binaries are building"]) await carolPosts("release", text);
+      // A short conversation in a room of its own, one message edited.
+      const say = async (username, content) => {
+        const post = await fetch(`${base}/api/rooms/design/messages`, {
+          method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, content }),
+        });
+        assert.equal(post.status, 201);
+        return (await post.json()).seq;
+      };
+      await say("carol", "Morning! The room list is live: every room you're in, newest first");
+      await say("bob", "with unread badges, nice");
+      const typo = await say("alice", "And edits: press ↑ to fix a tpyo");
+      const fix = await fetch(`${base}/api/rooms/design/messages/${typo}`, {
+        method: "PATCH", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "alice", content: "And edits: press ↑ to fix a typo" }),
+      });
+      assert.equal(fix.status, 200);
+      await say("carol", "Private rooms work with a token too");
+      for (const [page, name] of [[bob, "bob"], [alice, "alice"]]) {
+        await page.locator("#leave").click();
+        await page.locator("#lobby-username").fill(name);
+        await page.locator("#lobby-room").fill("design");
+        await page.locator("#lobby-form button").click();
+        await page.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+      }
+      await bob.setViewportSize({ width: 1200, height: 800 });
+      await bob.locator('#rooms button[data-room="release"] .badge', { hasText: "3" }).waitFor({ timeout: 20000 });
+      await bob.locator('#rooms button[data-room="side"] .badge', { hasText: "1" }).waitFor({ timeout: 20000 });
       await alice.locator("#input").pressSequentially("Shall we ship it?", { delay: 10 });
       await bob.locator("#typing", { hasText: "alice is typing…" }).waitFor({ timeout: 15000 });
-      await bob.setViewportSize({ width: 960, height: 600 });
+      await bob.locator("#timeline").evaluate((t) => { t.scrollTop = t.scrollHeight; });
       await bob.screenshot({ path: resolve(process.env.BANTER_SCREENSHOT) });
     });
   }

@@ -31,20 +31,24 @@ macro_rules! module {
 
 /// The files under `/static/`. `app.js` is the entry module and imports the others; browsers
 /// run ES modules only when served as JavaScript.
-static ASSETS: [(&str, Asset); 13] = [
+static ASSETS: [(&str, Asset); 17] = [
     (
         "app.css",
         Asset::new(include_str!("../static/app.css"), CSS),
     ),
+    module!("api.js"),
     module!("app.js"),
     module!("connection.js"),
     module!("drawer.js"),
     module!("frames.js"),
     module!("history.js"),
+    module!("members.js"),
     module!("outbox.js"),
     module!("presence.js"),
+    module!("reads.js"),
     module!("render.js"),
     module!("room.js"),
+    module!("rooms.js"),
     module!("rules.js"),
     module!("state.js"),
     module!("ui.js"),

@@ -7,14 +7,20 @@ import { handle } from "./frames.js";
 import { initHistoryPaging } from "./history.js";
 import { initComposer } from "./outbox.js";
 import { clearTyping, sendTypingFrom } from "./presence.js";
-import { initLobby, start } from "./room.js";
+import { initReads } from "./reads.js";
+import { initMembers } from "./members.js";
+import { initLobby, roomEnded, start, switchRoom } from "./room.js";
+import { initRooms } from "./rooms.js";
 import { $ } from "./state.js";
 
-onSocket(handle, clearTyping);
+onSocket(handle, clearTyping, roomEnded);
 initLobby();
 // The composer first: its length cap must run before anything else reads what was typed.
 initComposer();
 sendTypingFrom($("input"));
 initHistoryPaging();
 initDrawer();
+initReads();
+initRooms(switchRoom);
+initMembers(switchRoom);
 start();

@@ -1,16 +1,23 @@
-// The WebSocket: connect, resume after a drop with `after`, back off with jitter, keep the
+// The WebSocket: connect, resume after a drop with `after` and `rev`, back off with jitter, keep the
 // connection honest with pings, and send frames only on a welcomed connection.
 
 import { PAGE, state } from "./state.js";
+import { request } from "./api.js";
 import { setStatus } from "./ui.js";
 
 const KEEPALIVE_MS = 20000;
 
-let handlers = { frame: () => {}, closed: () => {} };
+let handlers = { frame: () => {}, closed: () => {}, ended: () => {} };
 
-/** `frame(parsed)` runs for each frame from the server, `closed()` when a connection is lost. */
-export function onSocket(frame, closed) {
-  handlers = { frame, closed };
+/**
+ * `frame(parsed)` runs for each frame from the server, `closed()` when a connection is lost,
+ * `ended(reason)` when the room cannot be had and no reconnect follows: `"removed"` (closed with
+ * 4403: removed from a private room), `"not_found"` (the handshake was refused with 404: no such
+ * room for us, e.g. a private room we are not a member of) or `"unauthorized"` (refused with
+ * 401: no token, or a bad one, on a server with auth `jwt`).
+ */
+export function onSocket(frame, closed, ended) {
+  handlers = { frame, closed, ended };
   window.addEventListener("online", () => {
     if (!state.ws && !state.stopped) connect();
   });
@@ -18,11 +25,16 @@ export function onSocket(frame, closed) {
 
 function socketUrl() {
   const params = new URLSearchParams();
+  // With auth `jwt` the token names us and `username` is ignored; sending both also works on a
+  // server without auth, where the token is ignored instead.
   if (state.token) params.set("token", state.token);
-  else params.set("username", state.username);
+  if (state.username) params.set("username", state.username);
   // After the first welcome, resume from the last message seen: nothing lost, nothing twice.
-  if (state.welcomed) params.set("after", String(state.lastSeq));
-  else params.set("history", String(PAGE));
+  // With `rev`, edits and deletes made meanwhile to messages already shown come first.
+  if (state.welcomed) {
+    params.set("after", String(state.lastSeq));
+    params.set("rev", String(state.lastRev));
+  } else params.set("history", String(PAGE));
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws/chat/${encodeURIComponent(state.room)}/?${params}`;
 }
@@ -44,14 +56,31 @@ export function connect() {
     }
     handlers.frame(frame);
   };
-  ws.onclose = (event) => {
+  ws.onclose = async (event) => {
     if (state.ws !== ws) return;
+    const wasLive = state.live;
     state.ws = null;
     state.live = false;
     stopKeepalive();
     handlers.closed();
     if (state.stopped) return;
+    if (event.code === 4403) {
+      state.stopped = true;
+      handlers.ended("removed");
+      return;
+    }
     setStatus("offline", event.code === 1001 ? "server restarting…" : "offline");
+    if (!wasLive && event.code === 1006) {
+      // A refused handshake looks like any other failure to a page: ask the REST API why.
+      const room = state.room;
+      const answer = await request("GET", `/api/rooms/${encodeURIComponent(room)}/messages?limit=1`);
+      if (state.stopped || state.ws || room !== state.room) return;
+      if (answer.status === 404 || answer.status === 401) {
+        state.stopped = true;
+        handlers.ended(answer.status === 404 ? "not_found" : "unauthorized");
+        return;
+      }
+    }
     scheduleReconnect();
   };
 }

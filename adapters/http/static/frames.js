@@ -1,18 +1,23 @@
-// Frames from the server: the welcome (first or on resume), messages, acknowledgements,
+// Frames from the server: the welcome (first or on resume), messages, edits and deletes,
+// acknowledgements,
 // presence, typing and refusals.
 
 import { $, state } from "./state.js";
 import { markLive, onPong, reconnect } from "./connection.js";
 import { fillGap } from "./history.js";
-import { markPending, settle, transmit } from "./outbox.js";
+import { noteSeen, onRead } from "./reads.js";
+import { refreshRooms } from "./rooms.js";
+import { cancelEdit, markPending, settle, transmit } from "./outbox.js";
 import { onPresence, onTyping, resetPresence } from "./presence.js";
-import { announce, clearTimeline, insertMessage, renderOlderControls } from "./render.js";
+import { announce, clearTimeline, insertMessage, placeDivider, renderOlderControls, updateMessage } from "./render.js";
 import { isNearBottom, scrollToBottom, setStatus, showNotice } from "./ui.js";
 
 export function handle(frame) {
   switch (frame.type) {
     case "welcome": return onWelcome(frame);
     case "chat_message": return onMessage(frame.message);
+    case "message_updated": return onUpdated(frame);
+    case "read": return onRead(frame.seq);
     case "duplicate": return settle(frame.message.client_id);
     case "typing": return onTyping(frame.username, frame.is_typing);
     case "presence": return onPresence(frame);
@@ -27,28 +32,42 @@ function onWelcome(welcome) {
     // The server's history is shorter than what we showed: start over from its state.
     state.welcomed = false;
     state.lastSeq = 0;
+    state.lastRev = 0;
     state.oldestSeq = null;
     clearTimeline();
     for (const item of state.outbox) $("messages").append(item.el);
     reconnect("reloading");
     return;
   }
-  if (!state.welcomed) {
+  // With a token the server names us (its `sub`); that is the name our echoes carry.
+  state.username = welcome.username;
+  $("me").textContent = `as ${welcome.username}`;
+  let divider = null;
+  const entering = !state.welcomed;
+  if (entering) {
+    // The welcome's messages reflect every change up to `last_rev`.
+    state.lastRev = welcome.last_rev ?? 0;
     for (const message of welcome.messages) insertMessage(message);
+    state.readSeq = welcome.read_seq ?? 0;
+    divider = placeDivider(state.readSeq);
     state.lastSeq = welcome.messages.length ? welcome.messages[welcome.messages.length - 1].seq : welcome.last_seq;
     state.oldestSeq = welcome.messages.length ? welcome.messages[0].seq : state.lastSeq + 1;
     state.hasOlder = welcome.has_more;
+  } else {
+    state.readSeq = Math.max(state.readSeq, welcome.read_seq ?? 0);
   }
-  // With a token the server names us (its `sub`); that is the name our echoes carry.
-  state.username = welcome.username;
   state.welcomed = true;
   markLive();
   renderOlderControls();
-  scrollToBottom();
+  // Entering with unread messages: show the first of them; otherwise the newest.
+  if (divider) $("timeline").scrollTop += divider.getBoundingClientRect().top - $("timeline").getBoundingClientRect().top - 8;
+  else scrollToBottom();
   resetPresence(welcome);
   setStatus("online", "online");
   // Everything not yet acknowledged goes again, with its client_id: no doubles.
   for (const item of state.outbox) transmit(item);
+  noteSeen();
+  if (entering) refreshRooms();
 }
 
 function onMessage(message) {
@@ -65,6 +84,14 @@ function onMessage(message) {
   if (mine && message.client_id) settle(message.client_id);
   onTyping(message.username, false);
   if (nearBottom || mine) scrollToBottom();
+  noteSeen();
+}
+
+/** An edit or delete: the bubble shows the message as it now is; the rev is remembered. */
+function onUpdated(frame) {
+  state.lastRev = Math.max(state.lastRev, frame.rev);
+  updateMessage(frame.message);
+  if (frame.message.deleted && state.editing === frame.message.seq) cancelEdit();
 }
 
 function onError(frame) {

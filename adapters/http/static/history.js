@@ -4,6 +4,7 @@
 import { $, PAGE, state } from "./state.js";
 import { insertMessage, renderOlderControls } from "./render.js";
 import { showNotice } from "./ui.js";
+import { authHeaders } from "./api.js";
 
 // The REST API's largest page.
 const MAX_PAGE = 200;
@@ -11,7 +12,7 @@ const MAX_PAGE = 200;
 const LOAD_OLDER_WITHIN_PX = 60;
 
 async function api(path) {
-  const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
+  const headers = authHeaders();
   try {
     const response = await fetch(`/api/rooms/${encodeURIComponent(state.room)}/${path}`, { headers });
     if (!response.ok) {

@@ -4,7 +4,7 @@
 import { $, MAX_MESSAGE_CHARS, state } from "./state.js";
 import { contentProblem, newClientId } from "./rules.js";
 import { send } from "./connection.js";
-import { renderBubble } from "./render.js";
+import { onMessageActions, renderBubble } from "./render.js";
 import { autosize, capChars, scrollToBottom, showNotice } from "./ui.js";
 
 function outboxKey() {
@@ -66,11 +66,59 @@ export function settle(clientId) {
   saveOutbox();
 }
 
+/** Your newest message that can still be edited (stored, not deleted), or null. */
+function lastOwnSeq() {
+  let last = null;
+  for (const [seq, li] of state.rendered) {
+    if (li.dataset.username === state.username && !li.classList.contains("deleted") && (last === null || seq > last)) last = seq;
+  }
+  return last;
+}
+
+/** Puts message `seq` into the composer for editing; Enter saves, Escape cancels. */
+export function startEdit(seq) {
+  const li = state.rendered.get(seq);
+  if (!li || li.classList.contains("deleted")) return;
+  const input = $("input");
+  state.editing = seq;
+  input.value = li.querySelector(".bubble").textContent;
+  autosize(input);
+  $("editing").hidden = false;
+  $("send").textContent = "Save";
+  li.classList.add("being-edited");
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+export function cancelEdit() {
+  if (state.editing === null) return;
+  state.rendered.get(state.editing)?.classList.remove("being-edited");
+  state.editing = null;
+  $("editing").hidden = true;
+  $("send").textContent = "Send";
+  const input = $("input");
+  input.value = "";
+  autosize(input);
+}
+
+function deleteMessage(seq) {
+  if (!send({ type: "delete", seq })) showNotice("Not connected: the message was not deleted. Try again when online.");
+  if (state.editing === seq) cancelEdit();
+  $("input").focus();
+}
+
 function submit() {
   const input = $("input");
   const text = input.value;
   const problem = contentProblem(text);
   if (problem) return showNotice(problem);
+  if (state.editing !== null) {
+    if (!send({ type: "edit", seq: state.editing, message: text })) {
+      return showNotice("Not connected: the edit was not saved. Try again when online.");
+    }
+    cancelEdit();
+    return undefined;
+  }
   input.value = "";
   autosize(input);
   state.typingActive = false; // the server ends typing when a message is posted
@@ -88,6 +136,28 @@ export function initComposer() {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       submit();
+    } else if (event.key === "ArrowUp" && !input.value && state.editing === null && !event.isComposing) {
+      const seq = lastOwnSeq();
+      if (seq !== null) {
+        event.preventDefault();
+        startEdit(seq);
+      }
+    } else if (event.key === "Escape" && state.editing !== null) {
+      event.preventDefault();
+      cancelEdit();
+    }
+  });
+  $("cancel-edit").addEventListener("click", () => {
+    cancelEdit();
+    input.focus();
+  });
+  onMessageActions(startEdit, deleteMessage);
+  // A click elsewhere closes an open message menu.
+  document.addEventListener("click", (event) => {
+    if (event.target.closest?.(".message .actions, .message .menu")) return;
+    for (const menu of document.querySelectorAll(".message .menu:not([hidden])")) {
+      menu.hidden = true;
+      menu.parentElement.querySelector(".actions")?.setAttribute("aria-expanded", "false");
     }
   });
   $("composer-form").addEventListener("submit", (event) => {

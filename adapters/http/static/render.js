@@ -32,17 +32,113 @@ export function renderBubble(message, mine) {
   meta.append(who, when);
   const bubble = document.createElement("div");
   bubble.className = "bubble";
-  bubble.textContent = message.content; // never innerHTML: content is shown exactly as sent
-  li.append(meta, bubble);
+  if (message.deleted) {
+    li.classList.add("deleted");
+    bubble.textContent = "message deleted";
+  } else {
+    bubble.textContent = message.content; // never innerHTML: content is shown exactly as sent
+  }
+  // The bubble's row: the bubble, then "(edited)" and the actions button (shown even when the
+  // name line is folded into the previous bubble's).
+  const row = document.createElement("div");
+  row.className = "row";
+  row.append(bubble);
+  if (message.edited_at && !message.deleted) {
+    const edited = document.createElement("span");
+    edited.className = "edited";
+    edited.textContent = "(edited)";
+    edited.title = `edited ${new Date(message.edited_at).toLocaleString()}`;
+    row.append(edited);
+  }
+  li.append(meta, row);
   return li;
+}
+
+/** The actions on one of your own stored messages: a button opening a small menu. */
+function addMenu(li, message) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "icon actions";
+  button.textContent = "⋯";
+  button.setAttribute("aria-label", "Message actions");
+  button.setAttribute("aria-haspopup", "menu");
+  button.setAttribute("aria-expanded", "false");
+  const menu = document.createElement("div");
+  menu.className = "menu";
+  menu.setAttribute("role", "menu");
+  menu.hidden = true;
+  const item = (label, action) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.setAttribute("role", "menuitem");
+    b.textContent = label;
+    b.addEventListener("click", () => {
+      close(false);
+      action(message.seq);
+    });
+    return b;
+  };
+  const close = (refocus) => {
+    menu.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    if (refocus) button.focus();
+  };
+  menu.append(item("Edit", (seq) => actions.edit(seq)), item("Delete", (seq) => actions.remove(seq)));
+  button.addEventListener("click", () => {
+    const opening = menu.hidden;
+    for (const other of document.querySelectorAll(".message .menu:not([hidden])")) other.hidden = true;
+    menu.hidden = !opening;
+    button.setAttribute("aria-expanded", String(opening));
+    if (opening) menu.firstElementChild.focus();
+  });
+  menu.addEventListener("keydown", (event) => {
+    const items = [...menu.children];
+    const at = items.indexOf(document.activeElement);
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      close(true);
+    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      const next = (at + (event.key === "ArrowDown" ? 1 : items.length - 1)) % items.length;
+      items[next].focus();
+    }
+  });
+  li.querySelector(".row").append(button);
+  li.append(menu);
+}
+
+// What the message menu does; set by the composer (outbox.js).
+const actions = { edit: () => {}, remove: () => {} };
+export function onMessageActions(edit, remove) {
+  actions.edit = edit;
+  actions.remove = remove;
+}
+
+function storedBubble(message) {
+  const mine = message.username === state.username;
+  const li = renderBubble(message, mine);
+  li.dataset.seq = String(message.seq);
+  li.dataset.time = message.timestamp;
+  if (mine && !message.deleted) addMenu(li, message);
+  return li;
+}
+
+/** A message was edited or deleted: its bubble shows it as it now is (if we hold it). */
+export function updateMessage(message) {
+  const old = state.rendered.get(message.seq);
+  if (!old) return;
+  const li = storedBubble(message);
+  if (old.classList.contains("continued")) li.classList.add("continued");
+  old.replaceWith(li);
+  state.rendered.set(message.seq, li);
+  regroup(li);
 }
 
 /** Puts a stored message in its place by seq (once), before any pending bubbles. */
 export function insertMessage(message) {
   if (state.rendered.has(message.seq)) return;
-  const li = renderBubble(message, message.username === state.username);
-  li.dataset.seq = String(message.seq);
-  li.dataset.time = message.timestamp;
+  const li = storedBubble(message);
   const list = $("messages");
   // Usually the newest: append before any pending bubbles; otherwise find its place.
   let before = null;
@@ -72,9 +168,33 @@ function regroup(li) {
 export function announce(message) {
   const log = $("announcer");
   const entry = document.createElement("p");
-  entry.textContent = `${message.username}: ${message.content}`;
+  entry.textContent = `${message.username}: ${message.deleted ? "message deleted" : message.content}`;
   log.append(entry);
   while (log.childElementCount > ANNOUNCED_KEPT) log.firstElementChild.remove();
+}
+
+/**
+ * The "New messages" divider, before the first message after `readSeq` by someone else (when
+ * there was a position to be after). Returns it, or null.
+ */
+export function placeDivider(readSeq) {
+  $("messages").querySelector(".divider")?.remove();
+  if (!readSeq) return null;
+  let first = null;
+  for (const [seq, li] of state.rendered) {
+    if (seq > readSeq && li.dataset.username !== state.username && (!first || seq < Number(first.dataset.seq))) first = li;
+  }
+  if (!first) return null;
+  const divider = document.createElement("li");
+  divider.className = "divider";
+  divider.setAttribute("role", "separator");
+  divider.setAttribute("aria-label", "New messages");
+  const label = document.createElement("span");
+  label.textContent = "New messages";
+  divider.append(label);
+  first.before(divider);
+  first.classList.remove("continued");
+  return divider;
 }
 
 export function clearTimeline() {

@@ -12,11 +12,15 @@ export const PAGE = 50;
 export const state = {
   room: "",
   username: "",
-  token: new URLSearchParams(location.search).get("token"),
+  token: null, // with auth `jwt`: from `?token=` or the lobby (room.js)
   ws: null,
   welcomed: false, // this page has had a welcome since entering the room
   live: false, // the current connection has been welcomed
   lastSeq: 0,
+  lastRev: 0, // the newest change (edit or delete) seen: resumes pass it as `rev`
+  readSeq: 0, // how far this user has read the room, as far as this page knows
+  editing: null, // the seq of the message in the composer being edited
+  private: false, // the room on screen is a private room (only with a token)
   oldestSeq: null,
   hasOlder: false,
   loadingOlder: false,

@@ -10,12 +10,18 @@ export function setStatus(kind, text) {
   status.textContent = text;
 }
 
-export function showNotice(text) {
+/** Shows `text` above the composer for a few seconds, or until cleared when `sticky`. */
+export function showNotice(text, sticky = false) {
   const notice = $("notice");
   notice.textContent = text;
   notice.hidden = false;
   clearTimeout(state.noticeTimer);
-  state.noticeTimer = setTimeout(() => { notice.hidden = true; }, 6000);
+  if (!sticky) state.noticeTimer = setTimeout(() => { notice.hidden = true; }, 6000);
+}
+
+export function clearNotice() {
+  clearTimeout(state.noticeTimer);
+  $("notice").hidden = true;
 }
 
 export function autosize(textarea) {
