@@ -11,6 +11,7 @@ mod drain;
 mod edits;
 mod handshake;
 mod helpers;
+mod nginx;
 mod private;
 mod proxies;
 mod reads;
