@@ -18,6 +18,8 @@ pub const OFFER: &str = "permessage-deflate; server_no_context_takeover; client_
 
 pub struct Inflating<S> {
     inner: S,
+    /// Off: bytes pass through untouched (a connection that did not offer the extension).
+    enabled: bool,
     /// Bytes read from the socket and not yet rewritten.
     raw: Vec<u8>,
     /// Rewritten bytes, handed to tungstenite from `given` on.
@@ -31,9 +33,10 @@ pub struct Inflating<S> {
 }
 
 impl<S> Inflating<S> {
-    pub fn new(inner: S) -> Self {
+    pub fn new(inner: S, enabled: bool) -> Self {
         Self {
             inner,
+            enabled,
             raw: Vec::new(),
             ready: Vec::new(),
             given: 0,
@@ -134,6 +137,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.enabled {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         loop {
             if this.given < this.ready.len() {
                 let n = (this.ready.len() - this.given).min(buf.remaining());
@@ -199,7 +205,7 @@ mod tests {
 
     #[test]
     fn rewrites_compressed_frames_and_passes_the_rest() {
-        let mut s = Inflating::new(tokio::io::empty());
+        let mut s = Inflating::new(tokio::io::empty(), true);
         s.raw.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
         let long = "a chat message ".repeat(20);
         s.raw.extend(deflated_frame(&long));

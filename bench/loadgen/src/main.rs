@@ -42,61 +42,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-type Ws = WebSocketStream<Stream>;
+/// A connection's socket; with `--deflate` it inflates permessage-deflate frames under
+/// tungstenite, else it passes bytes through.
+type Ws = WebSocketStream<inflate::Inflating<TcpStream>>;
 
 mod inflate;
-
-/// A connection's socket: plain, or inflating permessage-deflate frames (`--deflate`).
-enum Stream {
-    Plain(TcpStream),
-    Inflating(inflate::Inflating<TcpStream>),
-}
-
-impl tokio::io::AsyncRead for Stream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Stream::Inflating(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Stream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Stream::Inflating(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Stream::Inflating(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Stream::Inflating(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
 
 /// Typical chat lines (no quotes or backslashes: they go into JSON as they are).
 const PHRASES: &[&str] = &[
@@ -236,15 +186,13 @@ impl Target {
             let mut request = url
                 .into_client_request()
                 .map_err(|e| format!("request: {e}"))?;
-            let stream = if self.deflate {
+            if self.deflate {
                 request.headers_mut().insert(
                     "Sec-WebSocket-Extensions",
                     inflate::OFFER.parse().expect("a valid header value"),
                 );
-                Stream::Inflating(inflate::Inflating::new(tcp))
-            } else {
-                Stream::Plain(tcp)
-            };
+            }
+            let stream = inflate::Inflating::new(tcp, self.deflate);
             let (mut ws, response) =
                 tokio_tungstenite::client_async_with_config(request, stream, Some(self.config))
                     .await
