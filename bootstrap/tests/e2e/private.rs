@@ -28,7 +28,7 @@ async fn jwt_server() -> TestServer {
 }
 
 /// A REST call as `who` (a bearer token), its status and JSON body.
-async fn call(
+async fn call_as(
     server: &TestServer,
     who: &str,
     method: Method,
@@ -41,11 +41,11 @@ async fn call(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    crate::helpers::call(request).await
+    call(request).await
 }
 
 async fn create(server: &TestServer, who: &str, room: &str) -> (StatusCode, Value) {
-    call(
+    call_as(
         server,
         who,
         Method::POST,
@@ -66,7 +66,7 @@ async fn members(
         Some(t) => format!("/api/rooms/{room}/members/{t}"),
         None => format!("/api/rooms/{room}/members"),
     };
-    call(server, who, method, &path, None).await
+    call_as(server, who, method, &path, None).await
 }
 
 fn listed(body: &Value) -> Vec<String> {
@@ -96,7 +96,7 @@ async fn closed_with_4403(client: &mut WsClient) {
 }
 
 async fn room_names(server: &TestServer, who: &str) -> Vec<String> {
-    let (status, body) = call(server, who, Method::GET, "/api/rooms", None).await;
+    let (status, body) = call_as(server, who, Method::GET, "/api/rooms", None).await;
     assert_eq!(status, StatusCode::OK);
     body["rooms"]
         .as_array()
@@ -122,7 +122,7 @@ async fn creating_a_private_room_and_its_refusals() {
         StatusCode::CONFLICT,
         "conflict",
     );
-    let posted = call(
+    let posted = call_as(
         &server,
         "bob",
         Method::POST,
@@ -144,7 +144,7 @@ async fn creating_a_private_room_and_its_refusals() {
         json!({"room": 7, "private": true}),
     ] {
         assert_problem(
-            &call(&server, "alice", Method::POST, "/api/rooms", Some(body)).await,
+            &call_as(&server, "alice", Method::POST, "/api/rooms", Some(body)).await,
             StatusCode::BAD_REQUEST,
             "invalid_body",
         );
@@ -230,7 +230,7 @@ async fn for_a_non_member_a_private_room_does_not_exist() {
         ),
     ];
     for (method, path, body) in calls {
-        let got = call(&server, "bob", method.clone(), path, body).await;
+        let got = call_as(&server, "bob", method.clone(), path, body).await;
         assert_problem(&got, StatusCode::NOT_FOUND, "not_found");
         assert!(
             !got.1["detail"]
@@ -252,7 +252,7 @@ async fn for_a_non_member_a_private_room_does_not_exist() {
     );
     let (mut bob, welcome) = ws(&server, "team-x", "bob").await.unwrap();
     assert_eq!(welcome["last_seq"], 1);
-    let history = call(
+    let history = call_as(
         &server,
         "bob",
         Method::GET,
@@ -264,7 +264,7 @@ async fn for_a_non_member_a_private_room_does_not_exist() {
     bob.post("hello", None).await;
     bob.recv_type("chat_message").await;
     assert_eq!(room_names(&server, "bob").await, ["team-x"]);
-    let (_, rooms) = call(&server, "bob", Method::GET, "/api/users/bob/rooms", None).await;
+    let (_, rooms) = call_as(&server, "bob", Method::GET, "/api/users/bob/rooms", None).await;
     assert_eq!(rooms["rooms"][0]["room"], "team-x");
 }
 
