@@ -334,6 +334,9 @@ try {
     await alice.locator("#input").fill(text);
     await alice.locator("#input").press("Enter");
     await bob.locator("#messages li[data-seq] .bubble", { hasText: "compressed both ways:" }).waitFor({ timeout: 15000 });
+    // Up arrow edits the last *stored* message: wait until alice's own copy is acknowledged
+    // (it has its seq), or the next step would race the server's reply.
+    await alice.locator("#messages li.mine[data-seq] .bubble", { hasText: "compressed both ways:" }).waitFor({ timeout: 15000 });
   });
 
   await step("Up arrow in an empty composer edits your last message; the other side sees (edited)", async () => {
