@@ -146,6 +146,19 @@ pub struct ServeArgs {
     /// balancer stops routing here first.
     #[arg(long, env = "BANTER_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub drain_delay: Duration,
+
+    /// How often this process's search indexer looks for messages to index (`0s`: no indexer
+    /// here — searches still find everything, scanning what is not indexed, so at least one
+    /// node of a cluster should index). Posts never wait for it.
+    #[arg(long, env = "BANTER_SEARCH_INDEX_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub search_index_interval: Duration,
+}
+
+impl ServeArgs {
+    /// The search indexer's pause, or `None` for no indexer.
+    pub fn search_indexer(&self) -> Option<Duration> {
+        (!self.search_index_interval.is_zero()).then_some(self.search_index_interval)
+    }
 }
 
 fn parse_trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
@@ -340,6 +353,7 @@ mod tests {
         assert_eq!(args.history_cache().messages, 200);
         assert!(args.trusted_proxies.is_empty());
         assert_eq!(args.drain_delay, Duration::ZERO);
+        assert_eq!(args.search_indexer(), Some(Duration::from_millis(250)));
     }
 
     #[test]
@@ -366,6 +380,12 @@ mod tests {
         assert_eq!(
             parse(&["--drain-delay", "5s"]).unwrap().drain_delay,
             Duration::from_secs(5)
+        );
+        assert_eq!(
+            parse(&["--search-index-interval", "0s"])
+                .unwrap()
+                .search_indexer(),
+            None
         );
         let error = parse(&["--trusted-proxies", "10.0.0.0/8,nonsense"])
             .unwrap_err()

@@ -77,9 +77,14 @@ fn init_tracing(format: LogFormat, filter: &str) {
     }
 }
 
-async fn open_store(database_url: &str) -> anyhow::Result<Store> {
+async fn open_store(
+    database_url: &str,
+    search_index_interval: Option<Duration>,
+) -> anyhow::Result<Store> {
     let url = banter_adapter_storage::DatabaseUrl::parse(database_url)?;
-    let store = Store::open(StoreConfig::new(url))
+    let mut config = StoreConfig::new(url);
+    config.search_index_interval = search_index_interval;
+    let store = Store::open(config)
         .await
         .with_context(|| format!("cannot open the database {database_url}"))?;
     let applied = store
@@ -95,7 +100,7 @@ async fn open_store(database_url: &str) -> anyhow::Result<Store> {
 }
 
 async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let store = open_store(database_url).await?;
+    let store = open_store(database_url, None).await?;
     store.close().await;
     Ok(())
 }
@@ -110,7 +115,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let store = open_store(&args.database.database_url).await?;
+    let store = open_store(&args.database.database_url, args.search_indexer()).await?;
     let chat_settings = ChatSettings {
         rate_limit: args.rate_limit.limit(),
         history_cache: args.history_cache(),

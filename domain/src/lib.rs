@@ -17,6 +17,7 @@ mod names;
 pub mod ports;
 mod presence;
 mod reading;
+mod search;
 mod typing;
 mod values;
 
@@ -31,5 +32,10 @@ pub use message::{
 pub use names::{ClientId, NameError, RoomName, Username};
 pub use presence::{OccupiedRoom, OnlinePage, PresenceBook, PresenceChange, WELCOME_ONLINE_CAP};
 pub use reading::{ConnectionId, ReadMark, UNREAD_CAP, UserRoom, advance_read};
+pub use search::{
+    Highlight, INDEXED_WORD_MAX_CHARS, QUERY_MAX_CHARS, QueryError, SEARCH_DEFAULT_LIMIT,
+    SEARCH_MAX_LIMIT, SearchHit, SearchPage, SearchQuery, SearchScope, Term, Word, hit,
+    index_words, search_limit, words,
+};
 pub use typing::{TypingBook, TypingChange, TypingRules};
 pub use values::{Rev, Seq, SeqOutOfRange, Timestamp, TimestampError};

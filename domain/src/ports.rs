@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, EventEnvelope,
     HistoryPage, HistoryQuery, NewMessage, OccupiedRoom, OnlinePage, PageLimit, PresenceChange,
-    ReadMark, Rev, RoomAccess, RoomEvent, RoomName, Seq, StoredRoomsPage, UserRoom, Username,
+    ReadMark, Rev, RoomAccess, RoomEvent, RoomName, SearchPage, SearchQuery, SearchScope, Seq,
+    StoredRoomsPage, UserRoom, Username,
 };
 
 /// The store could not do what was asked; nothing was changed.
@@ -178,6 +179,19 @@ pub trait MessageStore: Send + Sync + Clone + 'static {
         &self,
         user: &Username,
     ) -> impl Future<Output = Result<Vec<RoomName>, StoreError>> + Send;
+
+    /// Messages of `scope` that `query` matches ([`SearchQuery::matches`] on their current
+    /// content; deleted ones never), newest first: by seq in a room (below `before` when
+    /// given), by timestamp across rooms. Every message committed before the call is found.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Unavailable`] when the database cannot be read.
+    fn search(
+        &self,
+        scope: &SearchScope,
+        query: &SearchQuery,
+        limit: PageLimit,
+    ) -> impl Future<Output = Result<SearchPage, StoreError>> + Send;
 
     /// Whether the store answers at all (readiness).
     ///

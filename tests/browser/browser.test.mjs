@@ -389,6 +389,68 @@ try {
     assert.equal(post.status, 201);
   }
 
+  await step("search finds a message, highlights the words, and jumps to it in the history", async () => {
+    const input = alice.locator("#search-input");
+    const hits = alice.locator("#search-list .hit");
+    const searchFor = async (q) => {
+      await input.fill(q);
+      await input.press("Enter");
+      // Busy from the submit until the answer is shown.
+      await alice.locator("#search-results[aria-busy=false]").waitFor({ timeout: 10000 });
+    };
+    // This room by default. The deleted message is found by none of its words.
+    assert.equal(await alice.locator("#search-all").isChecked(), false);
+    await searchFor("typo");
+    assert.equal(await alice.locator("#search-status").textContent(), "No messages found");
+    assert.equal(await hits.count(), 0);
+    await alice.keyboard.press("Escape");
+    assert.equal(await alice.locator("#search-results").isHidden(), true, "Escape closes the results");
+    assert.equal(await alice.evaluate(() => document.activeElement?.id), "search-input");
+    // An edited message is found by its new text; the match is marked in the content's own case.
+    await searchFor("AWAY");
+    assert.equal(await hits.count(), 1);
+    assert.equal(await hits.locator("mark").textContent(), "away");
+    assert.equal(await hits.locator(".text").textContent(), "Hello bob, edited while away");
+    // Markup in a result is text too.
+    await searchFor("onerror");
+    assert.equal(await hits.locator(".text").textContent(), XSS);
+    assert.equal(await alice.locator("#search-results img").count(), 0);
+    // A query with no word is refused; the server's reason is shown.
+    await searchFor("!!!");
+    assert.equal(await alice.locator("#search-status.error").isVisible(), true);
+    assert.equal(await hits.count(), 0);
+    // Every room: a message in another room, older than its welcome's 50.
+    await carolPosts("archive", "Remember the Quokka picnic on Friday");
+    await postOld("archive", 60);
+    await alice.locator("#search-all").check();
+    await searchFor("quokka");
+    assert.equal(await hits.count(), 1);
+    assert.equal(await hits.locator("mark").textContent(), "Quokka");
+    assert.equal(await hits.locator(".in-room").textContent(), "#archive");
+    await hits.click();
+    await alice.locator("#room-name", { hasText: "#archive" }).waitFor({ timeout: 10000 });
+    await alice.locator('#messages li[data-seq="1"].found').waitFor({ timeout: 15000 });
+    const found = alice.locator('#messages li[data-seq="1"]');
+    const inView = await found.evaluate((li) => {
+      const box = li.getBoundingClientRect();
+      const view = document.getElementById("timeline").getBoundingClientRect();
+      return box.top >= view.top && box.bottom <= view.bottom;
+    });
+    assert.ok(inView, "the message is scrolled into view");
+    assert.equal(await found.locator(".bubble").textContent(), "Remember the Quokka picnic on Friday");
+    assert.equal(await alice.locator("#search-results").isHidden(), true);
+    assert.deepEqual(await seqsOf(alice), Array.from({ length: 61 }, (_, i) => i + 1), "older pages loaded in order, once each");
+    assert.equal(await alice.evaluate(() => document.activeElement?.dataset.seq), "1", "focus is on the message");
+    // By keyboard, back to #general: ArrowDown into the results, Enter on one.
+    await searchFor("away");
+    const seq = await hits.first().getAttribute("data-seq");
+    await input.press("ArrowDown");
+    await alice.keyboard.press("Enter");
+    await alice.locator("#room-name", { hasText: "#general" }).waitFor({ timeout: 10000 });
+    await alice.locator(`#messages li[data-seq="${seq}"].found`).waitFor({ timeout: 15000 });
+    await alice.locator("#status[data-state=online]").waitFor({ timeout: 10000 });
+  });
+
   await step("the room list: an unread badge for new messages elsewhere; entering shows the divider and clears it", async () => {
     // bob has read #side up to its first message; carol then posts two more.
     await carolPosts("side", "side first");

@@ -24,6 +24,18 @@ pub const CHANGES_PAGE: PageBounds = PageBounds {
     max: PageLimit::MAX_HISTORY,
 };
 
+/// `GET /api/rooms/{room}/search` and `GET /api/search`: 1–100, default 20.
+pub const SEARCH_PAGE: PageBounds = PageBounds {
+    default: banter_domain::SEARCH_DEFAULT_LIMIT,
+    max: banter_domain::SEARCH_MAX_LIMIT,
+};
+
+/// A search's `q`, parsed by the contract's rules.
+pub fn search_query(value: Option<String>) -> Result<banter_domain::SearchQuery, Problem> {
+    banter_domain::SearchQuery::parse(value.as_deref().unwrap_or(""))
+        .map_err(|e| Refusal::of_field(ErrorCode::InvalidParameter, "q", e).into())
+}
+
 /// `GET /api/rooms`: 1–1000, default 100.
 pub const ROOMS_PAGE: PageBounds = PageBounds {
     default: 100,

@@ -31,7 +31,7 @@ macro_rules! module {
 
 /// The files under `/static/`. `app.js` is the entry module and imports the others; browsers
 /// run ES modules only when served as JavaScript.
-static ASSETS: [(&str, Asset); 17] = [
+static ASSETS: [(&str, Asset); 18] = [
     (
         "app.css",
         Asset::new(include_str!("../static/app.css"), CSS),
@@ -50,6 +50,7 @@ static ASSETS: [(&str, Asset); 17] = [
     module!("room.js"),
     module!("rooms.js"),
     module!("rules.js"),
+    module!("search.js"),
     module!("state.js"),
     module!("ui.js"),
 ];

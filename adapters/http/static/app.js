@@ -11,6 +11,7 @@ import { initReads } from "./reads.js";
 import { initMembers } from "./members.js";
 import { initLobby, roomEnded, start, switchRoom } from "./room.js";
 import { initRooms } from "./rooms.js";
+import { initSearch } from "./search.js";
 import { $ } from "./state.js";
 
 onSocket(handle, clearTyping, roomEnded);
@@ -23,4 +24,5 @@ initDrawer();
 initReads();
 initRooms(switchRoom);
 initMembers(switchRoom);
+initSearch(switchRoom);
 start();

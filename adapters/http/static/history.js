@@ -33,25 +33,44 @@ export async function fillGap(from, to) {
   if (page) for (const message of page.messages) if (message.seq < to) insertMessage(message);
 }
 
-async function loadOlder() {
-  if (state.loadingOlder || !state.hasOlder || state.oldestSeq === null) return;
-  state.loadingOlder = true;
+// The older page being loaded, if any: one at a time, and a second caller waits for it.
+let loading = null;
+
+/** Loads the page of `limit` messages before the oldest shown; resolves true if one came. */
+function loadOlder(limit = PAGE) {
+  if (!loading && state.hasOlder && state.oldestSeq !== null) {
+    loading = loadPage(limit).finally(() => { loading = null; });
+  }
+  return loading ?? Promise.resolve(false);
+}
+
+async function loadPage(limit) {
   const timeline = $("timeline");
   const fromBottom = timeline.scrollHeight - timeline.scrollTop;
-  const page = await api(`messages?before=${state.oldestSeq}&limit=${PAGE}`);
-  if (page) {
-    for (const message of page.messages) insertMessage(message);
-    if (page.messages.length) state.oldestSeq = page.messages[0].seq;
-    state.hasOlder = page.has_more;
-    renderOlderControls();
-    // Keep the reader's place while older messages appear above.
-    timeline.scrollTop = timeline.scrollHeight - fromBottom;
+  const page = await api(`messages?before=${state.oldestSeq}&limit=${limit}`);
+  if (!page) return false;
+  for (const message of page.messages) insertMessage(message);
+  if (page.messages.length) state.oldestSeq = page.messages[0].seq;
+  state.hasOlder = page.has_more;
+  renderOlderControls();
+  // Keep the reader's place while older messages appear above.
+  timeline.scrollTop = timeline.scrollHeight - fromBottom;
+  return true;
+}
+
+/** Loads older pages until message `seq` is shown (a search jumps to it); true if it is. */
+export async function loadUntil(seq) {
+  const room = state.room;
+  while (!state.rendered.has(seq) && state.hasOlder && state.room === room && state.oldestSeq > seq) {
+    // Pages ending a little past `seq`, as big as allowed: a jump far back takes few requests.
+    const limit = Math.min(MAX_PAGE, Math.max(PAGE, state.oldestSeq - seq + 10));
+    if (!(await loadOlder(limit))) break;
   }
-  state.loadingOlder = false;
+  return state.room === room && state.rendered.has(seq);
 }
 
 export function initHistoryPaging() {
-  $("load-older").addEventListener("click", loadOlder);
+  $("load-older").addEventListener("click", () => loadOlder());
   $("timeline").addEventListener("scroll", () => {
     if ($("timeline").scrollTop < LOAD_OLDER_WITHIN_PX) loadOlder();
   });

@@ -23,7 +23,6 @@ export const state = {
   private: false, // the room on screen is a private room (only with a token)
   oldestSeq: null,
   hasOlder: false,
-  loadingOlder: false,
   rendered: new Map(), // seq -> <li>
   online: new Set(),
   onlineCount: 0,

@@ -125,7 +125,14 @@ async fn each_documented_page_limit_is_the_one_enforced() {
             "/api/rooms/{room}/presence",
             1000,
         ),
+        (
+            "/api/rooms/general/search?q=hello",
+            "/api/rooms/{room}/search",
+            100,
+        ),
+        ("/api/search?q=hello", "/api/search", 100),
     ] {
+        let join = if path.contains('?') { '&' } else { '?' };
         let limit = spec["paths"][spec_path]["get"]["parameters"]
             .as_array()
             .unwrap()
@@ -138,12 +145,12 @@ async fn each_documented_page_limit_is_the_one_enforced() {
             "{spec_path}"
         );
         client
-            .get(format!("{path}?limit={contract_max}"))
+            .get(format!("{path}{join}limit={contract_max}"))
             .send()
             .await
             .assert_status_is_ok();
         let over = client
-            .get(format!("{path}?limit={}", contract_max + 1))
+            .get(format!("{path}{join}limit={}", contract_max + 1))
             .send()
             .await;
         over.assert_status(StatusCode::BAD_REQUEST);

@@ -42,10 +42,11 @@ pub(crate) fn decide(
 /// The body of one change transaction, for both backends.
 ///
 /// `$run` is the `RunQueryDsl` of the backend's API (`diesel::RunQueryDsl` or
-/// `diesel_async::RunQueryDsl`) and `[$($await:tt)*]` is `[.await]` or `[]`. Evaluates to
+/// `diesel_async::RunQueryDsl`), `$reindex` the backend's search index update (see
+/// `crate::search`), and `[$($await:tt)*]` is `[.await]` or `[]`. Evaluates to
 /// `Result<Decided, diesel::result::Error>`.
 macro_rules! change_body {
-    ($conn:ident, $run:path, $request:expr, $now_ms:expr, [$($await:tt)*]) => {{
+    ($conn:ident, $run:path, $request:expr, $now_ms:expr, $reindex:path, [$($await:tt)*]) => {{
         use $run as _;
         use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
         use $crate::schema::{messages, revisions, rooms};
@@ -109,6 +110,7 @@ macro_rules! change_body {
                             ))
                             .execute($conn)
                             $($await)*?;
+                        $reindex($conn, room, seq, &new)$($await)*?;
                         let rev = banter_domain::Rev::from_i64(rev).map_err(|e| {
                             $crate::change::corrupt($crate::StorageError::Corrupt {
                                 what: format!("room {room} last_rev"),
@@ -135,7 +137,14 @@ pub(crate) async fn change(pools: &Pools, request: ChangeRequest) -> Result<Deci
             pooled
                 .spawn_blocking(move |conn| {
                     conn.immediate_transaction(|conn| {
-                        change_body!(conn, diesel::RunQueryDsl, &request, now, [])
+                        change_body!(
+                            conn,
+                            diesel::RunQueryDsl,
+                            &request,
+                            now,
+                            crate::search::reindex_sqlite,
+                            []
+                        )
                     })
                 })
                 .await?
@@ -145,9 +154,16 @@ pub(crate) async fn change(pools: &Pools, request: ChangeRequest) -> Result<Deci
             let mut pooled = pool.get().await?;
             let conn = &mut *pooled;
             let request = &request;
-            conn.transaction::<_, diesel::result::Error, _>(
-                async |conn| change_body!(conn, diesel_async::RunQueryDsl, request, now, [.await]),
-            )
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                change_body!(
+                    conn,
+                    diesel_async::RunQueryDsl,
+                    request,
+                    now,
+                    crate::search::reindex_postgres,
+                    [.await]
+                )
+            })
             .await?
         }
     };

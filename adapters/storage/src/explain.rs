@@ -128,6 +128,12 @@ const LOOKUP_KEYS: &[crate::batch::IdempotencyKey<'static>] =
     &[("general", "alice", "c-1"), ("general", "bob", "c-2")];
 
 pub(crate) async fn explain(pools: &Pools) -> Result<Vec<QueryPlan>, StorageError> {
+    let mut plans = explain_reads(pools).await?;
+    plans.extend(crate::search::explain(pools).await?);
+    Ok(plans)
+}
+
+async fn explain_reads(pools: &Pools) -> Result<Vec<QueryPlan>, StorageError> {
     match pools {
         Pools::Sqlite(pool) => {
             let mut pooled = pool.get().await?;

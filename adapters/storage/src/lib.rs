@@ -23,6 +23,7 @@ mod reading;
 mod reads;
 mod rows;
 mod schema;
+mod search;
 mod statements;
 mod writer;
 
@@ -32,8 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, HistoryPage,
-    HistoryQuery, NewMessage, PageLimit, ReadMark, Rev, RoomAccess, RoomName, Seq, StoredRoomsPage,
-    UserRoom, Username,
+    HistoryQuery, NewMessage, PageLimit, ReadMark, Rev, RoomAccess, RoomName, SearchPage,
+    SearchQuery, SearchScope, Seq, StoredRoomsPage, UserRoom, Username,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -93,6 +94,9 @@ pub struct StoreConfig {
     pub writers: usize,
     /// How long a writer may wait to fill a batch when the previous one was bigger.
     pub max_linger: Duration,
+    /// How often the search indexer looks for new messages; `None`: no indexer in this
+    /// process (searches then scan what is not indexed, which stays correct but gets slow).
+    pub search_index_interval: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -108,6 +112,7 @@ impl StoreConfig {
             queue_capacity: 8192,
             writers,
             max_linger: Duration::from_millis(1),
+            search_index_interval: Some(DEFAULT_SEARCH_INDEX_INTERVAL),
         }
     }
 }
@@ -115,12 +120,18 @@ impl StoreConfig {
 /// Writers on Postgres: enough to overlap one batch's commit with the next one's statements.
 const DEFAULT_POSTGRES_WRITERS: usize = 2;
 
+/// The search indexer's pause between batches once it has caught up: what a search may have
+/// to scan without the index is about this much of traffic.
+pub const DEFAULT_SEARCH_INDEX_INTERVAL: Duration = Duration::from_millis(250);
+
 #[derive(Debug)]
 struct Inner {
     pools: Pools,
     /// One queue per writer; a room's posts always go to the same one, in order.
     queues: Vec<mpsc::Sender<Job>>,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    search_index_interval: Option<Duration>,
+    indexer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     settled_public: access::SettledPublic,
 }
 
@@ -154,6 +165,8 @@ impl Store {
                 pools,
                 queues,
                 writers: std::sync::Mutex::new(handles),
+                search_index_interval: config.search_index_interval,
+                indexer: std::sync::Mutex::new(None),
                 settled_public: access::SettledPublic::default(),
             }),
         })
@@ -165,7 +178,63 @@ impl Store {
     /// # Errors
     /// [`StorageError::Migration`] when a migration fails.
     pub async fn migrate(&self) -> Result<Vec<String>, StorageError> {
-        migrate::migrate(&self.inner.pools).await
+        let applied = migrate::migrate(&self.inner.pools).await?;
+        self.start_indexer();
+        Ok(applied)
+    }
+
+    /// Starts the search indexer (once the schema is there, so from [`Store::migrate`]).
+    fn start_indexer(&self) {
+        let Some(interval) = self.inner.search_index_interval else {
+            return;
+        };
+        let mut slot = self
+            .inner
+            .indexer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_some() {
+            return;
+        }
+        // Weak: a store dropped without `close` still lets go of its connections.
+        let store = Arc::downgrade(&self.inner);
+        *slot = Some(tokio::spawn(async move {
+            loop {
+                let Some(pools) = store.upgrade().map(|inner| inner.pools.clone()) else {
+                    return;
+                };
+                let indexed = search::index_pending(&pools).await;
+                drop(pools);
+                match indexed {
+                    // A full batch: more is waiting.
+                    Ok(taken) if taken >= search::INDEX_BATCH => continue,
+                    Ok(taken) => {
+                        if taken > 0 {
+                            metrics::counter!("banter_search_indexed_total")
+                                .increment(taken as u64);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "search indexing failed; retrying"),
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+
+    /// Indexes what is waiting, now, until the index has caught up; returns how many messages
+    /// it took. For tests and tools: the background indexer does this on its own.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the database fails.
+    pub async fn index_search_now(&self) -> Result<usize, StorageError> {
+        let mut total = 0;
+        loop {
+            let taken = search::index_pending(&self.inner.pools).await?;
+            total += taken;
+            if taken < search::INDEX_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Which backend this store uses: `"sqlite"` or `"postgres"`.
@@ -186,6 +255,15 @@ impl Store {
 
     /// Stops taking posts, commits those already queued and waits for the writers to finish.
     pub async fn close(&self) {
+        if let Some(indexer) = self
+            .inner
+            .indexer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            indexer.abort();
+        }
         for queue in &self.inner.queues {
             let _ = queue.send(Job::Close).await;
         }
@@ -316,6 +394,15 @@ impl MessageStore for Store {
 
     async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
         Ok(access::member_rooms(&self.inner.pools, user).await?)
+    }
+
+    async fn search(
+        &self,
+        scope: &SearchScope,
+        query: &SearchQuery,
+        limit: PageLimit,
+    ) -> Result<SearchPage, StoreError> {
+        Ok(search::search(&self.inner.pools, scope, query, limit).await?)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -40,7 +40,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     revisions,
     read_positions,
-    room_members
+    room_members,
+    search_progress
 );
 
 diesel::table! {
@@ -55,5 +56,14 @@ diesel::table! {
     room_members (room, username) {
         room -> Text,
         username -> Text,
+    }
+}
+
+// The search index's bookkeeping; the index tables themselves differ by backend and are
+// queried in SQL (`crate::search`).
+diesel::table! {
+    search_progress (room) {
+        room -> Text,
+        indexed_seq -> BigInt,
     }
 }

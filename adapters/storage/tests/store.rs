@@ -74,6 +74,32 @@ impl TestBackend {
         }
     }
 
+    /// A single count, read behind the store's back.
+    async fn count_raw(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let sql = format!("SELECT ({sql}) AS n");
+        match self {
+            TestBackend::Sqlite { path, .. } => {
+                let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+                diesel::RunQueryDsl::get_result::<Count>(diesel::sql_query(sql), &mut conn)
+                    .unwrap()
+                    .n
+            }
+            TestBackend::Postgres { db } => {
+                let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+                diesel::sql_query(sql)
+                    .get_result::<Count>(&mut conn)
+                    .await
+                    .unwrap()
+                    .n
+            }
+        }
+    }
+
     fn is_sqlite(&self) -> bool {
         matches!(self, TestBackend::Sqlite { .. })
     }
@@ -97,6 +123,10 @@ impl StoreFixture for TestBackend {
 
     async fn close(&self, store: Store) {
         store.close().await;
+    }
+
+    async fn index_search(&self, store: &Store) {
+        store.index_search_now().await.expect("index for search");
     }
 }
 
@@ -204,6 +234,75 @@ mod cases {
             .await
             .unwrap();
         assert!(matches!(edited, Ok(Changed::Updated(c)) if c.rev.get() == 1));
+        // The old messages are found by search, before the index has them and after.
+        let query = banter_domain::SearchQuery::parse("\"old message 7\"").unwrap();
+        let scope = banter_domain::SearchScope::Room {
+            room: room("general"),
+            before: None,
+        };
+        let limit = banter_domain::PageLimit::history(10).unwrap();
+        for _ in 0..2 {
+            let page = store.search(&scope, &query, limit).await.unwrap();
+            let found: Vec<u64> = page.hits.iter().map(|h| h.message.seq.get()).collect();
+            assert_eq!(found, vec![7]);
+            store.index_search_now().await.unwrap();
+        }
+        store.close().await;
+    }
+
+    /// Nobody asks: the store's own indexer takes every message, in the background, and a
+    /// post's transaction writes nothing to the index.
+    pub async fn the_search_indexer_catches_up_by_itself(backend: &TestBackend) {
+        let mut config = backend.config();
+        config.search_index_interval = Some(std::time::Duration::from_millis(20));
+        let store = Store::open(config).await.unwrap();
+        store.migrate().await.unwrap();
+        for n in 0..50 {
+            store
+                .append(post("general", "alice", &format!("message {n}"), None))
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let indexed = backend.count_raw("SELECT count(*) FROM search_docs").await;
+            let progress = backend
+                .count_raw("SELECT COALESCE(MAX(indexed_seq), 0) FROM search_progress")
+                .await;
+            if indexed == 50 && progress == 50 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "indexed {indexed}, progress {progress}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        store.close().await;
+
+        // Without an indexer, posts leave the index alone; searches still find them.
+        let mut config = backend.config();
+        config.search_index_interval = None;
+        let store = Store::open(config).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+            .append(post("general", "alice", "unindexed words", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.count_raw("SELECT count(*) FROM search_docs").await,
+            50
+        );
+        let query = banter_domain::SearchQuery::parse("unindexed").unwrap();
+        let page = store
+            .search(
+                &banter_domain::SearchScope::Readable { member_of: vec![] },
+                &query,
+                banter_domain::PageLimit::history(10).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.hits.len(), 1);
         store.close().await;
     }
 
@@ -419,10 +518,16 @@ mod cases {
         store.close().await;
     }
 
-    pub async fn history_queries_use_the_primary_key(backend: &TestBackend) {
+    pub async fn queries_use_their_indexes(backend: &TestBackend) {
         let store = backend.open().await;
-        let plans = store.explain_history_queries().await.unwrap();
+        let (search_plans, plans): (Vec<_>, Vec<_>) = store
+            .explain_history_queries()
+            .await
+            .unwrap()
+            .into_iter()
+            .partition(|plan| plan.query.starts_with("search"));
         assert_eq!(plans.len(), 16);
+        search_queries_use_the_index(backend, &search_plans);
         for plan in &plans {
             let text = plan.plan.join(" | ");
             println!("{} plan, {}: {text}", store.backend(), plan.query);
@@ -528,6 +633,49 @@ mod cases {
         store.close().await;
     }
 
+    /// The search reads: the full-text index (FTS5's, walked by rowid so "newest first"
+    /// needs no sort; Postgres's GIN index, or a key walked newest first for common words).
+    fn search_queries_use_the_index(
+        backend: &TestBackend,
+        plans: &[banter_adapter_storage::QueryPlan],
+    ) {
+        let plan_of = |query: &str| {
+            plans
+                .iter()
+                .find(|p| p.query == query)
+                .unwrap_or_else(|| panic!("no plan for {query}"))
+                .plan
+                .join(" | ")
+        };
+        for query in ["search: a room", "search: readable rooms"] {
+            let plan = plan_of(query);
+            println!("search plan, {query}: {plan}");
+            if backend.is_sqlite() {
+                assert!(
+                    plan.contains("search_index VIRTUAL TABLE INDEX"),
+                    "{query}: {plan}"
+                );
+                assert!(
+                    plan.contains("USING INTEGER PRIMARY KEY"),
+                    "{query}: {plan}"
+                );
+                assert!(!plan.contains("TEMP B-TREE"), "{query}: no sort: {plan}");
+            } else {
+                assert!(!plan.contains("Seq Scan"), "{query}: {plan}");
+                assert!(
+                    plan.contains("search_docs_words")
+                        || plan.contains("search_docs_pkey")
+                        || plan.contains("search_docs_newest"),
+                    "{query}: {plan}"
+                );
+            }
+        }
+        if backend.is_sqlite() {
+            let bound = plan_of("search: a room's bound");
+            assert!(bound.contains("search_docs_message"), "{bound}");
+        }
+    }
+
     pub async fn names_its_backend(backend: &TestBackend) {
         let store = backend.open().await;
         assert_eq!(
@@ -590,7 +738,8 @@ for_each_backend!(
     a_database_of_the_edits_release_keeps_every_message,
     a_public_room_with_messages_is_checked_once,
     a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it,
-    history_queries_use_the_primary_key,
+    queries_use_their_indexes,
     names_its_backend,
     a_closed_store_is_not_ready_and_refuses_posts,
+    the_search_indexer_catches_up_by_itself,
 );

@@ -7,8 +7,8 @@ use banter_domain::ports::{
     Clock, EventBroadcaster, MessageStore, PresenceError, PresenceRegistry,
 };
 use banter_domain::{
-    ChangesPage, ChangesQuery, HistoryPage, HistoryQuery, PageLimit, Rev, RoomName, Seq,
-    StoredRoomsPage, Username,
+    ChangesPage, ChangesQuery, HistoryPage, HistoryQuery, PageLimit, Rev, RoomName, SearchPage,
+    SearchQuery, SearchScope, Seq, StoredRoomsPage, Username,
 };
 
 use super::Chat;
@@ -55,6 +55,44 @@ where
             limit,
         };
         Ok(self.inner.store.changes(room, query).await?)
+    }
+
+    /// Searches `room` (which the caller checked with [`Chat::readable`]), newest first,
+    /// below `before` when given.
+    ///
+    /// # Errors
+    /// [`ReadError::Store`] when the store cannot be read.
+    pub async fn search_room(
+        &self,
+        room: &RoomName,
+        query: &SearchQuery,
+        before: Option<Seq>,
+        limit: PageLimit,
+    ) -> Result<SearchPage, ReadError> {
+        let scope = SearchScope::Room {
+            room: room.clone(),
+            before,
+        };
+        Ok(self.inner.store.search(&scope, query, limit).await?)
+    }
+
+    /// Searches every room `viewer` may read (public rooms, and the private ones it is a
+    /// member of), newest first by timestamp.
+    ///
+    /// # Errors
+    /// [`ReadError::Store`] when the store cannot be read.
+    pub async fn search_readable(
+        &self,
+        query: &SearchQuery,
+        limit: PageLimit,
+        viewer: Option<&Username>,
+    ) -> Result<SearchPage, ReadError> {
+        let member_of = match viewer {
+            Some(viewer) => self.inner.store.member_rooms(viewer).await?,
+            None => Vec::new(),
+        };
+        let scope = SearchScope::Readable { member_of };
+        Ok(self.inner.store.search(&scope, query, limit).await?)
     }
 
     /// Lists rooms with messages or people online, sorted by name, after `after`: public

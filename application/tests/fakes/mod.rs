@@ -17,8 +17,8 @@ use banter_domain::{
     Appended, ChangeRefusal, ChangeRequest, Changed, ChangesPage, ChangesQuery, ClientId,
     EventEnvelope, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage, OccupiedRoom,
     OnlinePage, PageLimit, PresenceBook, PresenceChange, PresenceEvent, ReadMark, Rev, RoomAccess,
-    RoomEvent, RoomName, Seq, StoredRoom, StoredRoomsPage, Timestamp, UNREAD_CAP, UserRoom,
-    Username, advance_read,
+    RoomEvent, RoomName, SearchPage, SearchQuery, SearchScope, Seq, StoredRoom, StoredRoomsPage,
+    Timestamp, UNREAD_CAP, UserRoom, Username, advance_read, hit,
 };
 use tokio::sync::broadcast;
 
@@ -302,6 +302,46 @@ impl MessageStore for FakeStore {
     async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
         self.check_up()?;
         Ok(self.append_now(post))
+    }
+
+    // The definition itself: every message in its current state, confirmed by the query.
+    async fn search(
+        &self,
+        scope: &SearchScope,
+        query: &SearchQuery,
+        limit: PageLimit,
+    ) -> Result<SearchPage, StoreError> {
+        self.check_up()?;
+        let state = self.state.lock().unwrap();
+        let mut hits: Vec<_> = state
+            .rooms
+            .iter()
+            .filter(|(name, r)| match scope {
+                SearchScope::Room { room, .. } => *name == room,
+                SearchScope::Readable { member_of } => {
+                    r.private.is_none() || member_of.contains(name)
+                }
+            })
+            .flat_map(|(_, r)| r.messages.iter().cloned())
+            .filter(|m| match scope {
+                SearchScope::Room {
+                    before: Some(before),
+                    ..
+                } => m.seq < *before,
+                _ => true,
+            })
+            .filter_map(|m| hit(query, m))
+            .collect();
+        hits.sort_by(|a, b| {
+            (b.message.timestamp, b.message.room.as_str(), b.message.seq).cmp(&(
+                a.message.timestamp,
+                a.message.room.as_str(),
+                a.message.seq,
+            ))
+        });
+        let has_more = hits.len() > limit.get();
+        hits.truncate(limit.get());
+        Ok(SearchPage { hits, has_more })
     }
 
     async fn history(

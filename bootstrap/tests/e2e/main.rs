@@ -16,4 +16,5 @@ mod private;
 mod proxies;
 mod reads;
 mod rest;
+mod search;
 mod websocket;

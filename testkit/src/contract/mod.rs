@@ -13,6 +13,7 @@ pub mod access;
 pub mod broadcaster;
 pub mod presence;
 pub mod reading;
+pub mod search;
 pub mod store;
 
 use std::future::Future;
@@ -39,6 +40,13 @@ pub trait StoreFixture: Fixture {
 
     /// Stops `store` as a clean shutdown would: what it acknowledged stays.
     fn close(&self, store: Self::Store) -> impl Future<Output = ()> + Send;
+
+    /// Lets `store` bring its search index up to date, if it keeps one apart (the search
+    /// cases search before and after this, and must get the same answers).
+    fn index_search(&self, store: &Self::Store) -> impl Future<Output = ()> + Send {
+        let _ = store;
+        async {}
+    }
 }
 
 /// One broker seen from several nodes: each `node` is another process's broadcaster and
@@ -144,6 +152,8 @@ macro_rules! store_contract {
                 unread_counts_stop_at_1000,
                 private_rooms_are_created_once_and_keep_their_members,
                 racing_creations_of_one_room_make_one_creator,
+                search_follows_the_query_rules_before_and_after_indexing,
+                search_pages_through_many_matches_once_each,
             ]
         );
     };

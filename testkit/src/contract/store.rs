@@ -23,6 +23,11 @@ pub use super::access::{
     private_rooms_are_created_once_and_keep_their_members,
     racing_creations_of_one_room_make_one_creator,
 };
+// The search cases live in their own file and run in this suite.
+pub use super::search::{
+    search_follows_the_query_rules_before_and_after_indexing,
+    search_pages_through_many_matches_once_each,
+};
 // The read-position cases live in their own file and run in this suite.
 pub use super::reading::{
     a_users_rooms_come_newest_activity_first_with_unread_counts,

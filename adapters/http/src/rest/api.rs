@@ -12,19 +12,19 @@ use poem_openapi::{OpenApi, Tags};
 
 use super::bodies::{
     ChangeBody, ChangesBody, CreateRoomBody, CreatedRoomBody, EditBody, HistoryBody, MembersBody,
-    PostBody, PresenceBody, ReadPositionBody, ReadRequestBody, RoomBody, RoomsBody, StringField,
-    UserRoomBody, UserRoomsBody,
+    PostBody, PresenceBody, ReadPositionBody, ReadRequestBody, RoomBody, RoomsBody, SearchBody,
+    StringField, UserRoomBody, UserRoomsBody,
 };
 use super::request_checks::Caller;
 use super::responses::{
     ChangeResponse, ChangesResponse, CreateRoomResponse, HistoryResponse, MembersResponse,
     PostResponse, PresenceResponse, ReadPositionResponse, ReadyResponse, RoomsResponse,
-    UserRoomsResponse,
+    SearchResponse, UserRoomsResponse,
 };
 use crate::AppState;
 use crate::params::{
-    CHANGES_PAGE, HISTORY_PAGE, PRESENCE_PAGE, ROOMS_PAGE, name_cursor, page_limit, rev_cursor,
-    seq_cursor, seq_in_path,
+    CHANGES_PAGE, HISTORY_PAGE, PRESENCE_PAGE, ROOMS_PAGE, SEARCH_PAGE, name_cursor, page_limit,
+    rev_cursor, search_query, seq_cursor, seq_in_path,
 };
 use crate::problem::{
     ErrorCode, PostEdge, Problem, Refusal, change_refusal, membership_problem, not_found_room,
@@ -330,6 +330,80 @@ impl<P: Ports> ChatApi<P> {
         };
         match run.await {
             Ok(body) => ChangesResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Search a room.
+    ///
+    /// Messages whose current content has every word of `q` (whole words, case-insensitive,
+    /// the last unquoted word also as a prefix) and every `"quoted phrase"`, newest first.
+    /// Deleted messages are never found. Page with `before` = the last result's seq.
+    #[oai(
+        path = "/api/rooms/:room/search",
+        method = "get",
+        tag = "ApiTags::Chat"
+    )]
+    async fn search_room(
+        &self,
+        req: &Request,
+        /// The room.
+        room: Path<String>,
+        /// 1–200 characters with at least one word (a run of letters or digits).
+        q: Query<Option<String>>,
+        /// Only messages with a smaller seq (integer ≥ 0).
+        #[oai(validator(minimum(value = "0")))]
+        before: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<i64>>,
+    ) -> SearchResponse {
+        let run = async {
+            let room = self.visible_room(req, &room).await?;
+            let query = search_query(q.0)?;
+            let before = seq_cursor("before", before.0)?;
+            let limit = page_limit(limit.0, SEARCH_PAGE)?;
+            let page = self
+                .state
+                .chat
+                .search_room(&room, &query, before, limit)
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(SearchBody::from(page))
+        };
+        match run.await {
+            Ok(body) => SearchResponse::Ok(Json(body)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Search every room the caller may read.
+    ///
+    /// As a room's search, across public rooms and the private rooms the caller is a member
+    /// of, newest first by timestamp (ties in any order).
+    #[oai(path = "/api/search", method = "get", tag = "ApiTags::Chat")]
+    async fn search_readable(
+        &self,
+        req: &Request,
+        /// 1–200 characters with at least one word (a run of letters or digits).
+        q: Query<Option<String>>,
+        /// Page size, 1–100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<i64>>,
+    ) -> SearchResponse {
+        let run = async {
+            let query = search_query(q.0)?;
+            let limit = page_limit(limit.0, SEARCH_PAGE)?;
+            let page = self
+                .state
+                .chat
+                .search_readable(&query, limit, viewer(req))
+                .await
+                .map_err(|e| read_problem(&e))?;
+            Ok::<_, Problem>(SearchBody::from(page))
+        };
+        match run.await {
+            Ok(body) => SearchResponse::Ok(Json(body)),
             Err(problem) => problem.into(),
         }
     }

@@ -317,3 +317,53 @@ impl Example for MembersBody {
         }
     }
 }
+
+/// A message found by a search: the message, and where the query matched its content.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct SearchResultBody {
+    #[oai(flatten)]
+    pub message: MessageJson,
+    /// Each match as `[start, end)`, in Unicode scalar values of `content`, in order. A prefix
+    /// match covers the whole word; a phrase, its words and what lies between them.
+    pub highlights: Vec<Vec<u64>>,
+}
+
+impl poem_openapi::types::Example for SearchResultBody {
+    fn example() -> Self {
+        Self {
+            message: <MessageJson as poem_openapi::types::Example>::example(),
+            highlights: vec![vec![0, 5]],
+        }
+    }
+}
+
+impl From<banter_domain::SearchHit> for SearchResultBody {
+    fn from(hit: banter_domain::SearchHit) -> Self {
+        Self {
+            highlights: hit
+                .highlights
+                .iter()
+                .map(|h| vec![h.start as u64, h.end as u64])
+                .collect(),
+            message: hit.message.into(),
+        }
+    }
+}
+
+/// Search results, newest first.
+#[derive(Debug, Object)]
+pub struct SearchBody {
+    pub results: Vec<SearchResultBody>,
+    /// More results exist: in a room, page on with `before` = the last result's seq.
+    pub has_more: bool,
+}
+
+impl From<banter_domain::SearchPage> for SearchBody {
+    fn from(page: banter_domain::SearchPage) -> Self {
+        Self {
+            results: page.hits.into_iter().map(Into::into).collect(),
+            has_more: page.has_more,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use poem_openapi::payload::{Json, PlainText};
 
 use super::bodies::{
     ChangesBody, CreatedRoomBody, HistoryBody, MembersBody, PresenceBody, ReadPositionBody,
-    RoomsBody, UserRoomsBody,
+    RoomsBody, SearchBody, UserRoomsBody,
 };
 use crate::problem::{Problem, parse_failure};
 use crate::wire::MessageJson;
@@ -66,6 +66,12 @@ problem_responses!(PostResponse {
     /// Too many posts from this address; see Retry-After.
     #[oai(status = 429, content_type = "application/problem+json")]
     RateLimited(Json<Problem>, #[oai(header = "Retry-After")] u64),
+});
+
+problem_responses!(SearchResponse {
+    /// Messages found, newest first.
+    #[oai(status = 200)]
+    Ok(Json<SearchBody>),
 });
 
 problem_responses!(ChangesResponse {

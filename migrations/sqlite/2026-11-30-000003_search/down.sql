@@ -1,0 +1,3 @@
+DROP TABLE search_index;
+DROP TABLE search_docs;
+DROP TABLE search_progress;
