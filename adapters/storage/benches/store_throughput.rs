@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p banter-adapter-storage --bench store_throughput` (add `-- --quick` for a
 //! short run, `-- --only sqlite/on/100` for one configuration, `-- --writers N` to override the
-//! store's number of writer tasks). Each configuration gets a fresh database: SQLite in a
+//! store's number of writer tasks, `-- --search-indexer off` to run without the background
+//! search indexer, which is on by default as in `banter serve`). Each configuration gets a fresh database: SQLite in a
 //! temporary directory, Postgres as a throwaway database on `BANTER_TEST_POSTGRES_URL` (default: the local server).
 //! Prints a Markdown table for docs/performance.md.
 
@@ -93,6 +94,16 @@ fn main() {
         .position(|a| a == "--writers")
         .and_then(|i| args.get(i + 1))
         .map(|n| n.parse().expect("--writers takes a number"));
+    let search_indexer = match args
+        .iter()
+        .position(|a| a == "--search-indexer")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => panic!("--search-indexer takes on or off, not {other}"),
+    };
     let duration = Duration::from_secs(if quick { 1 } else { 4 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -130,6 +141,11 @@ fn main() {
                 let config = StoreConfig {
                     max_batch: if group_commit { 512 } else { 1 },
                     writers: writers.unwrap_or(defaults.writers),
+                    search_index_interval: if search_indexer {
+                        defaults.search_index_interval
+                    } else {
+                        None
+                    },
                     ..defaults
                 };
                 let writer_count = config.writers;

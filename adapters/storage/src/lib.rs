@@ -28,7 +28,8 @@ mod statements;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
@@ -120,6 +121,13 @@ impl StoreConfig {
 /// Writers on Postgres: enough to overlap one batch's commit with the next one's statements.
 const DEFAULT_POSTGRES_WRITERS: usize = 2;
 
+/// Writers committing more than this share of the time are what bounds posting: the search
+/// indexer then yields.
+const SATURATED_WRITERS: f64 = 0.5;
+/// While posting is saturated, the indexer pauses this many times as long as its last batch
+/// took (so it holds the database a tenth of the time at most).
+const YIELD_FACTOR: u32 = 9;
+
 /// The search indexer's pause between batches once it has caught up: what a search may have
 /// to scan without the index is about this much of traffic.
 pub const DEFAULT_SEARCH_INDEX_INTERVAL: Duration = Duration::from_millis(250);
@@ -131,6 +139,8 @@ struct Inner {
     queues: Vec<mpsc::Sender<Job>>,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     search_index_interval: Option<Duration>,
+    /// Nanoseconds the writers spent committing (see [`Store::start_indexer`]).
+    writers_busy: Arc<AtomicU64>,
     indexer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     settled_public: access::SettledPublic,
 }
@@ -153,10 +163,16 @@ impl Store {
         let pool_size = config.pool_size.max(writers as u32 + 2);
         let pools = Pools::open(&config.url, pool_size).await?;
         let capacity = (config.queue_capacity / writers).max(1);
+        let writers_busy = Arc::new(AtomicU64::new(0));
         let (queues, handles) = (0..writers)
             .map(|_| {
                 let (jobs, queue) = mpsc::channel(capacity);
-                let writer = Writer::new(pools.clone(), config.max_batch.max(1), config.max_linger);
+                let writer = Writer::new(
+                    pools.clone(),
+                    config.max_batch.max(1),
+                    config.max_linger,
+                    Arc::clone(&writers_busy),
+                );
                 (jobs, tokio::spawn(writer.run(queue)))
             })
             .unzip();
@@ -166,6 +182,7 @@ impl Store {
                 queues,
                 writers: std::sync::Mutex::new(handles),
                 search_index_interval: config.search_index_interval,
+                writers_busy,
                 indexer: std::sync::Mutex::new(None),
                 settled_public: access::SettledPublic::default(),
             }),
@@ -198,25 +215,62 @@ impl Store {
         }
         // Weak: a store dropped without `close` still lets go of its connections.
         let store = Arc::downgrade(&self.inner);
+        let writers = self.inner.queues.len().max(1) as f64;
+        let busy = Arc::clone(&self.inner.writers_busy);
         *slot = Some(tokio::spawn(async move {
+            let mut sample = (Instant::now(), busy.load(Ordering::Relaxed));
+            let mut connection = None;
             loop {
                 let Some(pools) = store.upgrade().map(|inner| inner.pools.clone()) else {
                     return;
                 };
-                let indexed = search::index_pending(&pools).await;
+                let started = Instant::now();
+                let indexed = match connection.take() {
+                    Some(conn) => Ok(conn),
+                    None => pools.dedicated().await,
+                };
                 drop(pools);
-                match indexed {
-                    // A full batch: more is waiting.
-                    Ok(taken) if taken >= search::INDEX_BATCH => continue,
-                    Ok(taken) => {
-                        if taken > 0 {
-                            metrics::counter!("banter_search_indexed_total")
-                                .increment(taken as u64);
+                let indexed = match indexed {
+                    Ok(mut conn) => {
+                        let step = search::index_pending(&mut conn).await;
+                        // A connection that failed is opened anew next time.
+                        if step.is_ok() {
+                            connection = Some(conn);
                         }
+                        step
                     }
-                    Err(e) => tracing::warn!(error = %e, "search indexing failed; retrying"),
+                    Err(e) => Err(e),
+                };
+                let took = started.elapsed();
+                // Posting comes first: while the writers spend most of their time committing,
+                // the indexer takes at most a tenth of the time (it shares the database, and on
+                // SQLite its one write lock), and catches up once posting eases.
+                let now = (Instant::now(), busy.load(Ordering::Relaxed));
+                let wall = now.0.duration_since(sample.0).as_nanos().max(1) as f64;
+                let saturated =
+                    (now.1.saturating_sub(sample.1)) as f64 / wall / writers > SATURATED_WRITERS;
+                sample = now;
+                let caught_up = match indexed {
+                    Ok(step) => {
+                        metrics::counter!("banter_search_indexed_total")
+                            .increment(step.taken as u64);
+                        step.caught_up
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "search indexing failed; retrying");
+                        true
+                    }
+                };
+                let pause = if saturated {
+                    (took * YIELD_FACTOR).max(interval)
+                } else if caught_up {
+                    interval
+                } else {
+                    Duration::ZERO
+                };
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
                 }
-                tokio::time::sleep(interval).await;
             }
         }));
     }
@@ -228,10 +282,11 @@ impl Store {
     /// [`StorageError`] when the database fails.
     pub async fn index_search_now(&self) -> Result<usize, StorageError> {
         let mut total = 0;
+        let mut connection = self.inner.pools.dedicated().await?;
         loop {
-            let taken = search::index_pending(&self.inner.pools).await?;
-            total += taken;
-            if taken < search::INDEX_BATCH {
+            let step = search::index_pending(&mut connection).await?;
+            total += step.taken;
+            if step.caught_up {
                 return Ok(total);
             }
         }

@@ -28,12 +28,15 @@ use diesel_async::RunQueryDsl;
 
 use crate::StorageError;
 use crate::explain::QueryPlan;
-use crate::pool::{Pools, with_connection};
+use crate::pool::{Dedicated, Pools, with_connection};
 use crate::rows::MessageRow;
 use crate::schema::{messages, rooms, search_progress};
 
 /// Most messages one indexing transaction takes.
 pub(crate) const INDEX_BATCH: usize = 2000;
+
+/// Rows per INSERT statement of the SQLite indexer (3 parameters each, under SQLite's 32,766).
+const INSERT_ROWS: usize = 1000;
 
 /// Rows of the tail read at a time.
 const TAIL_PAGE: i64 = 500;
@@ -80,6 +83,9 @@ const POSTGRES_ROOM_HITS: &str = "SELECT room, seq FROM search_docs \
      WHERE room = $1 AND seq < $2 AND words @@ $3::tsquery ORDER BY seq DESC LIMIT $4";
 const POSTGRES_READABLE_HITS: &str = "SELECT room, seq FROM search_docs \
      WHERE words @@ $1::tsquery AND room <> ALL($2) ORDER BY created_at_ms DESC LIMIT $3";
+// (A phrase of two common words that seldom stand together is Postgres's slow case: GIN keeps
+// no positions, so adjacency is checked row by row, whichever way the planner goes. FTS5 keeps
+// positions in its index. docs/performance.md has the figures.)
 
 /// Words as the index keeps them: no query word is longer (see [`INDEXED_WORD_MAX_CHARS`]).
 fn cut(word: &str) -> String {
@@ -412,19 +418,23 @@ async fn confirm(
         .collect())
 }
 
+/// What one indexing step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Indexed {
+    /// Messages taken (deleted ones included: they are skipped, not indexed).
+    pub taken: usize,
+    /// Nothing was left waiting when the step began.
+    pub caught_up: bool,
+}
+
 /// One indexing step: takes up to [`INDEX_BATCH`] messages not indexed yet and indexes them.
-/// Returns how many it took (fewer than the batch: the index has caught up).
-pub(crate) async fn index_pending(pools: &Pools) -> Result<usize, StorageError> {
-    match pools {
-        Pools::Sqlite(pool) => {
-            let mut pooled = pool.get().await?;
-            Ok(pooled
-                .spawn_blocking(|conn| conn.immediate_transaction(index_sqlite))
-                .await?)
-        }
-        Pools::Postgres(pool) => {
-            let mut pooled = pool.get().await?;
-            let conn = &mut *pooled;
+pub(crate) async fn index_pending(connection: &mut Dedicated) -> Result<Indexed, StorageError> {
+    match connection {
+        Dedicated::Sqlite(conn) => Ok(conn
+            .spawn_blocking(|conn| conn.immediate_transaction(index_sqlite))
+            .await?),
+        Dedicated::Postgres(conn) => {
+            let conn = &mut **conn;
             let pending: Vec<Pending> = diesel::sql_query(PENDING).load(conn).await?;
             let mut taken = 0;
             for room in pending {
@@ -433,7 +443,10 @@ pub(crate) async fn index_pending(pools: &Pools) -> Result<usize, StorageError> 
                 }
                 taken += index_postgres_room(conn, &room.room, INDEX_BATCH - taken).await?;
             }
-            Ok(taken)
+            Ok(Indexed {
+                taken,
+                caught_up: taken < INDEX_BATCH,
+            })
         }
     }
 }
@@ -554,29 +567,41 @@ mod blocking {
     use diesel::prelude::*;
     use diesel::sql_types::{BigInt, Text};
 
-    use super::{INDEX_BATCH, Id, PENDING, Pending, fts5_words, hex, limit_i64};
+    use super::{
+        INDEX_BATCH, INSERT_ROWS, Id, Indexed, PENDING, Pending, fts5_words, hex, limit_i64,
+    };
     use crate::rows::MessageRow;
     use crate::schema::{messages, search_progress};
 
     /// SQLite: the oldest pending messages of every room, by commit time, so rowids follow it.
-    pub(crate) fn index_sqlite(conn: &mut diesel::SqliteConnection) -> QueryResult<usize> {
+    pub(crate) fn index_sqlite(conn: &mut diesel::SqliteConnection) -> QueryResult<Indexed> {
         let pending: Vec<Pending> = diesel::sql_query(PENDING).load(conn)?;
+        // A share of the batch from each room; a room with more waiting bounds the batch by
+        // its last row's time, so rooms left behind have nothing older than what is taken
+        // (rowids keep following time across batches; equal times may go either way).
+        let share = (INDEX_BATCH / pending.len().max(1)).max(64);
         let mut rows: Vec<MessageRow> = Vec::new();
+        let mut until = i64::MAX;
         for room in &pending {
-            rows.extend(
-                messages::table
-                    .filter(messages::room.eq(&room.room))
-                    .filter(messages::seq.gt(room.indexed_seq))
-                    .order(messages::seq.asc())
-                    .limit(limit_i64(INDEX_BATCH))
-                    .select(MessageRow::as_select())
-                    .load::<MessageRow>(conn)?,
-            );
+            let some: Vec<MessageRow> = messages::table
+                .filter(messages::room.eq(&room.room))
+                .filter(messages::seq.gt(room.indexed_seq))
+                .order(messages::seq.asc())
+                .limit(limit_i64(share))
+                .select(MessageRow::as_select())
+                .load(conn)?;
+            if some.len() == share {
+                until = until.min(some.last().map_or(i64::MAX, |row| row.created_at_ms));
+            }
+            rows.extend(some);
         }
+        let loaded = rows.len();
+        rows.retain(|row| row.created_at_ms <= until);
         rows.sort_by(|a, b| {
             (a.created_at_ms, &a.room, a.seq).cmp(&(b.created_at_ms, &b.room, b.seq))
         });
         rows.truncate(INDEX_BATCH);
+        let mut caught_up = until == i64::MAX && rows.len() == loaded;
         // Each room's progress moves over a gapless run of its seqs only (a clock stepping back
         // could otherwise leave a hole behind it).
         let mut next: BTreeMap<String, i64> = pending
@@ -584,29 +609,52 @@ mod blocking {
             .map(|p| (p.room.clone(), p.indexed_seq + 1))
             .collect();
         let mut taken = 0;
+        let mut live: Vec<&MessageRow> = Vec::with_capacity(rows.len());
         for row in &rows {
             let Some(expected) = next.get_mut(&row.room) else {
                 continue;
             };
             if row.seq != *expected {
+                caught_up = false;
                 continue;
             }
             *expected += 1;
             taken += 1;
-            if row.deleted {
-                continue;
+            if !row.deleted {
+                live.push(row);
             }
-            let id: Id = diesel::sql_query(
-                "INSERT INTO search_docs (room, seq) VALUES (?1, ?2) RETURNING id",
-            )
-            .bind::<Text, _>(&row.room)
-            .bind::<BigInt, _>(row.seq)
+        }
+        // One statement per table for the whole batch, ids given here (this transaction is
+        // the only writer): FTS5 flushes its pending terms to disk at every statement's
+        // savepoint, so a row at a time (interleaved with `search_docs`) made a segment per
+        // message and spent most of its time merging them.
+        let base: Id = diesel::sql_query("SELECT COALESCE(MAX(id), 0) AS id FROM search_docs")
             .get_result(conn)?;
-            diesel::sql_query("INSERT INTO search_index (rowid, room, words) VALUES (?1, ?2, ?3)")
-                .bind::<BigInt, _>(id.id)
-                .bind::<Text, _>(hex(&row.room))
-                .bind::<Text, _>(fts5_words(&row.content))
-                .execute(conn)?;
+        for (chunk_no, chunk) in live.chunks(INSERT_ROWS).enumerate() {
+            let first = base.id + 1 + (chunk_no * INSERT_ROWS) as i64;
+            let ids = first..first + chunk.len() as i64;
+            let mut docs = diesel::sql_query(format!(
+                "INSERT INTO search_docs (id, room, seq) VALUES {}",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            ))
+            .into_boxed::<diesel::sqlite::Sqlite>();
+            let mut index = diesel::sql_query(format!(
+                "INSERT INTO search_index (rowid, room, words) VALUES {}",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            ))
+            .into_boxed::<diesel::sqlite::Sqlite>();
+            for (id, row) in ids.zip(chunk) {
+                docs = docs
+                    .bind::<BigInt, _>(id)
+                    .bind::<Text, _>(row.room.clone())
+                    .bind::<BigInt, _>(row.seq);
+                index = index
+                    .bind::<BigInt, _>(id)
+                    .bind::<Text, _>(hex(&row.room))
+                    .bind::<Text, _>(fts5_words(&row.content));
+            }
+            docs.execute(conn)?;
+            index.execute(conn)?;
         }
         for room in &pending {
             let Some(reached) = next.get(&room.room).map(|next| next - 1) else {
@@ -624,7 +672,7 @@ mod blocking {
                     .execute(conn)?;
             }
         }
-        Ok(taken)
+        Ok(Indexed { taken, caught_up })
     }
 
     /// Inside an edit's or delete's SQLite transaction: brings the message's index entry, if it

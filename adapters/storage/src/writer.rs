@@ -1,6 +1,7 @@
 //! The writer task: turns queued posts into batch transactions and answers every caller.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use banter_domain::{Appended, NewMessage};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -28,14 +29,23 @@ pub(crate) struct Writer {
     pools: Pools,
     max_batch: usize,
     linger: std::time::Duration,
+    /// Nanoseconds spent committing, summed over every writer: how busy posting keeps the
+    /// database, which the search indexer yields to.
+    busy: Arc<AtomicU64>,
 }
 
 impl Writer {
-    pub fn new(pools: Pools, max_batch: usize, linger: std::time::Duration) -> Self {
+    pub fn new(
+        pools: Pools,
+        max_batch: usize,
+        linger: std::time::Duration,
+        busy: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             pools,
             max_batch,
             linger,
+            busy,
         }
     }
 
@@ -83,9 +93,13 @@ impl Writer {
             let size = posts.len();
             let started = std::time::Instant::now();
             let result = self.commit(Batch::new(posts)).await;
+            let took = started.elapsed();
+            self.busy.fetch_add(
+                u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             metrics::histogram!("banter_store_batch_size").record(size as f64);
-            metrics::histogram!("banter_store_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("banter_store_commit_seconds").record(took.as_secs_f64());
             match result {
                 Ok(outcomes) => {
                     let stored = outcomes

@@ -65,6 +65,12 @@ impl TestBackend {
         match self {
             TestBackend::Sqlite { path, .. } => {
                 let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+                // The store's search indexer may hold the write lock for a moment.
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    "PRAGMA busy_timeout = 10000",
+                )
+                .unwrap();
                 diesel::connection::SimpleConnection::batch_execute(&mut conn, sql).unwrap();
             }
             TestBackend::Postgres { db } => {

@@ -56,6 +56,9 @@ impl Database {
         use diesel::connection::SimpleConnection;
         let mut conn =
             diesel::SqliteConnection::establish(&self.path()).expect("open the database");
+        // The server's search indexer may hold the write lock for a moment.
+        conn.batch_execute("PRAGMA busy_timeout = 10000")
+            .expect("set a busy timeout");
         conn.batch_execute(sql).expect("run SQL");
     }
 }
