@@ -42,6 +42,18 @@ impl Cluster {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> TestServer {
+        self.node_listening("127.0.0.1:0", broker, extra, envs)
+            .await
+    }
+
+    /// As [`Cluster::node_with`], listening on `listen` (a node restarted in its place).
+    pub(crate) async fn node_listening(
+        &self,
+        listen: &str,
+        broker: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> TestServer {
         let database = Database {
             url: self.database.url.clone(),
             dir: None,
@@ -59,7 +71,7 @@ impl Cluster {
             "off",
         ];
         args.extend_from_slice(extra);
-        TestServer::start_on(&database, &args, envs).await
+        TestServer::start_listening(&database, listen, &args, envs).await
     }
 
     /// The Redis URL the nodes use.

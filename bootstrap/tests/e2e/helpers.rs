@@ -70,10 +70,21 @@ impl TestServer {
     }
 
     pub async fn start_on(database: &Database, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_listening(database, "127.0.0.1:0", args, envs).await
+    }
+
+    /// As [`TestServer::start_on`], on a given address (a node restarted where a proxy
+    /// expects it).
+    pub async fn start_listening(
+        database: &Database,
+        listen: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(BANTER);
         command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--database-url", &database.url])
+            .args(["--listen", listen, "--database-url", &database.url])
             .args(args)
             .env_remove("BANTER_JWT_SECRET")
             .env("BANTER_LOG", "info")

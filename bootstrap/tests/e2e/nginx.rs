@@ -1,11 +1,13 @@
 //! banter behind nginx, with the configuration operators use (`deploy/nginx/banter.conf`):
-//! chat, presence and resume through nginx over three nodes, and per-IP limits that count each
-//! client behind the proxy, not the proxy.
+//! chat, presence and resume through nginx over three nodes, per-IP limits that count each
+//! client behind the proxy, not the proxy, and a rolling restart of every node while clients
+//! chat, losing and doubling nothing.
 //!
 //! nginx comes from Debian's package (`.ci/run` installs it); without it the tests skip with a
 //! notice, unless `BANTER_REQUIRE_SERVICES=1` (CI), where they fail. Each test starts its own
 //! nginx on a free loopback port, in a temporary prefix, and stops it.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -280,6 +282,215 @@ async fn per_ip_limits_count_each_client_behind_nginx() {
                 .connect(BOB, &path)
                 .await
                 .expect("bob is counted apart"),
+        );
+    }
+}
+
+/// What one chatting client was shown, and what went wrong for it.
+#[derive(Debug, Default)]
+struct Shown {
+    /// seq → (client id, content), every chat message in the order shown.
+    messages: BTreeMap<u64, (String, String)>,
+    /// Gaps, messages shown twice or out of order, refusals.
+    anomalies: Vec<String>,
+    connections: usize,
+}
+
+/// A WebSocket through nginx, or `None` while no node takes it (a restart under way).
+async fn try_through(nginx: SocketAddr, source: Ipv4Addr, path: &str) -> Option<WsClient> {
+    let socket = TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::from((source, 0))).ok()?;
+    let tcp = socket.connect(nginx).await.ok()?;
+    let request = format!("ws://{nginx}{path}").into_client_request().ok()?;
+    let connecting = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp));
+    match tokio::time::timeout(PROMPTLY, connecting).await {
+        Ok(Ok((stream, _))) => Some(WsClient { stream }),
+        _ => None,
+    }
+}
+
+/// A client that chats across restarts as the web app does: it posts `posts` messages with
+/// client ids; when its connection is lost it reconnects through nginx with `after=<the last
+/// seq it was shown>` and resends what was not acknowledged (its own message not shown back
+/// yet). It stops once it was shown all `total` messages of the room.
+async fn chat_through_restarts(
+    nginx: SocketAddr,
+    source: Ipv4Addr,
+    name: String,
+    posts: usize,
+    total: u64,
+) -> Shown {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut shown = Shown::default();
+    let mut last = 0_u64;
+    let mut unacknowledged: BTreeMap<String, String> = BTreeMap::new();
+    let mut posted = 0;
+    while last < total || !unacknowledged.is_empty() || posted < posts {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: shown up to {last} of {total}, unacknowledged {unacknowledged:?}"
+        );
+        let path = format!("/ws/chat/rolling/?username={name}&after={last}");
+        let Some(mut ws) = try_through(nginx, source, &path).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        shown.connections += 1;
+        let frame = |id: &str, content: &str| {
+            Message::Text(
+                json!({"type": "chat_message", "message": content, "client_id": id})
+                    .to_string()
+                    .into(),
+            )
+        };
+        let mut alive = true;
+        for (id, content) in &unacknowledged {
+            alive &= ws.stream.send(frame(id, content)).await.is_ok();
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while alive && (last < total || !unacknowledged.is_empty() || posted < posts) {
+            tokio::select! {
+                _ = tick.tick(), if posted < posts => {
+                    let id = format!("{name}-{posted}");
+                    let content = format!("{name} says {posted}");
+                    alive = ws.stream.send(frame(&id, &content)).await.is_ok();
+                    unacknowledged.insert(id, content);
+                    posted += 1;
+                }
+                next = ws.stream.next() => match next {
+                    Some(Ok(Message::Text(text))) => {
+                        let value: serde_json::Value =
+                            serde_json::from_str(&text).expect("frames are JSON");
+                        match value["type"].as_str() {
+                            Some("chat_message") => {
+                                let m = &value["message"];
+                                let seq = m["seq"].as_u64().expect("a seq");
+                                let id = m["client_id"].as_str().unwrap_or_default().to_owned();
+                                let content = m["content"].as_str().unwrap_or_default().to_owned();
+                                if seq != last + 1 {
+                                    shown.anomalies.push(format!("{name}: seq {seq} after {last}"));
+                                }
+                                last = last.max(seq);
+                                if m["username"] == name.as_str() {
+                                    unacknowledged.remove(&id);
+                                }
+                                if let Some(before) = shown.messages.insert(seq, (id, content)) {
+                                    shown.anomalies.push(format!("{name}: seq {seq} shown twice ({before:?})"));
+                                }
+                            }
+                            // A resend of a post stored before the connection was lost.
+                            Some("duplicate") => {
+                                let id = value["message"]["client_id"].as_str().unwrap_or_default();
+                                unacknowledged.remove(id);
+                            }
+                            Some("error") => shown.anomalies.push(format!("{name}: {value}")),
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => alive = false,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+    shown
+}
+
+#[tokio::test]
+async fn a_rolling_restart_behind_nginx_loses_no_message_and_doubles_none() {
+    let Some(cluster) = Cluster::new("rolling").await else {
+        return;
+    };
+    let broker = cluster.broker().to_owned();
+    let args = ["--trusted-proxies", "127.0.0.1/32", "--drain-delay", "1s"];
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(cluster.node_with(&broker, &args, &[]).await);
+    }
+    let Some(nginx) = Nginx::start(&nodes.iter().collect::<Vec<_>>()).await else {
+        return;
+    };
+    const CLIENTS: usize = 4;
+    const POSTS: usize = 120;
+    let total = (CLIENTS * POSTS) as u64;
+    let chatters: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let source = Ipv4Addr::new(127, 0, 1, 1 + n as u8);
+            tokio::spawn(chat_through_restarts(
+                nginx.addr,
+                source,
+                format!("user{n}"),
+                POSTS,
+                total,
+            ))
+        })
+        .collect();
+
+    // One node after the other: SIGTERM (out of nginx's rotation at once, sockets closed with
+    // 1001 after the drain delay), exit, and a new process on the same address.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for _ in 0..3 {
+        let node = nodes.remove(0);
+        let addr = node.addr.to_string();
+        let status = node.terminate().await;
+        assert!(status.success(), "a drained node exits cleanly: {status}");
+        nodes.push(cluster.node_listening(&addr, &broker, &args, &[]).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let mut everyone = Vec::new();
+    for chatter in chatters {
+        everyone.push(chatter.await.expect("a chatter finished"));
+    }
+    // The store, read through nginx: every post once, under its client id.
+    let mut stored: BTreeMap<u64, (String, String)> = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = crate::helpers::http()
+            .get(format!(
+                "http://{}/api/rooms/rolling/messages?after={after}&limit=200",
+                nginx.addr
+            ))
+            .send()
+            .await
+            .expect("history through nginx")
+            .json::<serde_json::Value>()
+            .await
+            .expect("a page");
+        for m in page["messages"].as_array().expect("messages") {
+            let seq = m["seq"].as_u64().expect("a seq");
+            let id = m["client_id"].as_str().unwrap_or_default().to_owned();
+            let content = m["content"].as_str().unwrap_or_default().to_owned();
+            stored.insert(seq, (id, content));
+            after = seq;
+        }
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(
+        stored.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>(),
+        "every post stored, gapless"
+    );
+    let ids: std::collections::BTreeSet<&String> = stored.values().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), total as usize, "no post stored twice");
+    for shown in &everyone {
+        eprintln!(
+            "a client: {} connections, {} messages shown",
+            shown.connections,
+            shown.messages.len()
+        );
+        assert_eq!(shown.anomalies, Vec::<String>::new());
+        assert_eq!(
+            shown.messages, stored,
+            "each client was shown the store, in order"
+        );
+        assert!(
+            shown.connections >= 2,
+            "every node restarted, so every client resumed at least once"
         );
     }
 }
