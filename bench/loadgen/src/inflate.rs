@@ -14,7 +14,8 @@ use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The offer a load-generator connection sends.
-pub const OFFER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+pub const OFFER: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 pub struct Inflating<S> {
     inner: S,
@@ -206,7 +207,8 @@ mod tests {
     #[test]
     fn rewrites_compressed_frames_and_passes_the_rest() {
         let mut s = Inflating::new(tokio::io::empty(), true);
-        s.raw.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        s.raw
+            .extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
         let long = "a chat message ".repeat(20);
         s.raw.extend(deflated_frame(&long));
         s.raw.extend([0x89, 0x00]); // a ping, uncompressed

@@ -19,6 +19,10 @@
 //!   batches of `--batch` concurrent handshakes, and reports the server's RSS growth per
 //!   connection (`/proc/PID/status` VmRSS).
 //!
+//! - `probe --addrs A,B,… --members-per-node N --messages M`: one room with N members on each
+//!   of several nodes (a cluster); one member posts M messages; every member must receive every
+//!   one. Reports delivery latency (`bench/scale` uses it under 100,000 idle connections).
+//!
 //! Common options: `--addr 127.0.0.1:PORT`, `--pid PID` (the server: CPU time from
 //! `/proc/PID/stat`, RSS), `--server NAME` (a label), `--sources 127.0.0.2-127.0.0.9` (local
 //! addresses the connections are spread over, so ephemeral ports never run out).
@@ -411,7 +415,10 @@ fn run_tag() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    format!("b{:x}", (t ^ (u64::from(std::process::id()) << 40)) & 0xff_ffff_ffff)
+    format!(
+        "b{:x}",
+        (t ^ (u64::from(std::process::id()) << 40)) & 0xff_ffff_ffff
+    )
 }
 
 fn loadgen_cpu_us() -> u64 {
@@ -523,9 +530,7 @@ async fn probe(
                             continue;
                         };
                         let now = now_ns();
-                        shared
-                            .histogram
-                            .record(now.saturating_sub(sent_ns) / 1000);
+                        shared.histogram.record(now.saturating_sub(sent_ns) / 1000);
                         shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
                         shared.received.fetch_add(1, Ordering::Relaxed);
                         stat.received.fetch_add(1, Ordering::Relaxed);
@@ -604,8 +609,7 @@ async fn probe(
     let send_seconds = started.elapsed().as_secs_f64().max(1e-3);
     let grace_deadline = Instant::now() + Duration::from_secs_f64(settings.grace);
     let expected = shared.expected.load(Ordering::Relaxed);
-    while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < grace_deadline
-    {
+    while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < grace_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cpu_after = cpu_us(settings.pid);
@@ -636,7 +640,8 @@ async fn probe(
     let posts_sent: u64 = rooms_sent.iter().map(|r| r.load(Ordering::Relaxed)).sum();
     let last_delivery = shared.last_delivery_ns.load(Ordering::Relaxed);
     let started_ns = started.duration_since(origin()).as_nanos() as u64;
-    let delivery_seconds = (last_delivery.saturating_sub(started_ns) as f64 / 1e9).max(send_seconds);
+    let delivery_seconds =
+        (last_delivery.saturating_sub(started_ns) as f64 / 1e9).max(send_seconds);
     let p50 = shared.histogram.percentile_ms(0.50);
     let p99 = shared.histogram.percentile_ms(0.99);
     let cpu = match (cpu_before, cpu_after) {
@@ -697,7 +702,11 @@ fn human(line: &Value) -> String {
         Value::Null => "-".to_owned(),
         Value::Number(n) => {
             let v = n.as_f64().unwrap_or(0.0);
-            if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
         }
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -714,7 +723,11 @@ fn human(line: &Value) -> String {
         f("p99_ms"),
         f("lost"),
         f("server_cpu_us_per_delivery"),
-        if line["pass"].as_bool() == Some(true) { "pass" } else { "FAIL" },
+        if line["pass"].as_bool() == Some(true) {
+            "pass"
+        } else {
+            "FAIL"
+        },
     )
 }
 
@@ -849,7 +862,11 @@ async fn cmd_max(args: &Args) {
         result["max_deliveries_per_s"],
         result["p99_ms"],
         probes,
-        if result["capped"].as_bool() == Some(true) { " (reached --cap)" } else { "" },
+        if result["capped"].as_bool() == Some(true) {
+            " (reached --cap)"
+        } else {
+            ""
+        },
     );
 }
 
@@ -881,8 +898,18 @@ async fn cmd_idle(args: &Args) {
             .args(["--addr", &args.string("addr", "127.0.0.1:8080")])
             .args(["--sources", &args.string("sources", "127.0.0.2-127.0.0.9")])
             .args(["--connect-timeout", &args.string("connect-timeout", "60")])
-            .args(["--offset", &offset.to_string(), "--count", &count.to_string()])
-            .args(["--batch", &batch.to_string(), "--room-size", &room_size.to_string()])
+            .args([
+                "--offset",
+                &offset.to_string(),
+                "--count",
+                &count.to_string(),
+            ])
+            .args([
+                "--batch",
+                &batch.to_string(),
+                "--room-size",
+                &room_size.to_string(),
+            ])
             .args(["--tag", &tag])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -922,7 +949,10 @@ async fn cmd_idle(args: &Args) {
         }
     }
     for mut worker in workers {
-        if tokio::time::timeout(Duration::from_secs(20), worker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(20), worker.wait())
+            .await
+            .is_err()
+        {
             let _ = worker.kill().await;
         }
     }
@@ -1012,6 +1042,125 @@ async fn cmd_idle_worker(args: &Args) {
     std::process::exit(0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Probe: one room with members on every node of a cluster
+
+/// `probe --addrs A,B,… --members-per-node N --messages M`: N members of one room on each
+/// node, one of them posting M messages `--interval-ms` apart; every member must receive every
+/// message. Reports delivery latency (post sent → frame received, one clock: one process).
+async fn cmd_probe(args: &Args) {
+    let addrs: Vec<String> = args
+        .string("addrs", "127.0.0.1:8080")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let per_node: usize = args.get("members-per-node", 10);
+    let messages: u64 = args.get("messages", 50);
+    let interval = Duration::from_millis(args.get("interval-ms", 200));
+    let room = format!("{}-probe", run_tag());
+    let sources = args.string("sources", "127.0.0.2-127.0.0.9");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64)>();
+    let mut sender = None;
+    let mut readers = Vec::new();
+    let mut member = 0;
+    for addr in &addrs {
+        let target = Target::from_args(&Args::parse(&[
+            "--addr".to_owned(),
+            addr.clone(),
+            "--sources".to_owned(),
+            sources.clone(),
+        ]));
+        for _ in 0..per_node {
+            let ws = target
+                .connect(member, &room, &format!("p{member}"))
+                .await
+                .unwrap_or_else(|e| panic!("probe member {member} on {addr}: {e}"));
+            let (sink, mut stream) = ws.split();
+            if sender.is_none() {
+                sender = Some(sink);
+            }
+            let tx = tx.clone();
+            let who = member;
+            readers.push(tokio::spawn(async move {
+                while let Some(Ok(frame)) = stream.next().await {
+                    let Message::Text(text) = frame else { continue };
+                    let Ok(value) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if value["type"] != "chat_message" {
+                        continue;
+                    }
+                    let content = value["message"]["content"].as_str().unwrap_or_default();
+                    if let Some(sent) = content
+                        .strip_prefix("probe ")
+                        .and_then(|rest| rest.split(' ').next())
+                        .and_then(|ns| ns.parse::<u64>().ok())
+                    {
+                        let _ = tx.send((who, now_ns().saturating_sub(sent)));
+                    }
+                }
+            }));
+            member += 1;
+        }
+    }
+    drop(tx);
+    let mut sink = sender.expect("at least one member");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in 0..messages {
+        let text = format!("probe {} message {n} to every node", now_ns());
+        let frame = json!({"type": "chat_message", "message": text}).to_string();
+        sink.send(Message::Text(frame.into()))
+            .await
+            .expect("the probe posts");
+        tokio::time::sleep(interval).await;
+    }
+    let expected = messages * member as u64;
+    let mut latencies = Vec::with_capacity(expected as usize);
+    let mut per_member = vec![0u64; member];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (latencies.len() as u64) < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((who, ns))) => {
+                per_member[who] += 1;
+                latencies.push(ns);
+            }
+            _ => break,
+        }
+    }
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map(|ns| *ns as f64 / 1e6)
+    };
+    let line = json!({
+        "kind": "probe",
+        "nodes": addrs.len(),
+        "members": member,
+        "messages": messages,
+        "deliveries": latencies.len(),
+        "expected": expected,
+        "members_missing_some": per_member.iter().filter(|c| **c < messages).count(),
+        "p50_ms": at(0.5),
+        "p99_ms": at(0.99),
+        "max_ms": latencies.last().map(|ns| *ns as f64 / 1e6),
+        "pass": latencies.len() as u64 == expected,
+    });
+    println!("{line}");
+    eprintln!(
+        "probe        {} members on {} nodes: {}/{} deliveries, p50 {:.2} ms, p99 {:.2} ms",
+        member,
+        addrs.len(),
+        latencies.len(),
+        expected,
+        at(0.5).unwrap_or(f64::NAN),
+        at(0.99).unwrap_or(f64::NAN)
+    );
+    for reader in readers {
+        reader.abort();
+    }
+}
+
 fn main() {
     origin();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -1032,6 +1181,7 @@ fn main() {
             "max" => cmd_max(&args).await,
             "idle" => cmd_idle(&args).await,
             "idle-worker" => cmd_idle_worker(&args).await,
+            "probe" => cmd_probe(&args).await,
             other => {
                 eprintln!("unknown command {other:?}: run, max or idle");
                 std::process::exit(2);

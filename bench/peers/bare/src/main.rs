@@ -20,9 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 const QUEUE: usize = 512;
@@ -61,7 +61,9 @@ fn parse_target(uri: &str) -> Option<(String, String)> {
 
 /// RFC 3339, UTC, milliseconds.
 fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let (secs, millis) = (now.as_secs() as i64, now.subsec_millis());
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil from days (H. Hinnant's algorithm).
@@ -90,19 +92,18 @@ async fn serve(stream: TcpStream, rooms: Rooms) {
         .max_message_size(Some(65_536))
         .max_frame_size(Some(65_536));
     let mut target = None;
-    let callback = |request: &Request, response: Response| match parse_target(
-        &request.uri().to_string(),
-    ) {
-        Some(t) => {
-            target = Some(t);
-            Ok(response)
-        }
-        None => {
-            let mut refusal = ErrorResponse::new(Some("bad room or username".to_owned()));
-            *refusal.status_mut() = StatusCode::BAD_REQUEST;
-            Err(refusal)
-        }
-    };
+    let callback =
+        |request: &Request, response: Response| match parse_target(&request.uri().to_string()) {
+            Some(t) => {
+                target = Some(t);
+                Ok(response)
+            }
+            None => {
+                let mut refusal = ErrorResponse::new(Some("bad room or username".to_owned()));
+                *refusal.status_mut() = StatusCode::BAD_REQUEST;
+                Err(refusal)
+            }
+        };
     let Ok(ws) =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
     else {
@@ -210,7 +211,10 @@ async fn main() {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8090".to_owned());
     let listener = TcpListener::bind(&listen).await.expect("bind");
-    eprintln!("bare listening on http://{}", listener.local_addr().unwrap());
+    eprintln!(
+        "bare listening on http://{}",
+        listener.local_addr().unwrap()
+    );
     let rooms: Rooms = Arc::default();
     loop {
         match listener.accept().await {
