@@ -44,16 +44,18 @@ impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Explain<Q> {
     }
 }
 
+/// A line of SQLite's `EXPLAIN QUERY PLAN`.
 #[derive(Debug, QueryableByName)]
-struct SqlitePlanLine {
+pub(crate) struct SqlitePlanLine {
     #[diesel(sql_type = diesel::sql_types::Text)]
-    detail: String,
+    pub detail: String,
 }
 
+/// A line of Postgres's `EXPLAIN`.
 #[derive(Debug, QueryableByName)]
-struct PostgresPlanLine {
+pub(crate) struct PostgresPlanLine {
     #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-    line: String,
+    pub line: String,
 }
 
 /// A read query and the plan the database chose for it.

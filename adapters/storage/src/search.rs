@@ -27,7 +27,7 @@ use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::RunQueryDsl;
 
 use crate::StorageError;
-use crate::explain::QueryPlan;
+use crate::explain::{PostgresPlanLine, QueryPlan, SqlitePlanLine};
 use crate::pool::{Dedicated, Pools, with_connection};
 use crate::rows::MessageRow;
 use crate::schema::{messages, rooms, search_progress};
@@ -714,18 +714,6 @@ mod blocking {
 
 use blocking::index_sqlite;
 pub(crate) use blocking::reindex_sqlite;
-
-#[derive(Debug, QueryableByName)]
-struct SqlitePlanLine {
-    #[diesel(sql_type = Text)]
-    detail: String,
-}
-
-#[derive(Debug, QueryableByName)]
-struct PostgresPlanLine {
-    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
-    line: String,
-}
 
 /// The plans of the search queries, as [`crate::explain`] gives those of the other reads.
 pub(crate) async fn explain(pools: &Pools) -> Result<Vec<QueryPlan>, StorageError> {

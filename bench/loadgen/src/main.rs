@@ -23,6 +23,9 @@
 //!   of several nodes (a cluster); one member posts M messages; every member must receive every
 //!   one. Reports delivery latency (`bench/scale` uses it under 100,000 idle connections).
 //!
+//! - `slow --count N --rate R --size BYTES --seconds S`: N clients that never read, one that
+//!   does, in a room with R posts/s; reports how each slow client was closed (1013 expected).
+//!
 //! Common options: `--addr 127.0.0.1:PORT`, `--pid PID` (the server: CPU time from
 //! `/proc/PID/stat`, RSS), `--server NAME` (a label), `--sources 127.0.0.2-127.0.0.9` (local
 //! addresses the connections are spread over, so ephemeral ports never run out).
@@ -147,6 +150,8 @@ struct Target {
     connect_timeout: Duration,
     /// Offer permessage-deflate and inflate what the server compresses.
     deflate: bool,
+    /// A small socket receive buffer (`--recv-buffer BYTES`), for clients meant to lag.
+    recv_buffer: Option<u32>,
 }
 
 impl Target {
@@ -167,6 +172,7 @@ impl Target {
                 .max_frame_size(Some(1 << 20)),
             connect_timeout: Duration::from_secs_f64(args.get("connect-timeout", 30.0)),
             deflate: args.get("deflate", false),
+            recv_buffer: Some(args.get::<u32>("recv-buffer", 0)).filter(|b| *b > 0),
         }
     }
 
@@ -178,6 +184,11 @@ impl Target {
             socket
                 .bind(SocketAddr::new(source.into(), 0))
                 .map_err(|e| format!("bind {source}: {e}"))?;
+            if let Some(bytes) = self.recv_buffer {
+                socket
+                    .set_recv_buffer_size(bytes)
+                    .map_err(|e| format!("recv buffer: {e}"))?;
+            }
             let tcp = socket
                 .connect(self.addr)
                 .await
@@ -1161,6 +1172,121 @@ async fn cmd_probe(args: &Args) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Slow readers
+
+/// `slow --count N --rate R --size BYTES --seconds S`: N clients that never read and one that
+/// does, in one room where one poster posts R messages/s of about BYTES for S seconds. Then
+/// each slow client reads what reached it and reports how its connection ended: the server
+/// must close laggards (1013) and keep everyone else.
+async fn cmd_slow(args: &Args) {
+    let target = Target::from_args(args);
+    let mut lagging = Target::from_args(args);
+    lagging.recv_buffer = Some(args.get("recv-buffer", 4096));
+    let count: usize = args.get("count", 5);
+    let rate: f64 = args.get("rate", 20.0);
+    let size: usize = args.get("size", 2000);
+    let seconds: f64 = args.get("seconds", 60.0);
+    let room = format!("{}-slow", run_tag());
+    let mut slow = Vec::new();
+    for n in 0..count {
+        let ws = lagging
+            .connect(n, &room, &format!("slow{n}"))
+            .await
+            .unwrap_or_else(|e| panic!("slow reader {n}: {e}"));
+        slow.push(ws);
+    }
+    let reader = target
+        .connect(count, &room, "reader")
+        .await
+        .unwrap_or_else(|e| panic!("the reader: {e}"));
+    let poster = target
+        .connect(count + 1, &room, "poster")
+        .await
+        .unwrap_or_else(|e| panic!("the poster: {e}"));
+    let (mut post_sink, mut post_stream) = poster.split();
+    // The poster reads its own echoes (it is no slow reader).
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = post_stream.next().await {} });
+    let received = Arc::new(AtomicU64::new(0));
+    let reader_closed = Arc::new(AtomicU64::new(0));
+    let reading = {
+        let (received, reader_closed) = (Arc::clone(&received), Arc::clone(&reader_closed));
+        tokio::spawn(async move {
+            let mut reader = reader;
+            while let Some(frame) = reader.next().await {
+                match frame {
+                    Ok(Message::Text(text)) if text.contains("\"chat_message\"") => {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Message::Close(frame)) => {
+                        reader_closed.store(frame.map_or(1, |f| u64::from(u16::from(f.code))), Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        reader_closed.store(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    let filler: String = PHRASES.iter().cycle().take(size / 40 + 1).copied().collect::<Vec<_>>().join(" ");
+    let filler: String = filler.chars().take(size).collect();
+    let total = (rate * seconds).round() as u64;
+    let pace = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    for n in 0..total {
+        let frame = json!({"type": "chat_message", "message": format!("{n} {filler}")}).to_string();
+        if post_sink.send(Message::Text(frame.into())).await.is_err() {
+            break;
+        }
+        let due = started + pace * (n as u32 + 1);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // How did each slow client's connection end? Read what is buffered, with a bound.
+    let mut endings: Vec<String> = Vec::new();
+    for mut ws in slow {
+        let mut frames = 0u64;
+        let ending = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Err(_) => break "open".to_owned(),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    break format!("close {}", frame.map_or(0, |f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => frames += 1,
+                Ok(Some(Err(e))) => break format!("dropped after {frames} frames: {e}"),
+                Ok(None) => break format!("dropped after {frames} frames"),
+            }
+        };
+        endings.push(ending);
+    }
+    let _ = post_sink.close().await;
+    drain.abort();
+    reading.abort();
+    let received = received.load(Ordering::Relaxed);
+    let reader_closed = match reader_closed.load(Ordering::Relaxed) {
+        0 => None,
+        code => Some(code),
+    };
+    let closed_1013 = endings.iter().filter(|e| *e == "close 1013").count();
+    let line = json!({
+        "kind": "slow",
+        "slow_readers": count,
+        "posted": total,
+        "slow_endings": endings,
+        "slow_closed_1013": closed_1013,
+        "reader_received": received,
+        "reader_closed": reader_closed,
+        "pass": closed_1013 == count && received >= total,
+    });
+    println!("{line}");
+    eprintln!(
+        "slow         {closed_1013}/{count} slow readers closed with 1013; the reader got {received}/{total}"
+    );
+}
+
 fn main() {
     origin();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -1182,6 +1308,7 @@ fn main() {
             "idle" => cmd_idle(&args).await,
             "idle-worker" => cmd_idle_worker(&args).await,
             "probe" => cmd_probe(&args).await,
+            "slow" => cmd_slow(&args).await,
             other => {
                 eprintln!("unknown command {other:?}: run, max or idle");
                 std::process::exit(2);
