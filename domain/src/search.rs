@@ -1,8 +1,9 @@
 //! Search: the contract's query language, the words of a text, and where a query matches.
 //!
 //! A word is a run of Unicode letters and digits (`char::is_alphanumeric`); everything else
-//! separates words. Matching is case-insensitive (each character lowercased on its own, so
-//! the same on every backend). A query is words that must all occur as whole words, the last
+//! separates words. Matching is case-insensitive (each character lowercased on its own, with
+//! final sigma, dotted capital I and a few symbol variants made equal to their letters: see
+//! `fold`), the same on every backend. A query is words that must all occur as whole words, the last
 //! unquoted one also as a prefix, and `"quoted phrases"` of consecutive words.
 //!
 //! [`SearchQuery::matches`] is the definition every store must agree with: stores find
@@ -78,13 +79,34 @@ pub fn words(text: &str) -> Vec<Word> {
                 folded: String::new(),
             });
             word.end = at + 1;
-            word.folded.extend(c.to_lowercase());
+            fold(c, &mut word.folded);
         } else if let Some(word) = current.take() {
             found.push(word);
         }
     }
     found.extend(current);
     found
+}
+
+/// Appends `c` lowercased, with the few letters whose lowercase form is not the one other
+/// forms of the same letter lowercase to made equal: final sigma is sigma, the Turkish dotted
+/// capital I is i (not i and a combining dot), long s is s, the Greek symbol variants are
+/// their letters. Each character alone, so a word's folding never depends on its neighbours.
+fn fold(c: char, out: &mut String) {
+    match c {
+        'ς' => out.push('σ'),
+        'İ' => out.push('i'),
+        'ſ' => out.push('s'),
+        'µ' => out.push('μ'),
+        'ϐ' => out.push('β'),
+        'ϑ' => out.push('θ'),
+        'ϕ' => out.push('φ'),
+        'ϖ' => out.push('π'),
+        'ϰ' => out.push('κ'),
+        'ϱ' => out.push('ρ'),
+        'ϵ' => out.push('ε'),
+        _ => out.extend(c.to_lowercase()),
+    }
 }
 
 /// What a store indexes for `text`: its lowercased words in order, each cut to
@@ -326,6 +348,14 @@ mod tests {
         assert_eq!(spans("\"cat\"", "cats"), None);
         assert_eq!(spans("cat dog", "a cat"), None);
         assert_eq!(spans("CAT", "Cat and cAt"), Some(vec![(0, 3), (8, 11)]));
+    }
+
+    #[test]
+    fn letters_with_several_lowercase_forms_match_each_other() {
+        assert_eq!(spans("ΛΌΓΟΣ", "ο λόγος"), Some(vec![(2, 7)]));
+        assert_eq!(spans("\"λόγοσ\"", "ο λόγος"), Some(vec![(2, 7)]));
+        assert_eq!(spans("istanbul", "İstanbul'da"), Some(vec![(0, 8)]));
+        assert_eq!(spans("µm", "5 μm"), Some(vec![(2, 4)]));
     }
 
     #[test]

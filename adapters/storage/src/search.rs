@@ -119,6 +119,12 @@ fn lexeme(word: &str) -> String {
     format!("'{}'", cut(word).replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// Marks a tsvector that could not keep every position of some word (Postgres keeps 256 per
+/// word): a phrase may then stand where the index cannot see it, so such messages are
+/// candidates for every phrase of their words and the confirmation decides. It holds a space,
+/// so it is never a word.
+const POSITIONS_DROPPED: &str = "~ positions dropped";
+
 fn tsquery(query: &SearchQuery) -> String {
     let parts: Vec<String> = query
         .terms()
@@ -128,7 +134,12 @@ fn tsquery(query: &SearchQuery) -> String {
             Term::Prefix(p) => format!("{}:*", lexeme(p)),
             Term::Phrase(ws) => {
                 let ws: Vec<String> = ws.iter().map(|w| lexeme(w)).collect();
-                format!("( {} )", ws.join(" <-> "))
+                format!(
+                    "( ( {} ) | ( {} & {} ) )",
+                    ws.join(" <-> "),
+                    ws.join(" & "),
+                    lexeme(POSITIONS_DROPPED)
+                )
             }
         })
         .collect();
@@ -139,11 +150,17 @@ fn tsquery(query: &SearchQuery) -> String {
 /// 16383 and 256 of them per word).
 fn tsvector(content: &str) -> String {
     let mut positions: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut dropped = false;
     for (at, word) in index_words(content).into_iter().enumerate() {
         let list = positions.entry(word).or_default();
         if list.len() < 256 {
             list.push((at + 1).min(16383));
+        } else {
+            dropped = true;
         }
+    }
+    if dropped {
+        positions.insert(POSITIONS_DROPPED.to_owned(), vec![1]);
     }
     let mut out = String::new();
     for (word, list) in positions {
@@ -199,15 +216,44 @@ async fn search_room(
     let indexed = indexed_seq(pools, room).await?;
     // The tail first: it is newer than anything indexed.
     let mut hits = tail(pools, room, indexed, before, query, wanted).await?;
-    if hits.len() < wanted {
-        // Entries past `indexed` may have been added since it was read: the tail had them.
-        let below = before.min(indexed.saturating_add(1));
-        let more = wanted - hits.len();
-        let candidates = room_candidates(pools, room, below, query, more).await?;
-        hits.extend(confirm(pools, candidates, query).await?);
+    // Entries past `indexed` may have been added since it was read: the tail had them.
+    let mut below = before.min(indexed.saturating_add(1));
+    while hits.len() < wanted {
+        let asked = wanted - hits.len();
+        let candidates = room_candidates(pools, room, below, query, asked).await?;
+        let Some(lowest) = candidates.last().map(|c| c.seq) else {
+            break;
+        };
+        let full = candidates.len() == asked;
+        // A candidate edited or deleted since it was indexed drops out here: ask again below
+        // the lowest one, so a page is not short and `has_more` stays true.
+        for found in confirm(pools, candidates, query).await? {
+            if hits.iter().all(|h| h.message.seq != found.message.seq) {
+                hits.push(found);
+            }
+        }
+        if !full {
+            break;
+        }
+        below = lowest;
     }
     hits.truncate(wanted);
     Ok(hits)
+}
+
+/// The private rooms of the store that are not in `member_of`.
+async fn hidden_rooms(pools: &Pools, member_of: &[RoomName]) -> Result<Vec<String>, StorageError> {
+    let private: Vec<String> = with_connection!(pools, |conn| {
+        rooms::table
+            .filter(rooms::private.eq(true))
+            .select(rooms::name)
+            .load(conn)
+            .await
+    })?;
+    Ok(private
+        .into_iter()
+        .filter(|name| !member_of.iter().any(|m| m.as_str() == name))
+        .collect())
 }
 
 async fn search_readable(
@@ -216,17 +262,7 @@ async fn search_readable(
     query: &SearchQuery,
     wanted: usize,
 ) -> Result<Vec<SearchHit>, StorageError> {
-    let private: Vec<String> = with_connection!(pools, |conn| {
-        rooms::table
-            .filter(rooms::private.eq(true))
-            .select(rooms::name)
-            .load(conn)
-            .await
-    })?;
-    let hidden: Vec<String> = private
-        .into_iter()
-        .filter(|name| !member_of.iter().any(|m| m.as_str() == name))
-        .collect();
+    let hidden = hidden_rooms(pools, member_of).await?;
     let pending: Vec<Pending> =
         with_connection!(pools, |conn| diesel::sql_query(PENDING).load(conn).await)?;
     let mut hits = Vec::new();
@@ -243,6 +279,10 @@ async fn search_readable(
         .filter(|c| !seen.contains(&(c.room.clone(), u64::try_from(c.seq).unwrap_or(0))))
         .collect();
     hits.extend(confirm(pools, candidates, query).await?);
+    // A room created private (with its first messages) while this search ran was not in the
+    // list read first: the list read again now has it. (A room is private from its first row.)
+    let hidden = hidden_rooms(pools, member_of).await?;
+    hits.retain(|h| !hidden.iter().any(|name| name == h.message.room.as_str()));
     // Newest first by timestamp; ties by room and seq so a page is stable.
     hits.sort_by(|a, b| {
         (b.message.timestamp, b.message.room.as_str(), b.message.seq).cmp(&(
@@ -580,7 +620,9 @@ mod blocking {
         // its last row's time, so rooms left behind have nothing older than what is taken
         // (rowids keep following time across batches; equal times may go either way).
         let share = (INDEX_BATCH / pending.len().max(1)).max(64);
-        let mut rows: Vec<MessageRow> = Vec::new();
+        // Each row's time is the latest commit time of its room up to it, so times never go
+        // back within a room (a wall clock stepping back would otherwise cut a room's run).
+        let mut rows: Vec<(i64, MessageRow)> = Vec::new();
         let mut until = i64::MAX;
         for room in &pending {
             let some: Vec<MessageRow> = messages::table
@@ -590,17 +632,21 @@ mod blocking {
                 .limit(limit_i64(share))
                 .select(MessageRow::as_select())
                 .load(conn)?;
-            if some.len() == share {
-                until = until.min(some.last().map_or(i64::MAX, |row| row.created_at_ms));
+            let full = some.len() == share;
+            let mut time = i64::MIN;
+            for row in some {
+                time = time.max(row.created_at_ms);
+                rows.push((time, row));
             }
-            rows.extend(some);
+            if full {
+                until = until.min(time);
+            }
         }
         let loaded = rows.len();
-        rows.retain(|row| row.created_at_ms <= until);
-        rows.sort_by(|a, b| {
-            (a.created_at_ms, &a.room, a.seq).cmp(&(b.created_at_ms, &b.room, b.seq))
-        });
+        rows.retain(|(time, _)| *time <= until);
+        rows.sort_by(|(ta, a), (tb, b)| (ta, &a.room, a.seq).cmp(&(tb, &b.room, b.seq)));
         rows.truncate(INDEX_BATCH);
+        let rows: Vec<MessageRow> = rows.into_iter().map(|(_, row)| row).collect();
         let mut caught_up = until == i64::MAX && rows.len() == loaded;
         // Each room's progress moves over a gapless run of its seqs only (a clock stepping back
         // could otherwise leave a hole behind it).
@@ -628,8 +674,12 @@ mod blocking {
         // the only writer): FTS5 flushes its pending terms to disk at every statement's
         // savepoint, so a row at a time (interleaved with `search_docs`) made a segment per
         // message and spent most of its time merging them.
-        let base: Id = diesel::sql_query("SELECT COALESCE(MAX(id), 0) AS id FROM search_docs")
-            .get_result(conn)?;
+        // AUTOINCREMENT's counter, not MAX(id): an id freed by a delete is never given again,
+        // so a search's bound read before the delete cannot reach a newer message.
+        let base: Id = diesel::sql_query(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'search_docs'), 0) AS id",
+        )
+        .get_result(conn)?;
         for (chunk_no, chunk) in live.chunks(INSERT_ROWS).enumerate() {
             let first = base.id + 1 + (chunk_no * INSERT_ROWS) as i64;
             let ids = first..first + chunk.len() as i64;
@@ -813,9 +863,14 @@ mod tests {
     fn tsqueries_and_tsvectors_use_banters_words() {
         assert_eq!(
             tsquery(&query("Hello \"big world\" wor")),
-            "( 'big' <-> 'world' ) & 'hello' & 'wor':*"
+            "( ( 'big' <-> 'world' ) | ( 'big' & 'world' & '~ positions dropped' ) ) & 'hello' & 'wor':*"
         );
         assert_eq!(tsvector("Big big, WORLD"), "'big':1,2 'world':3");
         assert_eq!(tsvector("!!"), "");
+        let many = format!("{}b a", "a ".repeat(300));
+        assert!(
+            tsvector(&many).contains("'~ positions dropped':1"),
+            "a word past 256 positions"
+        );
     }
 }

@@ -315,6 +315,85 @@ mod cases {
     /// A database of the release with edits (its two migrations, and rows written with that
     /// schema: an edited message, a tombstone) keeps every message through the upgrade to read
     /// positions, lists its authors' rooms, and takes read positions afterwards.
+    /// A database of the release before search (its four migrations, rows written with that
+    /// schema: an edited message, a tombstone, a private room with members) keeps every message
+    /// through the upgrade, and every live message is found by search — before the indexer
+    /// has taken the old messages and after — deleted ones never, private ones for members only.
+    pub async fn a_database_of_the_release_before_search_is_searchable(backend: &TestBackend) {
+        released::apply_first(backend, 4).await;
+        backend
+            .execute_raw(
+                "INSERT INTO rooms (name, last_seq, last_message_at_ms, created_at_ms, last_rev, \
+                 private, creator) VALUES ('general', 3, 1795857302003, 1795857302001, 2, FALSE, \
+                 NULL), ('team', 1, 1795857302004, 1795857302000, 0, TRUE, 'alice')",
+            )
+            .await;
+        backend
+            .execute_raw(
+                "INSERT INTO messages (room, seq, username, content, created_at_ms, client_id, \
+                 edited_at_ms, deleted, rev) VALUES \
+                 ('general', 1, 'alice', 'the old plan, edited', 1795857302001, NULL, \
+                  1795857309000, FALSE, 1), \
+                 ('general', 2, 'bob', '', 1795857302002, 'c2', NULL, TRUE, 2), \
+                 ('general', 3, 'bob', 'another plan entirely', 1795857302003, NULL, NULL, \
+                  FALSE, NULL), \
+                 ('team', 1, 'alice', 'the secret plan', 1795857302004, NULL, NULL, FALSE, NULL)",
+            )
+            .await;
+        backend
+            .execute_raw(
+                "INSERT INTO revisions (room, rev, seq) VALUES ('general', 1, 1), ('general', 2, 2)",
+            )
+            .await;
+        backend
+            .execute_raw(
+                "INSERT INTO room_members (room, username) VALUES ('team', 'alice'), ('team', 'bob')",
+            )
+            .await;
+        let mut config = backend.config();
+        config.search_index_interval = None;
+        let store = Store::open(config).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(seqs(&all_messages(&store, "general").await), vec![1, 2, 3]);
+        let limit = banter_domain::PageLimit::history(10).unwrap();
+        let found = async |scope: banter_domain::SearchScope, q: &str| {
+            let query = banter_domain::SearchQuery::parse(q).unwrap();
+            let mut hits: Vec<(String, u64)> = store
+                .search(&scope, &query, limit)
+                .await
+                .unwrap()
+                .hits
+                .into_iter()
+                .map(|h| (h.message.room.as_str().to_owned(), h.message.seq.get()))
+                .collect();
+            hits.sort();
+            hits
+        };
+        let public = || banter_domain::SearchScope::Readable { member_of: vec![] };
+        let member = || banter_domain::SearchScope::Readable {
+            member_of: vec![room("team")],
+        };
+        for round in 0..2 {
+            assert_eq!(
+                found(public(), "plan").await,
+                vec![("general".to_owned(), 1), ("general".to_owned(), 3)]
+            );
+            assert_eq!(
+                found(member(), "secret").await,
+                vec![("team".to_owned(), 1)]
+            );
+            assert_eq!(found(public(), "secret").await, vec![]);
+            assert_eq!(
+                found(public(), "edited").await,
+                vec![("general".to_owned(), 1)]
+            );
+            // The old messages, the tombstone included, go through the indexer once.
+            let taken = store.index_search_now().await.unwrap();
+            assert_eq!(taken, if round == 0 { 4 } else { 0 });
+        }
+        store.close().await;
+    }
+
     pub async fn a_database_of_the_edits_release_keeps_every_message(backend: &TestBackend) {
         released::apply_first(backend, 2).await;
         let mut rows = Vec::new();
@@ -742,6 +821,7 @@ macro_rules! for_each_backend {
 for_each_backend!(
     an_upgraded_database_keeps_every_message,
     a_database_of_the_edits_release_keeps_every_message,
+    a_database_of_the_release_before_search_is_searchable,
     a_public_room_with_messages_is_checked_once,
     a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it,
     queries_use_their_indexes,

@@ -7,11 +7,12 @@ CREATE TABLE search_progress (
     indexed_seq BIGINT NOT NULL
 ) WITHOUT ROWID;
 
--- One row per indexed message, its id being the index's rowid. Ids are given in commit order
+-- One row per indexed message, its id being the index's rowid (AUTOINCREMENT: an id is never
+-- given twice, even after a delete). Ids are given in commit order
 -- (SQLite has one writer, and the indexer takes messages oldest first), so the newest
 -- results come first by walking the index down from the highest rowid, in a room too.
 CREATE TABLE search_docs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     room TEXT NOT NULL,
     seq BIGINT NOT NULL
 );

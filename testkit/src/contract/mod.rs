@@ -154,6 +154,7 @@ macro_rules! store_contract {
                 racing_creations_of_one_room_make_one_creator,
                 search_follows_the_query_rules_before_and_after_indexing,
                 search_pages_through_many_matches_once_each,
+                a_phrase_is_found_however_often_its_words_occur,
             ]
         );
     };

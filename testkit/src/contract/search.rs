@@ -220,3 +220,32 @@ pub async fn search_pages_through_many_matches_once_each(fixture: &impl StoreFix
     assert!(found(&search(&store, in_room("empty", None), "not", 5).await).is_empty());
     fixture.close(store).await;
 }
+
+/// A phrase is found wherever it stands, also after the 256th occurrence of a word (Postgres
+/// keeps 256 positions of a word), before and after indexing.
+pub async fn a_phrase_is_found_however_often_its_words_occur(fixture: &impl StoreFixture) {
+    let store = fixture.open().await;
+    let long = format!("{}b a", "a ".repeat(300));
+    store
+        .append(post("long", "alice", &long, None))
+        .await
+        .unwrap();
+    store
+        .append(post("long", "alice", "a b but not the other way", None))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let found = search(&store, in_room("long", None), "\"b a\"", 20).await;
+        assert_eq!(found.hits.len(), 1, "only the long message has b then a");
+        assert_eq!(found.hits[0].message.seq.get(), 1);
+        assert_eq!(
+            found.hits[0].highlights,
+            vec![Highlight {
+                start: 600,
+                end: 603
+            }]
+        );
+        fixture.index_search(&store).await;
+    }
+    fixture.close(store).await;
+}

@@ -25,6 +25,7 @@ pub use super::access::{
 };
 // The search cases live in their own file and run in this suite.
 pub use super::search::{
+    a_phrase_is_found_however_often_its_words_occur,
     search_follows_the_query_rules_before_and_after_indexing,
     search_pages_through_many_matches_once_each,
 };
