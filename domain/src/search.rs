@@ -243,6 +243,18 @@ pub struct SearchHit {
     pub highlights: Vec<Highlight>,
 }
 
+impl SearchHit {
+    /// The order of a search across rooms: newest first by timestamp; ties by room and seq,
+    /// so a page is stable.
+    pub fn newest_first(a: &SearchHit, b: &SearchHit) -> std::cmp::Ordering {
+        (b.message.timestamp, b.message.room.as_str(), b.message.seq).cmp(&(
+            a.message.timestamp,
+            a.message.room.as_str(),
+            a.message.seq,
+        ))
+    }
+}
+
 /// A page of results, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchPage {

@@ -126,19 +126,7 @@ fn lexeme(word: &str) -> String {
 const POSITIONS_DROPPED: &str = "~ positions dropped";
 
 fn tsquery(query: &SearchQuery) -> String {
-    let parts: Vec<String> = query
-        .terms()
-        .iter()
-        .map(|term| match term {
-            Term::Word(w) => lexeme(w),
-            Term::Prefix(p) => format!("{}:*", lexeme(p)),
-            Term::Phrase(ws) => {
-                let ws: Vec<String> = ws.iter().map(|w| lexeme(w)).collect();
-                format!("( {} )", ws.join(" <-> "))
-            }
-        })
-        .collect();
-    parts.join(" & ")
+    tsquery_joining_phrases(query, " <-> ")
 }
 
 /// For a query with a phrase: the messages that hold its words but whose tsvector dropped
@@ -148,21 +136,29 @@ fn tsquery(query: &SearchQuery) -> String {
 fn tsquery_positions_dropped(query: &SearchQuery) -> Option<String> {
     let phrase = query.terms().iter().any(|t| matches!(t, Term::Phrase(_)));
     phrase.then(|| {
-        let mut parts: Vec<String> = query
-            .terms()
-            .iter()
-            .map(|term| match term {
-                Term::Word(w) => lexeme(w),
-                Term::Prefix(p) => format!("{}:*", lexeme(p)),
-                Term::Phrase(ws) => {
-                    let ws: Vec<String> = ws.iter().map(|w| lexeme(w)).collect();
-                    format!("( {} )", ws.join(" & "))
-                }
-            })
-            .collect();
-        parts.push(lexeme(POSITIONS_DROPPED));
-        parts.join(" & ")
+        format!(
+            "{} & {}",
+            tsquery_joining_phrases(query, " & "),
+            lexeme(POSITIONS_DROPPED)
+        )
     })
+}
+
+/// The tsquery of `query`, a phrase's words joined by `phrase_join` (`<->`: adjacent).
+fn tsquery_joining_phrases(query: &SearchQuery, phrase_join: &str) -> String {
+    let parts: Vec<String> = query
+        .terms()
+        .iter()
+        .map(|term| match term {
+            Term::Word(w) => lexeme(w),
+            Term::Prefix(p) => format!("{}:*", lexeme(p)),
+            Term::Phrase(ws) => {
+                let ws: Vec<String> = ws.iter().map(|w| lexeme(w)).collect();
+                format!("( {} )", ws.join(phrase_join))
+            }
+        })
+        .collect();
+    parts.join(" & ")
 }
 
 /// The tsvector of `content`: each word with its positions (Postgres keeps positions up to
@@ -302,14 +298,7 @@ async fn search_readable(
     // list read first: the list read again now has it. (A room is private from its first row.)
     let hidden = hidden_rooms(pools, member_of).await?;
     hits.retain(|h| !hidden.iter().any(|name| name == h.message.room.as_str()));
-    // Newest first by timestamp; ties by room and seq so a page is stable.
-    hits.sort_by(|a, b| {
-        (b.message.timestamp, b.message.room.as_str(), b.message.seq).cmp(&(
-            a.message.timestamp,
-            a.message.room.as_str(),
-            a.message.seq,
-        ))
-    });
+    hits.sort_by(SearchHit::newest_first);
     hits.truncate(wanted);
     Ok(hits)
 }
@@ -395,22 +384,19 @@ async fn room_candidates(
         }
         Pools::Postgres(pool) => {
             let mut pooled = pool.get().await?;
-            let mut candidates: Vec<Candidate> = diesel::sql_query(POSTGRES_ROOM_HITS)
-                .bind::<Text, _>(room)
-                .bind::<BigInt, _>(below)
-                .bind::<Text, _>(tsquery(query))
-                .bind::<BigInt, _>(limit)
-                .load(&mut *pooled)
-                .await?;
-            if let Some(dropped) = tsquery_positions_dropped(query) {
-                let more: Vec<Candidate> = diesel::sql_query(POSTGRES_ROOM_HITS)
+            let conn = &mut *pooled;
+            let hits = async |conn: &mut diesel_async::AsyncPgConnection, tsquery: String| {
+                diesel::sql_query(POSTGRES_ROOM_HITS)
                     .bind::<Text, _>(room)
                     .bind::<BigInt, _>(below)
-                    .bind::<Text, _>(dropped)
+                    .bind::<Text, _>(tsquery)
                     .bind::<BigInt, _>(limit)
-                    .load(&mut *pooled)
-                    .await?;
-                candidates.extend(more);
+                    .load::<Candidate>(conn)
+                    .await
+            };
+            let mut candidates = hits(conn, tsquery(query)).await?;
+            if let Some(dropped) = tsquery_positions_dropped(query) {
+                candidates.extend(hits(conn, dropped).await?);
                 candidates.sort_by_key(|c| std::cmp::Reverse(c.seq));
                 candidates.dedup_by(|a, b| a.seq == b.seq);
                 candidates.truncate(wanted);
@@ -448,21 +434,19 @@ async fn readable_candidates(
         }
         Pools::Postgres(pool) => {
             let mut pooled = pool.get().await?;
-            let mut candidates: Vec<Candidate> = diesel::sql_query(POSTGRES_READABLE_HITS)
-                .bind::<Text, _>(tsquery(query))
-                .bind::<Array<Text>, _>(hidden)
-                .bind::<BigInt, _>(limit)
-                .load(&mut *pooled)
-                .await?;
-            // Ordered by time with the rest by the caller, after confirmation.
-            if let Some(dropped) = tsquery_positions_dropped(query) {
-                let more: Vec<Candidate> = diesel::sql_query(POSTGRES_READABLE_HITS)
-                    .bind::<Text, _>(dropped)
+            let conn = &mut *pooled;
+            let hits = async |conn: &mut diesel_async::AsyncPgConnection, tsquery: String| {
+                diesel::sql_query(POSTGRES_READABLE_HITS)
+                    .bind::<Text, _>(tsquery)
                     .bind::<Array<Text>, _>(hidden)
                     .bind::<BigInt, _>(limit)
-                    .load(&mut *pooled)
-                    .await?;
-                for c in more {
+                    .load::<Candidate>(conn)
+                    .await
+            };
+            let mut candidates = hits(conn, tsquery(query)).await?;
+            // Ordered by time with the rest by the caller, after confirmation.
+            if let Some(dropped) = tsquery_positions_dropped(query) {
+                for c in hits(conn, dropped).await? {
                     if !candidates
                         .iter()
                         .any(|k| k.room == c.room && k.seq == c.seq)

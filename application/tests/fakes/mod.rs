@@ -332,13 +332,7 @@ impl MessageStore for FakeStore {
             })
             .filter_map(|m| hit(query, m))
             .collect();
-        hits.sort_by(|a, b| {
-            (b.message.timestamp, b.message.room.as_str(), b.message.seq).cmp(&(
-                a.message.timestamp,
-                a.message.room.as_str(),
-                a.message.seq,
-            ))
-        });
+        hits.sort_by(banter_domain::SearchHit::newest_first);
         let has_more = hits.len() > limit.get();
         hits.truncate(limit.get());
         Ok(SearchPage { hits, has_more })
