@@ -17,6 +17,7 @@ mod access;
 mod batch;
 mod change;
 mod explain;
+mod indexer;
 mod migrate;
 mod pool;
 mod reading;
@@ -28,8 +29,8 @@ mod statements;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use banter_domain::ports::{MessageStore, StoreError};
 use banter_domain::{
@@ -121,13 +122,6 @@ impl StoreConfig {
 /// Writers on Postgres: enough to overlap one batch's commit with the next one's statements.
 const DEFAULT_POSTGRES_WRITERS: usize = 2;
 
-/// Writers committing more than this share of the time are what bounds posting: the search
-/// indexer then yields.
-const SATURATED_WRITERS: f64 = 0.5;
-/// While posting is saturated, the indexer pauses this many times as long as its last batch
-/// took (so it holds the database a tenth of the time at most).
-const YIELD_FACTOR: u32 = 9;
-
 /// The search indexer's pause between batches once it has caught up: what a search may have
 /// to scan without the index is about this much of traffic.
 pub const DEFAULT_SEARCH_INDEX_INTERVAL: Duration = Duration::from_millis(250);
@@ -213,66 +207,13 @@ impl Store {
         if slot.is_some() {
             return;
         }
+        let load = indexer::WriterLoad::new(
+            Arc::clone(&self.inner.writers_busy),
+            self.inner.queues.len(),
+        );
         // Weak: a store dropped without `close` still lets go of its connections.
         let store = Arc::downgrade(&self.inner);
-        let writers = self.inner.queues.len().max(1) as f64;
-        let busy = Arc::clone(&self.inner.writers_busy);
-        *slot = Some(tokio::spawn(async move {
-            let mut sample = (Instant::now(), busy.load(Ordering::Relaxed));
-            let mut connection = None;
-            loop {
-                let Some(pools) = store.upgrade().map(|inner| inner.pools.clone()) else {
-                    return;
-                };
-                let started = Instant::now();
-                let indexed = match connection.take() {
-                    Some(conn) => Ok(conn),
-                    None => pools.dedicated().await,
-                };
-                drop(pools);
-                let indexed = match indexed {
-                    Ok(mut conn) => {
-                        let step = search::index_pending(&mut conn).await;
-                        // A connection that failed is opened anew next time.
-                        if step.is_ok() {
-                            connection = Some(conn);
-                        }
-                        step
-                    }
-                    Err(e) => Err(e),
-                };
-                let took = started.elapsed();
-                // Posting comes first: while the writers spend most of their time committing,
-                // the indexer takes at most a tenth of the time (it shares the database, and on
-                // SQLite its one write lock), and catches up once posting eases.
-                let now = (Instant::now(), busy.load(Ordering::Relaxed));
-                let wall = now.0.duration_since(sample.0).as_nanos().max(1) as f64;
-                let saturated =
-                    (now.1.saturating_sub(sample.1)) as f64 / wall / writers > SATURATED_WRITERS;
-                sample = now;
-                let caught_up = match indexed {
-                    Ok(step) => {
-                        metrics::counter!("banter_search_indexed_total")
-                            .increment(step.taken as u64);
-                        step.caught_up
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "search indexing failed; retrying");
-                        true
-                    }
-                };
-                let pause = if saturated {
-                    (took * YIELD_FACTOR).max(interval)
-                } else if caught_up {
-                    interval
-                } else {
-                    Duration::ZERO
-                };
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }));
+        *slot = Some(tokio::spawn(indexer::run(store, interval, load)));
     }
 
     /// Indexes what is waiting, now, until the index has caught up; returns how many messages
