@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use banter_adapter_http::{AllowedOrigin, AuthMode, HttpSettings, TrustedProxies, WsSettings};
 use banter_adapter_redis::RedisConfig;
+use banter_adapter_storage::ReadReplicaConfig;
 use banter_application::{HistoryCache, RateLimit};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -70,6 +71,17 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// A PostgreSQL hot standby of `--database-url` (`postgres://…`) for history, changes,
+    /// rooms, search and unread reads; writes stay on the primary. A read never shows less
+    /// than this node has already delivered; a lagging or failing replica is not read.
+    #[arg(long, env = "BANTER_DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
+
+    /// With `--database-read-url`: beyond this replication lag (e.g. `1s`, `500ms`) every
+    /// read goes to the primary.
+    #[arg(long, env = "BANTER_REPLICA_MAX_LAG", default_value = "1s", value_parser = parse_duration)]
+    pub replica_max_lag: Duration,
 
     /// Where events and presence live: `memory` (one node) or `redis://host:port[/db]`
     /// (several nodes sharing one Redis and one Postgres database are one service).
@@ -155,6 +167,30 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The read replica's settings, if one is named.
+    pub fn read_replica(&self) -> anyhow::Result<Option<ReadReplicaConfig>> {
+        let Some(url) = self
+            .database_read_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "--database-read-url must be a postgres:// URL"
+        );
+        anyhow::ensure!(
+            self.database.database_url.starts_with("postgres://")
+                || self.database.database_url.starts_with("postgresql://"),
+            "--database-read-url needs a postgres:// --database-url (a replica of it)"
+        );
+        Ok(Some(ReadReplicaConfig {
+            url: url.to_owned(),
+            max_lag: self.replica_max_lag,
+        }))
+    }
+
     /// The search indexer's pause, or `None` for no indexer.
     pub fn search_indexer(&self) -> Option<Duration> {
         (!self.search_index_interval.is_zero()).then_some(self.search_index_interval)

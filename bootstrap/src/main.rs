@@ -16,7 +16,7 @@ use anyhow::Context;
 use banter_adapter_http::{app_state, install_metrics, router};
 use banter_adapter_memory::{MemoryBroadcaster, MemoryPresence, SystemClock};
 use banter_adapter_redis::{RedisBroadcaster, RedisConfig, RedisPresence};
-use banter_adapter_storage::{Store, StoreConfig};
+use banter_adapter_storage::{FencedBroadcaster, ReadReplicaConfig, Store, StoreConfig};
 use banter_application::{Chat, ChatOf, ChatSettings, Ports};
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -29,7 +29,7 @@ struct SingleNode;
 
 impl Ports for SingleNode {
     type Store = Store;
-    type Broadcaster = MemoryBroadcaster;
+    type Broadcaster = FencedBroadcaster<MemoryBroadcaster>;
     type Presence = MemoryPresence;
     type Clock = SystemClock;
 }
@@ -39,7 +39,7 @@ struct ClusterNode;
 
 impl Ports for ClusterNode {
     type Store = Store;
-    type Broadcaster = RedisBroadcaster;
+    type Broadcaster = FencedBroadcaster<RedisBroadcaster>;
     type Presence = RedisPresence;
     type Clock = SystemClock;
 }
@@ -80,10 +80,13 @@ fn init_tracing(format: LogFormat, filter: &str) {
 async fn open_store(
     database_url: &str,
     search_index_interval: Option<Duration>,
+    read_replica: Option<ReadReplicaConfig>,
 ) -> anyhow::Result<Store> {
     let url = banter_adapter_storage::DatabaseUrl::parse(database_url)?;
     let mut config = StoreConfig::new(url);
     config.search_index_interval = search_index_interval;
+    let replica_lag = read_replica.as_ref().map(|r| r.max_lag);
+    config.read_replica = read_replica;
     let store = Store::open(config)
         .await
         .with_context(|| format!("cannot open the database {database_url}"))?;
@@ -96,11 +99,17 @@ async fn open_store(
     } else {
         tracing::info!(backend = store.backend(), migrations = ?applied, "database migrated");
     }
+    if let Some(max_lag) = replica_lag {
+        tracing::info!(
+            ?max_lag,
+            "reads may go to the replica when it is fresh enough"
+        );
+    }
     Ok(store)
 }
 
 async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let store = open_store(database_url, None).await?;
+    let store = open_store(database_url, None, None).await?;
     store.close().await;
     Ok(())
 }
@@ -108,6 +117,7 @@ async fn migrate(database_url: &str) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bad settings fail before anything is opened or created.
     let settings = args.http_settings()?;
+    let read_replica = args.read_replica()?;
     let metrics = match install_metrics() {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -115,7 +125,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let store = open_store(&args.database.database_url, args.search_indexer()).await?;
+    let store = open_store(
+        &args.database.database_url,
+        args.search_indexer(),
+        read_replica,
+    )
+    .await?;
+    let fence = store.read_fence();
     let chat_settings = ChatSettings {
         rate_limit: args.rate_limit.limit(),
         history_cache: args.history_cache(),
@@ -125,7 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Broker::Memory => {
             let chat = Chat::new(
                 store.clone(),
-                MemoryBroadcaster::new(args.broadcast_queue()),
+                FencedBroadcaster::new(MemoryBroadcaster::new(args.broadcast_queue()), fence),
                 MemoryPresence::default(),
                 SystemClock::default(),
                 chat_settings,
@@ -146,7 +162,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(node = %node_id, namespace = %args.redis_namespace, "joined the cluster through Redis");
             let chat = Chat::new(
                 store.clone(),
-                broadcaster.clone(),
+                FencedBroadcaster::new(broadcaster.clone(), fence),
                 presence.clone(),
                 SystemClock::default(),
                 chat_settings,

@@ -7,6 +7,8 @@
 //! Redis tests get a namespace of their own ([`unique_namespace`]) on the server that
 //! [`redis_url`] checked, and a [`TcpProxy`] to make a broker disappear.
 //!
+//! [`PostgresPair`] starts a primary and a streaming replica of the test's own.
+//!
 //! The ports' contract suites live in [`contract`]: generic over the port traits, run against
 //! every adapter and against the application's fakes.
 //!
@@ -17,6 +19,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
 
 pub mod contract;
+mod replica;
+
+pub use replica::PostgresPair;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

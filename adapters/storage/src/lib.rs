@@ -22,6 +22,7 @@ mod migrate;
 mod pool;
 mod reading;
 mod reads;
+mod replica;
 mod rows;
 mod schema;
 mod search;
@@ -43,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use explain::QueryPlan;
 pub use pool::DatabaseUrl;
 use pool::Pools;
+pub use replica::{FencedBroadcaster, FencedSubscription, ReadFence};
 use writer::{Job, Writer};
 
 /// What can go wrong in this adapter. Turned into [`StoreError::Unavailable`] at the port.
@@ -64,6 +66,8 @@ pub enum StorageError {
     Corrupt { what: String, detail: String },
     #[error("the store is shut down")]
     Closed,
+    #[error("the read replica: {0}")]
+    Replica(String),
 }
 
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StorageError {
@@ -99,6 +103,22 @@ pub struct StoreConfig {
     /// How often the search indexer looks for new messages; `None`: no indexer in this
     /// process (searches then scan what is not indexed, which stays correct but gets slow).
     pub search_index_interval: Option<Duration>,
+    /// A Postgres streaming replica for reads (history, changes, rooms, search, unread).
+    pub read_replica: Option<ReadReplicaConfig>,
+}
+
+/// Where reads may go besides the primary, and how stale they may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadReplicaConfig {
+    /// `postgres://…` of a hot standby of the primary.
+    pub url: String,
+    /// Beyond this lag every read goes to the primary.
+    pub max_lag: Duration,
+}
+
+impl ReadReplicaConfig {
+    /// The contract's default `--replica-max-lag`.
+    pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(1);
 }
 
 impl StoreConfig {
@@ -115,6 +135,7 @@ impl StoreConfig {
             writers,
             max_linger: Duration::from_millis(1),
             search_index_interval: Some(DEFAULT_SEARCH_INDEX_INTERVAL),
+            read_replica: None,
         }
     }
 }
@@ -137,6 +158,10 @@ struct Inner {
     writers_busy: Arc<AtomicU64>,
     indexer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     settled_public: access::SettledPublic,
+    /// What this node has shown, per room; reads on the replica must reflect it.
+    fence: ReadFence,
+    replica: Option<Arc<replica::Replica>>,
+    replica_monitor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The message store. Cheap to clone; every clone feeds the same writer.
@@ -157,6 +182,26 @@ impl Store {
         let pool_size = config.pool_size.max(writers as u32 + 2);
         let pools = Pools::open(&config.url, pool_size).await?;
         let capacity = (config.queue_capacity / writers).max(1);
+        let fence = ReadFence::default();
+        let (replica, replica_monitor) = match (&config.read_replica, &config.url) {
+            (None, _) => (None, None),
+            (Some(read), DatabaseUrl::Postgres { url }) => {
+                let replica =
+                    replica::Replica::open(&read.url, pool_size, read.max_lag, fence.clone())
+                        .await?;
+                let monitor = tokio::spawn(replica::monitor(
+                    Arc::downgrade(&replica),
+                    url.clone(),
+                    read.url.clone(),
+                ));
+                (Some(replica), Some(monitor))
+            }
+            (Some(_), DatabaseUrl::Sqlite { .. }) => {
+                return Err(StorageError::Replica(
+                    "a read replica needs a postgres:// primary".to_owned(),
+                ));
+            }
+        };
         let writers_busy = Arc::new(AtomicU64::new(0));
         let (queues, handles) = (0..writers)
             .map(|_| {
@@ -179,6 +224,9 @@ impl Store {
                 writers_busy,
                 indexer: std::sync::Mutex::new(None),
                 settled_public: access::SettledPublic::default(),
+                fence,
+                replica,
+                replica_monitor: std::sync::Mutex::new(replica_monitor),
             }),
         })
     }
@@ -249,8 +297,34 @@ impl Store {
         explain::explain(&self.inner.pools).await
     }
 
+    /// The fence of what this node has shown: give it to [`FencedBroadcaster`] so that
+    /// delivered events keep reads on a lagging replica from going back in time.
+    pub fn read_fence(&self) -> Option<ReadFence> {
+        self.inner
+            .replica
+            .as_ref()
+            .map(|_| self.inner.fence.clone())
+    }
+
+    /// Whether a read of `room` (`None`: across rooms) would go to the replica now.
+    pub fn reads_from_replica(&self, room: Option<&RoomName>) -> bool {
+        self.inner
+            .replica
+            .as_ref()
+            .is_some_and(|replica| replica.usable_for(room))
+    }
+
     /// Stops taking posts, commits those already queued and waits for the writers to finish.
     pub async fn close(&self) {
+        if let Some(monitor) = self
+            .inner
+            .replica_monitor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            monitor.abort();
+        }
         if let Some(indexer) = self
             .inner
             .indexer
@@ -278,7 +352,60 @@ impl Store {
     }
 }
 
+/// Runs a read on the replica when [`replica::Replica::usable_for`] allows it, else (or when
+/// the replica fails or hangs) on the primary. `$pools` is bound to the chosen pools in `$read`.
+macro_rules! routed_read {
+    ($store:expr, $room:expr, |$pools:ident| $read:expr) => {{
+        let store: &Store = $store;
+        let on_replica = match &store.inner.replica {
+            Some(replica) if replica.usable_for($room) => {
+                let $pools = &replica.pools;
+                match tokio::time::timeout(replica::READ_TIMEOUT, $read).await {
+                    Ok(Ok(answer)) => Some(answer),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "a read on the replica failed; reading the primary");
+                        replica.failed();
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("a read on the replica timed out; reading the primary");
+                        replica.failed();
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        match on_replica {
+            Some(answer) => {
+                metrics::counter!("banter_store_reads_total", "server" => "replica").increment(1);
+                Ok(answer)
+            }
+            None => {
+                let $pools = &store.inner.pools;
+                let answer = $read.await;
+                if store.inner.replica.is_some() {
+                    metrics::counter!("banter_store_reads_total", "server" => "primary")
+                        .increment(1);
+                    // What the primary showed, later replica reads must show too.
+                    if answer.is_ok() {
+                        store.inner.fence.shown($room);
+                    }
+                }
+                answer
+            }
+        }
+    }};
+}
+
 impl Store {
+    /// Records a committed write of `room` in the fence (only needed with a replica).
+    fn wrote(&self, room: &RoomName) {
+        if self.inner.replica.is_some() {
+            self.inner.fence.touch(room);
+        }
+    }
+
     /// The queue of the writer that owns `room`.
     fn queue_of(&self, room: &RoomName) -> &mpsc::Sender<Job> {
         // `open` starts at least one writer, and `shard` stays below the count.
@@ -298,11 +425,15 @@ impl MessageStore for Store {
     async fn append(&self, post: NewMessage) -> Result<Appended, StoreError> {
         let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
+        let post_room = self.inner.replica.as_ref().map(|_| post.room.clone());
         self.queue_of(&post.room)
             .send(Job::Append { post, reply })
             .await
             .map_err(|_| StorageError::Closed)?;
         let appended = answer.await.map_err(|_| StorageError::Closed)??;
+        if let Some(room) = &post_room {
+            self.inner.fence.touch(room);
+        }
         metrics::histogram!("banter_store_seconds").record(started.elapsed().as_secs_f64());
         Ok(appended)
     }
@@ -312,7 +443,9 @@ impl MessageStore for Store {
         room: &RoomName,
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
-        Ok(reads::history(&self.inner.pools, room, query).await?)
+        Ok(routed_read!(self, Some(room), |pools| reads::history(
+            pools, room, query
+        ))?)
     }
 
     async fn change(
@@ -320,7 +453,11 @@ impl MessageStore for Store {
         request: ChangeRequest,
     ) -> Result<Result<Changed, ChangeRefusal>, StoreError> {
         let started = std::time::Instant::now();
+        let room = self.inner.replica.as_ref().map(|_| request.room.clone());
         let decided = change::change(&self.inner.pools, request).await?;
+        if let Some(room) = &room {
+            self.wrote(room);
+        }
         metrics::histogram!("banter_store_seconds").record(started.elapsed().as_secs_f64());
         Ok(decided)
     }
@@ -330,7 +467,9 @@ impl MessageStore for Store {
         room: &RoomName,
         query: ChangesQuery,
     ) -> Result<ChangesPage, StoreError> {
-        Ok(reads::changes(&self.inner.pools, room, query).await?)
+        Ok(routed_read!(self, Some(room), |pools| reads::changes(
+            pools, room, query
+        ))?)
     }
 
     async fn revisions(
@@ -339,7 +478,9 @@ impl MessageStore for Store {
         after: Rev,
         limit: PageLimit,
     ) -> Result<ChangesPage, StoreError> {
-        Ok(reads::revisions(&self.inner.pools, room, after, limit).await?)
+        Ok(routed_read!(self, Some(room), |pools| reads::revisions(
+            pools, room, after, limit
+        ))?)
     }
 
     async fn rooms(
@@ -347,7 +488,9 @@ impl MessageStore for Store {
         after: Option<&RoomName>,
         limit: PageLimit,
     ) -> Result<StoredRoomsPage, StoreError> {
-        Ok(reads::rooms(&self.inner.pools, after, limit).await?)
+        Ok(routed_read!(self, None, |pools| reads::rooms(
+            pools, after, limit
+        ))?)
     }
 
     async fn mark_read(
@@ -356,7 +499,9 @@ impl MessageStore for Store {
         user: &Username,
         seq: Seq,
     ) -> Result<ReadMark, StoreError> {
-        Ok(reading::mark_read(&self.inner.pools, room, user, seq).await?)
+        let mark = reading::mark_read(&self.inner.pools, room, user, seq).await?;
+        self.wrote(room);
+        Ok(mark)
     }
 
     async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
@@ -364,7 +509,9 @@ impl MessageStore for Store {
     }
 
     async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
-        Ok(reading::user_rooms(&self.inner.pools, user).await?)
+        Ok(routed_read!(self, None, |pools| reading::user_rooms(
+            pools, user
+        ))?)
     }
 
     async fn create_private_room(
@@ -372,7 +519,9 @@ impl MessageStore for Store {
         room: &RoomName,
         creator: &Username,
     ) -> Result<bool, StoreError> {
-        Ok(access::create_private_room(&self.inner.pools, room, creator).await?)
+        let created = access::create_private_room(&self.inner.pools, room, creator).await?;
+        self.wrote(room);
+        Ok(created)
     }
 
     async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
@@ -385,7 +534,9 @@ impl MessageStore for Store {
         user: &Username,
         member: bool,
     ) -> Result<bool, StoreError> {
-        Ok(access::set_member(&self.inner.pools, room, user, member).await?)
+        let changed = access::set_member(&self.inner.pools, room, user, member).await?;
+        self.wrote(room);
+        Ok(changed)
     }
 
     async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
@@ -398,7 +549,13 @@ impl MessageStore for Store {
         query: &SearchQuery,
         limit: PageLimit,
     ) -> Result<SearchPage, StoreError> {
-        Ok(search::search(&self.inner.pools, scope, query, limit).await?)
+        let room = match scope {
+            SearchScope::Room { room, .. } => Some(room),
+            SearchScope::Readable { .. } => None,
+        };
+        Ok(routed_read!(self, room, |pools| search::search(
+            pools, scope, query, limit
+        ))?)
     }
 
     async fn check(&self) -> Result<(), StoreError> {
