@@ -23,6 +23,8 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "--rate-limit",
         "--trusted-proxies",
         "--drain-delay",
+        "--database-read-url",
+        "--replica-max-lag",
         "BANTER_LISTEN",
         "BANTER_DATABASE_URL",
         "BANTER_BROKER",
@@ -31,6 +33,8 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "BANTER_RATE_LIMIT",
         "BANTER_TRUSTED_PROXIES",
         "BANTER_DRAIN_DELAY",
+        "BANTER_DATABASE_READ_URL",
+        "BANTER_REPLICA_MAX_LAG",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
     }
@@ -73,6 +77,32 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         (
             vec!["serve", "--drain-delay", "soon"],
             "expected a duration",
+        ),
+        (
+            vec!["serve", "--replica-max-lag", "soon"],
+            "expected a duration",
+        ),
+        (
+            vec![
+                "serve",
+                "--database-read-url",
+                "postgres://127.0.0.1:1/x",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "needs a postgres:// --database-url",
+        ),
+        (
+            vec![
+                "serve",
+                "--database-url",
+                "postgres://127.0.0.1:1/x",
+                "--database-read-url",
+                "sqlite://replica.db",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "--database-read-url must be a postgres:// URL",
         ),
         (
             vec!["serve", "--auth", "jwt", "--listen", "127.0.0.1:0"],

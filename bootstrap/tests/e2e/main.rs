@@ -15,6 +15,7 @@ mod nginx;
 mod private;
 mod proxies;
 mod reads;
+mod replica;
 mod rest;
 mod search;
 mod websocket;
