@@ -36,6 +36,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("banter_connections", "Open WebSocket connections.");
+    describe_gauge!(
+        "banter_runtime_alive_tasks",
+        "Tasks alive in the async runtime (read at each scrape)."
+    );
     describe_counter!(
         "banter_connections_refused_total",
         "Refused WebSocket handshakes, by problem code (label reason)."
@@ -153,6 +157,12 @@ impl<P: Ports> Endpoint for Metrics<P> {
         metrics::counter!("banter_history_cache_hits_total").absolute(cache.hits);
         metrics::counter!("banter_history_cache_misses_total").absolute(cache.misses);
         metrics::gauge!("banter_history_cache_rooms").set(cache.rooms as f64);
+        // Tasks alive in the runtime: back at its idle level once connections close, or a
+        // leak (a finished connection whose task stays) shows here first.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            metrics::gauge!("banter_runtime_alive_tasks")
+                .set(runtime.metrics().num_alive_tasks() as f64);
+        }
         let body = self
             .state
             .metrics

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -752,4 +752,68 @@ async fn unicode_content_round_trips_byte_exact() {
     let frame = alice.recv().await;
     assert_eq!(frame["message"]["content"], text);
     assert_eq!(frame["message"]["username"], "Émile");
+}
+
+/// A gauge from `/metrics`.
+async fn gauge(server: &TestServer, name: &str) -> u64 {
+    let metrics = get_text(server, "/metrics").await;
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+/// Opens `count` connections to `room`, posts from some, then closes them all: half with a
+/// close frame, half by dropping the TCP connection; waits until the server counts none.
+async fn churn(server: &TestServer, room: &str, count: usize) {
+    let mut clients = Vec::new();
+    for i in 0..count {
+        let (mut client, _) = connect(server, room, &format!("churn{i}"), "").await;
+        if i % 10 == 0 {
+            client.post(&format!("churn {i}"), None).await;
+        }
+        clients.push(client);
+    }
+    for (i, client) in clients.into_iter().enumerate() {
+        if i % 2 == 0 {
+            let mut client = client;
+            let _ = client.stream.close(None).await;
+        } else {
+            drop(client);
+        }
+    }
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    while gauge(server, "banter_connections").await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn closed_connections_leave_no_task_behind() {
+    let server =
+        TestServer::start(&["--rate-limit", "off", "--max-connections-per-ip", "1000"]).await;
+    // Warm up: the room's hub and every lazily started background task exist after this.
+    churn(&server, "churn", 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = gauge(&server, "banter_runtime_alive_tasks").await;
+    churn(&server, "churn", 200).await;
+    // Each connection ran two tasks (the upgrade's and its own); once closed, none may stay.
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    loop {
+        let alive = gauge(&server, "banter_runtime_alive_tasks").await;
+        if alive <= settled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{alive} tasks alive after 200 connections closed, {settled} before"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
