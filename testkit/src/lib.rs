@@ -19,8 +19,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
 
 pub mod contract;
+mod redis_server;
 mod replica;
 
+pub use redis_server::RedisServer;
 pub use replica::PostgresPair;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -185,6 +185,23 @@ impl PostgresPair {
         );
     }
 
+    /// Kills the primary at once and starts it again (a crash and recovery); the replica
+    /// reconnects by itself.
+    pub fn restart_primary(&self) {
+        self.run_pg(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&self.dir.join("primary")),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        self.pg_ctl_start("primary");
+    }
+
     /// Starts the replica again after [`PostgresPair::kill_replica`].
     pub fn restart_replica(&self) {
         self.pg_ctl_start("replica");

@@ -17,6 +17,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const BANTER: &str = env!("CARGO_BIN_EXE_banter");
 
+/// The binary servers are started from: this build's, unless `BANTER_TEST_BIN` names
+/// another (the fault campaign's demonstration runs it against a deliberately broken build).
+pub fn banter_binary() -> String {
+    std::env::var("BANTER_TEST_BIN").unwrap_or_else(|_| BANTER.to_owned())
+}
+
 /// How long a test waits for something that should happen promptly.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
 
@@ -81,7 +87,7 @@ impl TestServer {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Self {
-        let mut command = Command::new(BANTER);
+        let mut command = Command::new(banter_binary());
         command
             .arg("serve")
             .args(["--listen", listen, "--database-url", &database.url])

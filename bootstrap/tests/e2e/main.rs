@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod cache;
+mod campaign;
 mod cli;
 mod cluster;
 mod compression;

@@ -1,0 +1,632 @@
+//! A fault campaign (Jepsen's shape, bounded): clients over three nodes (Postgres + Redis,
+//! both of the test's own so that they can be restarted) post with client ids, resend on
+//! failure and reconnect with `after`, while faults are injected at random — a node killed
+//! (SIGKILL) and restarted, a node paused (SIGSTOP) past its heartbeat and resumed, Redis
+//! frozen behind a proxy, Redis restarted (losing every key), Postgres crashed and restarted,
+//! a client's TCP connection cut in the middle of a frame. Every frame each client saw is recorded; a checker then holds the
+//! whole history and the final database to the contract's guarantees and prints a summary of
+//! operations, faults and anomalies by kind. On an anomaly the history is saved as JSON for
+//! replay and the test fails.
+//!
+//! `BANTER_CAMPAIGN_SECONDS` (default 30) sets the length of the faulty phase and
+//! `BANTER_CAMPAIGN_SEED` replays a schedule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Database, TestServer, get_json};
+
+const NODES: usize = 3;
+const ROOMS: [&str; 3] = ["alpha", "beta", "gamma"];
+const CLIENTS: usize = 6;
+/// A post not acknowledged within this is resent (after a reconnect).
+const ACK_WAIT: Duration = Duration::from_secs(4);
+
+/// A small deterministic generator (xorshift64*): the schedule is replayable from its seed.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One connection's view: where it started and every message it was shown, in order.
+#[derive(Debug, Clone)]
+struct Session {
+    client: usize,
+    room: &'static str,
+    node: usize,
+    after: u64,
+    shown: Vec<(u64, String)>,
+    ended: String,
+}
+
+/// What one client did and saw.
+#[derive(Debug, Default)]
+struct ClientHistory {
+    sessions: Vec<Session>,
+    /// client_id → (seq, content) as acknowledged (the echo or a `duplicate` frame).
+    acked: BTreeMap<String, (u64, String)>,
+    /// Posts sent again after a failure, by client_id.
+    resends: BTreeMap<String, u32>,
+    refused_connects: u32,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    killed: u32,
+    paused: u32,
+    redis_frozen: u32,
+    redis_restarted: u32,
+    postgres_restarted: u32,
+    cut_mid_frame: u32,
+    log: Vec<String>,
+}
+
+/// Runs one client until `stop`: posts one message at a time with a client id, waits for
+/// its acknowledgement, and on any failure reconnects (to the next node) with `after` and
+/// resends the same client id.
+async fn client_loop(
+    client: usize,
+    nodes: Arc<Vec<std::net::SocketAddr>>,
+    stop: Arc<tokio::sync::Notify>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) -> ClientHistory {
+    let room = ROOMS[client % ROOMS.len()];
+    let username = format!("user{client}");
+    let mut history = ClientHistory::default();
+    let mut last_seen = 0u64;
+    let mut posted = 0u32;
+    // The post in flight: (client_id, content, sent on this connection).
+    let mut pending: Option<(String, String, bool)> = None;
+    let mut attempt = client;
+    let stopped = || stopping.load(std::sync::atomic::Ordering::SeqCst);
+    while !(stopped() && pending.is_none()) {
+        let node = attempt % NODES;
+        attempt += 1;
+        let url = format!(
+            "ws://{}/ws/chat/{room}/?username={username}&after={last_seen}",
+            nodes[node]
+        );
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await;
+        let Ok(Ok((mut stream, _))) = connected else {
+            history.refused_connects += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut session = Session {
+            client,
+            room,
+            node,
+            after: last_seen,
+            shown: Vec::new(),
+            ended: String::new(),
+        };
+        // A post not acknowledged on the last connection goes again, with its client id.
+        if let Some((client_id, _, sent)) = &mut pending {
+            if *sent {
+                *history.resends.entry(client_id.clone()).or_default() += 1;
+            }
+            *sent = false;
+        }
+        let ended = loop {
+            if stopped() && pending.is_none() {
+                break "stopped".to_owned();
+            }
+            if pending.is_none() && !stopped() {
+                posted += 1;
+                pending = Some((
+                    format!("c{client}-{posted}"),
+                    format!("{username} #{posted}"),
+                    false,
+                ));
+            }
+            if let Some((client_id, content, sent)) = &mut pending
+                && !*sent
+            {
+                let frame =
+                    json!({"type": "chat_message", "message": content, "client_id": client_id});
+                if stream
+                    .send(Message::Text(frame.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break "send failed".to_owned();
+                }
+                *sent = true;
+            }
+            let frame = tokio::select! {
+                frame = tokio::time::timeout(ACK_WAIT, stream.next()) => frame,
+                () = stop.notified() => continue,
+            };
+            let text = match frame {
+                Err(_) => break "nothing within the ack wait".to_owned(),
+                Ok(None) => break "closed".to_owned(),
+                Ok(Some(Err(e))) => break format!("read failed: {e}"),
+                Ok(Some(Ok(Message::Text(text)))) => text,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    break format!("close {:?}", frame.map(|f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => continue,
+            };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                break format!("not JSON: {text}");
+            };
+            let message = &frame["message"];
+            let acknowledges = |pending: &Option<(String, String, bool)>| {
+                pending.as_ref().is_some_and(|(client_id, _, _)| {
+                    message["client_id"].as_str() == Some(client_id.as_str())
+                        && message["username"].as_str() == Some(username.as_str())
+                })
+            };
+            match frame["type"].as_str() {
+                Some("chat_message") => {
+                    let seq = message["seq"].as_u64().unwrap_or(0);
+                    let content = message["content"].as_str().unwrap_or_default().to_owned();
+                    session.shown.push((seq, content.clone()));
+                    last_seen = last_seen.max(seq);
+                    if acknowledges(&pending)
+                        && let Some((client_id, _, _)) = pending.take()
+                    {
+                        history.acked.insert(client_id, (seq, content));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Some("duplicate") => {
+                    if acknowledges(&pending)
+                        && let Some((client_id, _, _)) = pending.take()
+                    {
+                        let seq = message["seq"].as_u64().unwrap_or(0);
+                        let content = message["content"].as_str().unwrap_or_default().to_owned();
+                        history.acked.insert(client_id, (seq, content));
+                    }
+                }
+                // `unavailable`: not stored; the same client id goes again shortly.
+                Some("error") if frame["code"] == "unavailable" => {
+                    if let Some((_, _, sent)) = &mut pending {
+                        *sent = false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => {}
+            }
+        };
+        session.ended = ended;
+        history.sessions.push(session);
+    }
+    history
+}
+
+impl Session {
+    fn to_json(&self) -> Value {
+        json!({"client": self.client, "room": self.room, "node": self.node, "after": self.after,
+               "shown": self.shown, "ended": self.ended})
+    }
+}
+
+impl ClientHistory {
+    fn to_json(&self) -> Value {
+        json!({"sessions": self.sessions.iter().map(Session::to_json).collect::<Vec<_>>(),
+               "acked": self.acked, "resends": self.resends,
+               "refused_connects": self.refused_connects})
+    }
+}
+
+/// Opens a WebSocket through the raw socket, sends half of a post's frame and drops the
+/// connection: the server must store nothing of it.
+async fn cut_mid_frame(node: std::net::SocketAddr, marker: &str) {
+    use tokio::io::AsyncBufReadExt;
+    let Ok(stream) = tokio::net::TcpStream::connect(node).await else {
+        return;
+    };
+    let mut stream = tokio::io::BufReader::new(stream);
+    let handshake = format!(
+        "GET /ws/chat/{}/?username=cutter HTTP/1.1\r\nHost: {node}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        ROOMS[0]
+    );
+    if stream
+        .get_mut()
+        .write_all(handshake.as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut line = String::new();
+    while stream.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+        if line == "\r\n" {
+            break;
+        }
+        line.clear();
+    }
+    let payload =
+        json!({"type": "chat_message", "message": marker, "client_id": marker}).to_string();
+    let payload = payload.as_bytes();
+    // A masked text frame, of which only the header and half the payload are sent.
+    let mut frame = vec![0x81, 0x80 | 126];
+    frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&payload[..payload.len() / 2]);
+    let _ = stream.get_mut().write_all(&frame).await;
+    drop(stream);
+}
+
+/// Every message of `room` in the store, by seq, through `node`'s REST API.
+async fn stored(node: &TestServer, room: &str) -> BTreeMap<u64, (String, String, String)> {
+    let mut all = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = get_json(
+            node,
+            &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
+        )
+        .await;
+        let messages = page["messages"].as_array().cloned().unwrap_or_default();
+        for m in &messages {
+            let seq = m["seq"].as_u64().unwrap_or(0);
+            all.insert(
+                seq,
+                (
+                    m["content"].as_str().unwrap_or_default().to_owned(),
+                    m["username"].as_str().unwrap_or_default().to_owned(),
+                    m["client_id"].as_str().unwrap_or_default().to_owned(),
+                ),
+            );
+            after = after.max(seq);
+        }
+        if page["has_more"] != true || messages.is_empty() {
+            return all;
+        }
+    }
+}
+
+/// The checker: every anomaly found, by kind.
+fn check(
+    histories: &[ClientHistory],
+    store: &BTreeMap<&str, BTreeMap<u64, (String, String, String)>>,
+    cut_markers: &[String],
+) -> BTreeMap<&'static str, Vec<String>> {
+    let mut anomalies: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut report =
+        |kind: &'static str, what: String| anomalies.entry(kind).or_default().push(what);
+    for (room, messages) in store {
+        // Seqs in the store are 1..=n without gaps.
+        for (i, seq) in messages.keys().enumerate() {
+            if *seq != i as u64 + 1 {
+                report(
+                    "store gap",
+                    format!("{room}: seq {seq} at position {}", i + 1),
+                );
+                break;
+            }
+        }
+        // A client id is stored once per user and room.
+        let mut ids = BTreeSet::new();
+        for (seq, (_, username, client_id)) in messages {
+            if !client_id.is_empty() && !ids.insert((username.clone(), client_id.clone())) {
+                report(
+                    "duplicate stored",
+                    format!("{room}: {client_id} again at {seq}"),
+                );
+            }
+        }
+        for (seq, (content, _, _)) in messages {
+            if cut_markers.iter().any(|m| m == content) {
+                report("half frame stored", format!("{room}: {content} at {seq}"));
+            }
+        }
+    }
+    for history in histories {
+        for (client_id, (seq, content)) in &history.acked {
+            let room = ROOMS[client_id[1..]
+                .split('-')
+                .next()
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(0)
+                % ROOMS.len()];
+            match store.get(room).and_then(|m| m.get(seq)) {
+                Some((stored, _, stored_id)) if stored == content && stored_id == client_id => {}
+                other => report(
+                    "acknowledged but not stored",
+                    format!("{client_id} acked at {room}/{seq}, store has {other:?}"),
+                ),
+            }
+        }
+        for session in &history.sessions {
+            let room = store.get(session.room);
+            let mut expected = session.after + 1;
+            for (seq, content) in &session.shown {
+                if *seq != expected {
+                    report(
+                        if *seq < expected {
+                            "duplicate or reordered"
+                        } else {
+                            "gap"
+                        },
+                        format!(
+                            "client {} on node {} in {}: expected seq {expected}, got {seq}",
+                            session.client, session.node, session.room
+                        ),
+                    );
+                }
+                expected = seq + 1;
+                match room.and_then(|m| m.get(seq)) {
+                    Some((stored, _, _)) if stored == content => {}
+                    other => report(
+                        "shown but not stored as shown",
+                        format!(
+                            "{}/{seq}: shown {content:?}, store has {other:?}",
+                            session.room
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    anomalies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_randomized_workload_under_faults_keeps_every_promise() {
+    let Some(pair) = tokio::task::spawn_blocking(banter_testkit::PostgresPair::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let pair = Arc::new(pair);
+    let Some(mut redis) = banter_testkit::RedisServer::start().await else {
+        return;
+    };
+    let database = Database {
+        url: pair.primary_url(),
+        dir: None,
+    };
+    let seconds: u64 = std::env::var("BANTER_CAMPAIGN_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("BANTER_CAMPAIGN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    let mut dice = Dice(seed);
+    // Redis behind a proxy, so it can also hang (frozen) rather than only go away.
+    let proxy = banter_testkit::TcpProxy::start(&format!("127.0.0.1:{}", redis.port)).await;
+    let broker = format!("redis://{}", proxy.addr);
+    let args = ["--broker", broker.as_str(), "--rate-limit", "off"];
+    let mut servers: Vec<Option<TestServer>> = Vec::new();
+    for _ in 0..NODES {
+        servers.push(Some(TestServer::start_on(&database, &args, &[]).await));
+    }
+    let addresses: Arc<Vec<std::net::SocketAddr>> = Arc::new(
+        servers
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.addr).expect("started"))
+            .collect(),
+    );
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(client_loop(
+                c,
+                Arc::clone(&addresses),
+                Arc::clone(&stop),
+                Arc::clone(&stopping),
+            ))
+        })
+        .collect();
+
+    // The faults: each kind at least once, in a random order, at random moments.
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    let mut schedule: Vec<u8> = vec![0, 1, 2, 3, 4, 5];
+    while schedule.len() < (seconds / 5).max(6) as usize {
+        schedule.push(dice.below(6) as u8);
+    }
+    for i in (1..schedule.len()).rev() {
+        let j = dice.below(i as u64 + 1) as usize;
+        schedule.swap(i, j);
+    }
+    let started = Instant::now();
+    let slot = Duration::from_secs(seconds) / schedule.len() as u32;
+    let mut cut_markers = Vec::new();
+    for (i, kind) in schedule.iter().enumerate() {
+        let node = dice.below(NODES as u64) as usize;
+        tokio::time::sleep(Duration::from_millis(300 + dice.below(700))).await;
+        let at = started.elapsed().as_secs_f32();
+        match kind {
+            0 => {
+                let server = servers[node].take().expect("running");
+                server.kill();
+                tokio::time::sleep(Duration::from_millis(500 + dice.below(1000))).await;
+                servers[node] = Some(
+                    TestServer::start_listening(
+                        &database,
+                        &addresses[node].to_string(),
+                        &args,
+                        &[],
+                    )
+                    .await,
+                );
+                let mut f = faults.lock().unwrap();
+                f.killed += 1;
+                f.log
+                    .push(format!("{at:.1}s: node {node} killed and restarted"));
+            }
+            1 => {
+                let server = servers[node].as_ref().expect("running");
+                server.signal("STOP");
+                tokio::time::sleep(Duration::from_millis(5_500 + dice.below(1500))).await;
+                server.signal("CONT");
+                let mut f = faults.lock().unwrap();
+                f.paused += 1;
+                f.log
+                    .push(format!("{at:.1}s: node {node} paused past a heartbeat"));
+            }
+            2 => {
+                proxy.freeze();
+                tokio::time::sleep(Duration::from_millis(1_000 + dice.below(2000))).await;
+                proxy.thaw();
+                let mut f = faults.lock().unwrap();
+                f.redis_frozen += 1;
+                f.log.push(format!("{at:.1}s: Redis frozen"));
+            }
+            4 => {
+                redis.restart().await;
+                let mut f = faults.lock().unwrap();
+                f.redis_restarted += 1;
+                f.log
+                    .push(format!("{at:.1}s: Redis restarted, every key lost"));
+            }
+            5 => {
+                let pair = Arc::clone(&pair);
+                tokio::task::spawn_blocking(move || pair.restart_primary())
+                    .await
+                    .unwrap();
+                let mut f = faults.lock().unwrap();
+                f.postgres_restarted += 1;
+                f.log
+                    .push(format!("{at:.1}s: Postgres crashed and restarted"));
+            }
+            _ => {
+                let marker = format!("cut-{i}");
+                cut_mid_frame(addresses[node], &marker).await;
+                cut_markers.push(marker);
+                let mut f = faults.lock().unwrap();
+                f.cut_mid_frame += 1;
+                f.log.push(format!(
+                    "{at:.1}s: a client's TCP cut mid-frame on node {node}"
+                ));
+            }
+        }
+        let next = slot * (i as u32 + 1);
+        if let Some(wait) = next.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    // Heal, let the clients finish their last posts, and stop them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.notify_waiters();
+    let mut histories = Vec::new();
+    for client in clients {
+        match tokio::time::timeout(Duration::from_secs(60), client).await {
+            Ok(Ok(history)) => histories.push(history),
+            other => panic!("a client did not finish: {other:?}"),
+        }
+    }
+
+    let reader = servers[0].as_ref().expect("running");
+    let mut store = BTreeMap::new();
+    for room in ROOMS {
+        store.insert(room, stored(reader, room).await);
+    }
+    let anomalies = check(&histories, &store, &cut_markers);
+
+    // Presence heals: nobody is left online once every client has gone (a killed node's
+    // users are swept within 30 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut presence_left = Vec::new();
+    loop {
+        presence_left.clear();
+        for room in ROOMS {
+            let presence = get_json(reader, &format!("/api/rooms/{room}/presence")).await;
+            if presence["online_count"] != 0 {
+                presence_left.push(format!("{room}: {presence}"));
+            }
+        }
+        if presence_left.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let faults = faults.lock().unwrap();
+    let posts: usize = histories.iter().map(|h| h.acked.len()).sum();
+    let resends: u32 = histories.iter().flat_map(|h| h.resends.values()).sum();
+    let sessions: usize = histories.iter().map(|h| h.sessions.len()).sum();
+    let shown: usize = histories
+        .iter()
+        .flat_map(|h| &h.sessions)
+        .map(|s| s.shown.len())
+        .sum();
+    let stored_total: usize = store.values().map(BTreeMap::len).sum();
+    eprintln!(
+        "campaign seed {seed}, {seconds} s: {posts} posts acknowledged ({resends} resends), \
+         {stored_total} stored, {shown} deliveries over {sessions} connections; faults: \
+         {} kills, {} pauses, {} Redis freezes, {} Redis restarts, {} Postgres restarts, \
+         {} cuts mid-frame; anomalies: {}",
+        faults.killed,
+        faults.paused,
+        faults.redis_frozen,
+        faults.redis_restarted,
+        faults.postgres_restarted,
+        faults.cut_mid_frame,
+        if anomalies.is_empty() && presence_left.is_empty() {
+            "none".to_owned()
+        } else {
+            anomalies
+                .iter()
+                .map(|(kind, list)| format!("{kind} × {}", list.len()))
+                .chain((!presence_left.is_empty()).then(|| "presence not healed".to_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    for line in &faults.log {
+        eprintln!("  {line}");
+    }
+    if !anomalies.is_empty() || !presence_left.is_empty() {
+        let path = std::env::temp_dir().join(format!("banter-campaign-{seed}.json"));
+        let saved = json!({
+            "seed": seed,
+            "faults": faults.log,
+            "clients": histories.iter().map(ClientHistory::to_json).collect::<Vec<_>>(),
+            "anomalies": anomalies,
+            "presence_left": presence_left,
+        });
+        let _ = std::fs::write(&path, serde_json::to_vec_pretty(&saved).unwrap_or_default());
+        panic!(
+            "the campaign found anomalies (history saved to {}): {anomalies:#?} {presence_left:?}",
+            path.display()
+        );
+    }
+    assert!(posts > 0, "the workload posted nothing");
+    assert!(
+        faults.killed > 0
+            && faults.paused > 0
+            && faults.redis_frozen > 0
+            && faults.redis_restarted > 0
+            && faults.postgres_restarted > 0
+            && faults.cut_mid_frame > 0,
+        "every kind of fault was injected"
+    );
+}
