@@ -67,12 +67,14 @@ impl PostgresPair {
                 "--no-sync",
             ],
         );
+        // `fsync = off` only skips the disk flush: a killed server (the campaign crashes it)
+        // still finds every acknowledged commit in the OS's cache. `synchronous_commit` stays
+        // on: off, a crash loses commits that were already acknowledged.
         append(
             &primary.join("postgresql.conf"),
             &format!(
                 "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-                 wal_level = replica\nmax_wal_senders = 4\nfsync = off\n\
-                 synchronous_commit = off\nfull_page_writes = off\n",
+                 wal_level = replica\nmax_wal_senders = 4\nfsync = off\n",
                 pair.primary_port,
                 path_str(&pair.dir)
             ),

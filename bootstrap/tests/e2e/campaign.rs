@@ -2,8 +2,11 @@
 //! both of the test's own so that they can be restarted) post with client ids, resend on
 //! failure and reconnect with `after`, while faults are injected at random — a node killed
 //! (SIGKILL) and restarted, a node paused (SIGSTOP) past its heartbeat and resumed, Redis
-//! frozen behind a proxy, Redis restarted (losing every key), Postgres crashed and restarted,
-//! a client's TCP connection cut in the middle of a frame. Every frame each client saw is recorded; a checker then holds the
+//! frozen behind a proxy, one node cut off from Redis (its proxy frozen past the command
+//! timeout), Redis restarted (losing every key), Postgres crashed and restarted, a client's
+//! TCP connection cut in the middle of a frame. (Delay and loss with `tc netem` between hosts
+//! in network namespaces are not here: network namespaces work on these machines, but the
+//! kernel has no `netem` queueing discipline.) Every frame each client saw is recorded; a checker then holds the
 //! whole history and the final database to the contract's guarantees and prints a summary of
 //! operations, faults and anomalies by kind. On an anomaly the history is saved as JSON for
 //! replay and the test fails.
@@ -71,6 +74,7 @@ struct Faults {
     killed: u32,
     paused: u32,
     redis_frozen: u32,
+    partitioned: u32,
     redis_restarted: u32,
     postgres_restarted: u32,
     cut_mid_frame: u32,
@@ -417,13 +421,21 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
                 | 1
         });
     let mut dice = Dice(seed);
-    // Redis behind a proxy, so it can also hang (frozen) rather than only go away.
-    let proxy = banter_testkit::TcpProxy::start(&format!("127.0.0.1:{}", redis.port)).await;
-    let broker = format!("redis://{}", proxy.addr);
-    let args = ["--broker", broker.as_str(), "--rate-limit", "off"];
-    let mut servers: Vec<Option<TestServer>> = Vec::new();
+    // Each node reaches Redis through a proxy of its own, so Redis can hang for everyone
+    // (all frozen) or one node can be cut off from it (a partition) while the others are not.
+    let mut proxies = Vec::new();
+    let mut brokers = Vec::new();
     for _ in 0..NODES {
-        servers.push(Some(TestServer::start_on(&database, &args, &[]).await));
+        let proxy = banter_testkit::TcpProxy::start(&format!("127.0.0.1:{}", redis.port)).await;
+        brokers.push(format!("redis://{}", proxy.addr));
+        proxies.push(proxy);
+    }
+    let args = |node: usize| ["--broker", brokers[node].as_str(), "--rate-limit", "off"];
+    let mut servers: Vec<Option<TestServer>> = Vec::new();
+    for node in 0..NODES {
+        servers.push(Some(
+            TestServer::start_on(&database, &args(node), &[]).await,
+        ));
     }
     let addresses: Arc<Vec<std::net::SocketAddr>> = Arc::new(
         servers
@@ -447,9 +459,9 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
 
     // The faults: each kind at least once, in a random order, at random moments.
     let faults = Arc::new(Mutex::new(Faults::default()));
-    let mut schedule: Vec<u8> = vec![0, 1, 2, 3, 4, 5];
-    while schedule.len() < (seconds / 5).max(6) as usize {
-        schedule.push(dice.below(6) as u8);
+    let mut schedule: Vec<u8> = vec![0, 1, 2, 3, 4, 5, 6];
+    while schedule.len() < (seconds / 5).max(7) as usize {
+        schedule.push(dice.below(7) as u8);
     }
     for i in (1..schedule.len()).rev() {
         let j = dice.below(i as u64 + 1) as usize;
@@ -471,7 +483,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
                     TestServer::start_listening(
                         &database,
                         &addresses[node].to_string(),
-                        &args,
+                        &args(node),
                         &[],
                     )
                     .await,
@@ -492,9 +504,9 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
                     .push(format!("{at:.1}s: node {node} paused past a heartbeat"));
             }
             2 => {
-                proxy.freeze();
+                proxies.iter().for_each(banter_testkit::TcpProxy::freeze);
                 tokio::time::sleep(Duration::from_millis(1_000 + dice.below(2000))).await;
-                proxy.thaw();
+                proxies.iter().for_each(banter_testkit::TcpProxy::thaw);
                 let mut f = faults.lock().unwrap();
                 f.redis_frozen += 1;
                 f.log.push(format!("{at:.1}s: Redis frozen"));
@@ -515,6 +527,16 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
                 f.postgres_restarted += 1;
                 f.log
                     .push(format!("{at:.1}s: Postgres crashed and restarted"));
+            }
+            6 => {
+                // Longer than --redis-timeout (3 s): the node counts its link as lost.
+                proxies[node].freeze();
+                tokio::time::sleep(Duration::from_millis(3_500 + dice.below(3000))).await;
+                proxies[node].thaw();
+                let mut f = faults.lock().unwrap();
+                f.partitioned += 1;
+                f.log
+                    .push(format!("{at:.1}s: node {node} cut off from Redis"));
             }
             _ => {
                 let marker = format!("cut-{i}");
@@ -582,11 +604,12 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
     eprintln!(
         "campaign seed {seed}, {seconds} s: {posts} posts acknowledged ({resends} resends), \
          {stored_total} stored, {shown} deliveries over {sessions} connections; faults: \
-         {} kills, {} pauses, {} Redis freezes, {} Redis restarts, {} Postgres restarts, \
-         {} cuts mid-frame; anomalies: {}",
+         {} kills, {} pauses, {} Redis freezes, {} partitions from Redis, {} Redis restarts, \
+         {} Postgres restarts, {} cuts mid-frame; anomalies: {}",
         faults.killed,
         faults.paused,
         faults.redis_frozen,
+        faults.partitioned,
         faults.redis_restarted,
         faults.postgres_restarted,
         faults.cut_mid_frame,
@@ -624,6 +647,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         faults.killed > 0
             && faults.paused > 0
             && faults.redis_frozen > 0
+            && faults.partitioned > 0
             && faults.redis_restarted > 0
             && faults.postgres_restarted > 0
             && faults.cut_mid_frame > 0,
