@@ -399,7 +399,16 @@ pub fn seqs(frames: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-/// GET a path and parse the JSON body.
+/// One sample of `/metrics`: the value of the series named exactly `series` (labels
+/// included, e.g. `banter_store_reads_total{server="replica"}`), if exported.
+pub async fn metric(server: &TestServer, series: &str) -> Option<f64> {
+    let metrics = get_text(server, "/metrics").await;
+    let prefix = format!("{series} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+}
+
 /// The body of a GET as text (the metrics page, documents).
 pub async fn get_text(server: &TestServer, path: &str) -> String {
     http()

@@ -7,16 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Database, PROMPTLY, TestServer, WsClient, connect, get_json, get_text, http};
+use crate::helpers::{Database, PROMPTLY, TestServer, WsClient, connect, get_json, http, metric};
 
 /// The node's reads answered by `server` ("replica" or "primary"), from `/metrics`.
 async fn reads_from(node: &TestServer, server: &str) -> u64 {
-    let metrics = get_text(node, "/metrics").await;
-    let prefix = format!("banter_store_reads_total{{server=\"{server}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse::<u64>().ok())
-        .unwrap_or(0)
+    let series = format!("banter_store_reads_total{{server=\"{server}\"}}");
+    metric(node, &series).await.map_or(0, |v| v as u64)
 }
 
 async fn contents(node: &TestServer, room: &str) -> Vec<String> {

@@ -756,13 +756,10 @@ async fn unicode_content_round_trips_byte_exact() {
 
 /// A gauge from `/metrics`.
 async fn gauge(server: &TestServer, name: &str) -> u64 {
-    let metrics = get_text(server, "/metrics").await;
-    let prefix = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+    metric(server, name)
+        .await
         .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// Opens `count` connections to `room`, posts from some, then closes them all: half with a
