@@ -406,6 +406,14 @@ impl Store {
         }
     }
 
+    /// Records what a read answered by the primary alone showed (`None`: every room), so
+    /// that no later read of this node from the replica shows less.
+    fn shown_from_primary(&self, room: Option<&RoomName>) {
+        if self.inner.replica.is_some() {
+            self.inner.fence.shown(room);
+        }
+    }
+
     /// The queue of the writer that owns `room`.
     fn queue_of(&self, room: &RoomName) -> &mpsc::Sender<Job> {
         // `open` starts at least one writer, and `shard` stays below the count.
@@ -505,7 +513,9 @@ impl MessageStore for Store {
     }
 
     async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
-        Ok(reading::read_position(&self.inner.pools, room, user).await?)
+        let seq = reading::read_position(&self.inner.pools, room, user).await?;
+        self.shown_from_primary(Some(room));
+        Ok(seq)
     }
 
     async fn user_rooms(&self, user: &Username) -> Result<Vec<UserRoom>, StoreError> {
@@ -525,6 +535,8 @@ impl MessageStore for Store {
     }
 
     async fn room_access(&self, room: &RoomName) -> Result<RoomAccess, StoreError> {
+        // Not fenced: every read of a room checks its access first, and fencing here would
+        // send each of them to the primary.
         Ok(access::room_access(&self.inner.pools, &self.inner.settled_public, room).await?)
     }
 
@@ -540,6 +552,8 @@ impl MessageStore for Store {
     }
 
     async fn member_rooms(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+        // Not fenced: it filters other reads rather than being shown, and fencing every room
+        // here would send every read across rooms that follows it to the primary.
         Ok(access::member_rooms(&self.inner.pools, user).await?)
     }
 

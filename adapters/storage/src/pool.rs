@@ -115,6 +115,26 @@ impl Pools {
     }
 }
 
+impl Pools {
+    /// The read replica's pool: opened without connecting (a replica that is down must not
+    /// keep the node from starting), and failing fast rather than retrying, so that reads
+    /// routed to a replica that just died go to the primary at once.
+    pub fn open_replica(url: &str, size: u32) -> Self {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        Pools::Postgres(
+            Pool::builder()
+                .max_size(size)
+                .min_idle(Some(0))
+                .retry_connection(false)
+                .connection_timeout(REPLICA_CONNECTION_TIMEOUT)
+                .build_unchecked(manager),
+        )
+    }
+}
+
+/// How long a read waits for a connection to the replica before going to the primary.
+const REPLICA_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A connection of its own, outside the pool, for a long-running background task.
 pub(crate) enum Dedicated {
     Sqlite(SqliteConn),

@@ -195,22 +195,23 @@ impl Replica {
         max_lag: Duration,
         fence: ReadFence,
     ) -> Result<Arc<Self>, StorageError> {
-        let pools = Pools::open(
-            &crate::DatabaseUrl::Postgres {
-                url: url.to_owned(),
-            },
-            pool_size,
-        )
-        .await
-        .map_err(|e| StorageError::Replica(format!("cannot connect: {e}")))?;
-        let mut probe = AsyncPgConnection::establish(url)
-            .await
-            .map_err(|e| StorageError::Replica(format!("cannot connect: {e}")))?;
-        if replay_position(&mut probe).await?.is_none() {
-            return Err(StorageError::Replica(
-                "the read URL names a server that is not a standby (pg_is_in_recovery() is false)"
-                    .to_owned(),
-            ));
+        let pools = Pools::open_replica(url, pool_size);
+        // A replica that answers must be a standby (a primary here would be a configuration
+        // mistake); one that does not answer yet is only not read until it does.
+        match AsyncPgConnection::establish(url).await {
+            Ok(mut probe) => {
+                if replay_position(&mut probe).await?.is_none() {
+                    return Err(StorageError::Replica(
+                        "the read URL names a server that is not a standby \
+                         (pg_is_in_recovery() is false)"
+                            .to_owned(),
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the read replica does not answer; reads go to the primary until it does"
+            ),
         }
         Ok(Arc::new(Self {
             pools,
@@ -302,6 +303,8 @@ pub(crate) async fn monitor(replica: Weak<Replica>, primary_url: String, replica
     let mut primary = Link::new(&primary_url);
     let mut standby = Link::new(&replica_url);
     let mut samples: VecDeque<(u64, i64)> = VecDeque::new();
+    // The highest replay position seen: a replica that restarts may come back behind it.
+    let mut replayed_before = i64::MIN;
     let mut interval = tokio::time::interval(SAMPLE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -337,6 +340,15 @@ pub(crate) async fn monitor(replica: Weak<Replica>, primary_url: String, replica
         .await;
         match replayed {
             Ok(Ok(Some(replayed))) => {
+                if replayed < replayed_before {
+                    // Back behind what it had replayed (a restart, or a new replica at the
+                    // same address): its old safe time no longer holds.
+                    replica.safe_at.store(0, Ordering::Release);
+                    tracing::warn!(
+                        "the read replica went back in the WAL; not read until it catches up"
+                    );
+                }
+                replayed_before = replayed;
                 let mut safe_at = None;
                 while let Some(&(at, lsn)) = samples.front() {
                     if lsn > replayed {
@@ -347,6 +359,11 @@ pub(crate) async fn monitor(replica: Weak<Replica>, primary_url: String, replica
                 }
                 if let Some(at) = safe_at {
                     replica.safe_at.fetch_max(at, Ordering::AcqRel);
+                }
+                if replica.safe_at.load(Ordering::Acquire) == 0 {
+                    // After a reset, the samples it has passed were popped already: a fresh
+                    // one will do on the next round.
+                    samples.retain(|&(_, lsn)| lsn > replayed);
                 }
                 if !replica.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!("the read replica answers; reads may use it");
@@ -419,8 +436,15 @@ impl<B: EventBroadcaster> EventBroadcaster for FencedBroadcaster<B> {
     type Subscription = FencedSubscription<B::Subscription>;
 
     async fn subscribe(&self, room: &RoomName) -> Result<Self::Subscription, BroadcastError> {
+        let inner = self.inner.subscribe(room).await?;
+        // The application reads its snapshot after subscribing, relying on every earlier
+        // commit being in it (later ones arrive live): that read must not come from a
+        // replica that lacks what was published just before the subscription.
+        if let Some(fence) = &self.fence {
+            fence.touch(room);
+        }
         Ok(FencedSubscription {
-            inner: self.inner.subscribe(room).await?,
+            inner,
             fence: self.fence.clone(),
         })
     }
@@ -468,6 +492,45 @@ mod tests {
         assert_eq!(fence.tracked_rooms(), 1);
         assert_eq!(fence.required(Some(&room("old"))), 0);
         assert!(fence.required(Some(&room("new"))) >= cut);
+    }
+
+    /// A broker with no events: enough to see what subscribing does to the fence.
+    #[derive(Debug, Clone)]
+    struct Silent;
+
+    #[derive(Debug)]
+    struct Never;
+
+    impl EventSubscription for Never {
+        async fn next(&mut self) -> Result<Arc<EventEnvelope>, SubscriptionError> {
+            std::future::pending().await
+        }
+    }
+
+    impl EventBroadcaster for Silent {
+        type Subscription = Never;
+
+        async fn subscribe(&self, _room: &RoomName) -> Result<Never, BroadcastError> {
+            Ok(Never)
+        }
+
+        async fn publish(&self, _event: RoomEvent) -> Result<(), BroadcastError> {
+            Ok(())
+        }
+
+        async fn check(&self) -> Result<(), BroadcastError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribing_fences_the_room_for_the_snapshot_read_after_it() {
+        let fence = ReadFence::default();
+        let broadcaster = FencedBroadcaster::new(Silent, Some(fence.clone()));
+        assert_eq!(fence.required(Some(&room("a"))), 0);
+        let _subscription = broadcaster.subscribe(&room("a")).await.unwrap();
+        assert!(fence.required(Some(&room("a"))) > 0);
+        assert_eq!(fence.required(Some(&room("b"))), 0);
     }
 
     #[test]

@@ -232,3 +232,25 @@ async fn a_read_url_that_is_not_a_standby_is_refused_at_start() {
     let refused = Store::open(config).await.unwrap_err().to_string();
     assert!(refused.contains("not a standby"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_is_down_at_start_is_read_once_it_answers() {
+    let Some(pair) = PostgresPair::start() else {
+        return;
+    };
+    let writer = open(&pair, Duration::from_secs(1), true).await;
+    post(&writer, "r", "one").await;
+    pair.kill_replica();
+    // The node starts; every read goes to the primary meanwhile.
+    let reader = open(&pair, Duration::from_secs(1), false).await;
+    assert!(!reader.reads_from_replica(None));
+    assert_eq!(contents(&reader, "r").await, ["one"]);
+    pair.restart_replica();
+    eventually("the replica is read once it answers", || {
+        reader.reads_from_replica(Some(&room("r")))
+    })
+    .await;
+    assert_eq!(contents(&reader, "r").await, ["one"]);
+    writer.close().await;
+    reader.close().await;
+}

@@ -3,8 +3,8 @@
 //! failure and reconnect with `after`, while faults are injected at random — a node killed
 //! (SIGKILL) and restarted, a node paused (SIGSTOP) past its heartbeat and resumed, Redis
 //! frozen behind a proxy, one node cut off from Redis (its proxy frozen past the command
-//! timeout), Redis restarted (losing every key), Postgres crashed and restarted, a client's
-//! TCP connection cut in the middle of a frame. (Delay and loss with `tc netem` between hosts
+//! timeout), Redis restarted (losing every key), Postgres crashed and restarted, the nodes'
+//! read replica killed and restarted, a client's TCP connection cut in the middle of a frame. (Delay and loss with `tc netem` between hosts
 //! in network namespaces are not here: network namespaces work on these machines, but the
 //! kernel has no `netem` queueing discipline.) Every frame each client saw is recorded; a checker then holds the
 //! whole history and the final database to the contract's guarantees and prints a summary of
@@ -64,6 +64,8 @@ struct ClientHistory {
     sessions: Vec<Session>,
     /// client_id → (seq, content) as acknowledged (the echo or a `duplicate` frame).
     acked: BTreeMap<String, (u64, String)>,
+    /// Acknowledgements whose content differs from what was sent.
+    altered: Vec<String>,
     /// Posts sent again after a failure, by client_id.
     resends: BTreeMap<String, u32>,
     refused_connects: u32,
@@ -77,6 +79,7 @@ struct Faults {
     partitioned: u32,
     redis_restarted: u32,
     postgres_restarted: u32,
+    replica_restarted: u32,
     cut_mid_frame: u32,
     log: Vec<String>,
 }
@@ -188,19 +191,29 @@ async fn client_loop(
                     session.shown.push((seq, content.clone()));
                     last_seen = last_seen.max(seq);
                     if acknowledges(&pending)
-                        && let Some((client_id, _, _)) = pending.take()
+                        && let Some((client_id, sent, _)) = pending.take()
                     {
-                        history.acked.insert(client_id, (seq, content));
+                        if sent != content {
+                            history
+                                .altered
+                                .push(format!("{client_id}: sent {sent:?}, echoed {content:?}"));
+                        }
+                        history.acked.insert(client_id, (seq, sent));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
                 Some("duplicate") => {
                     if acknowledges(&pending)
-                        && let Some((client_id, _, _)) = pending.take()
+                        && let Some((client_id, sent, _)) = pending.take()
                     {
                         let seq = message["seq"].as_u64().unwrap_or(0);
                         let content = message["content"].as_str().unwrap_or_default().to_owned();
-                        history.acked.insert(client_id, (seq, content));
+                        if sent != content {
+                            history
+                                .altered
+                                .push(format!("{client_id}: sent {sent:?}, original {content:?}"));
+                        }
+                        history.acked.insert(client_id, (seq, sent));
                     }
                 }
                 // `unavailable`: not stored; the same client id goes again shortly.
@@ -230,7 +243,7 @@ impl ClientHistory {
     fn to_json(&self) -> Value {
         json!({"sessions": self.sessions.iter().map(Session::to_json).collect::<Vec<_>>(),
                "acked": self.acked, "resends": self.resends,
-               "refused_connects": self.refused_connects})
+               "refused_connects": self.refused_connects, "altered": self.altered})
     }
 }
 
@@ -341,6 +354,9 @@ fn check(
         }
     }
     for history in histories {
+        for altered in &history.altered {
+            report("acknowledged with other content", altered.clone());
+        }
         for (client_id, (seq, content)) in &history.acked {
             let room = ROOMS[client_id[1..]
                 .split('-')
@@ -373,7 +389,7 @@ fn check(
                         ),
                     );
                 }
-                expected = seq + 1;
+                expected = expected.max(seq + 1);
                 match room.and_then(|m| m.get(seq)) {
                     Some((stored, _, _)) if stored == content => {}
                     other => report(
@@ -430,7 +446,18 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         brokers.push(format!("redis://{}", proxy.addr));
         proxies.push(proxy);
     }
-    let args = |node: usize| ["--broker", brokers[node].as_str(), "--rate-limit", "off"];
+    // Reads go to the pair's replica when it is fresh enough; a fault kills it for a while.
+    let replica_url = pair.replica_url();
+    let args = |node: usize| {
+        [
+            "--broker",
+            brokers[node].as_str(),
+            "--rate-limit",
+            "off",
+            "--database-read-url",
+            replica_url.as_str(),
+        ]
+    };
     let mut servers: Vec<Option<TestServer>> = Vec::new();
     for node in 0..NODES {
         servers.push(Some(
@@ -459,9 +486,9 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
 
     // The faults: each kind at least once, in a random order, at random moments.
     let faults = Arc::new(Mutex::new(Faults::default()));
-    let mut schedule: Vec<u8> = vec![0, 1, 2, 3, 4, 5, 6];
-    while schedule.len() < (seconds / 5).max(7) as usize {
-        schedule.push(dice.below(7) as u8);
+    let mut schedule: Vec<u8> = vec![0, 1, 2, 3, 4, 5, 6, 7];
+    while schedule.len() < (seconds / 5).max(8) as usize {
+        schedule.push(dice.below(8) as u8);
     }
     for i in (1..schedule.len()).rev() {
         let j = dice.below(i as u64 + 1) as usize;
@@ -538,6 +565,21 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
                 f.log
                     .push(format!("{at:.1}s: node {node} cut off from Redis"));
             }
+            7 => {
+                let pair = Arc::clone(&pair);
+                let pause = Duration::from_millis(1_000 + dice.below(2000));
+                tokio::task::spawn_blocking(move || {
+                    pair.kill_replica();
+                    std::thread::sleep(pause);
+                    pair.restart_replica();
+                })
+                .await
+                .unwrap();
+                let mut f = faults.lock().unwrap();
+                f.replica_restarted += 1;
+                f.log
+                    .push(format!("{at:.1}s: the read replica killed and restarted"));
+            }
             _ => {
                 let marker = format!("cut-{i}");
                 cut_mid_frame(addresses[node], &marker).await;
@@ -605,13 +647,14 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         "campaign seed {seed}, {seconds} s: {posts} posts acknowledged ({resends} resends), \
          {stored_total} stored, {shown} deliveries over {sessions} connections; faults: \
          {} kills, {} pauses, {} Redis freezes, {} partitions from Redis, {} Redis restarts, \
-         {} Postgres restarts, {} cuts mid-frame; anomalies: {}",
+         {} Postgres restarts, {} replica restarts, {} cuts mid-frame; anomalies: {}",
         faults.killed,
         faults.paused,
         faults.redis_frozen,
         faults.partitioned,
         faults.redis_restarted,
         faults.postgres_restarted,
+        faults.replica_restarted,
         faults.cut_mid_frame,
         if anomalies.is_empty() && presence_left.is_empty() {
             "none".to_owned()
@@ -650,6 +693,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
             && faults.partitioned > 0
             && faults.redis_restarted > 0
             && faults.postgres_restarted > 0
+            && faults.replica_restarted > 0
             && faults.cut_mid_frame > 0,
         "every kind of fault was injected"
     );

@@ -81,8 +81,10 @@ async fn a_node_reads_the_replica_but_never_shows_less_than_it_delivered() {
     loop {
         let before = reads_from(&b, "replica").await;
         let seen = contents(&b, "quiet").await;
-        assert_eq!(seen, ["q1"], "stored before shown: B shows q1 at once");
-        if reads_from(&b, "replica").await > before {
+        // B has shown nothing of this room yet, so a replica that has not replayed q1 may
+        // answer without it.
+        assert!(seen.is_empty() || seen == ["q1"], "{seen:?}");
+        if seen == ["q1"] && reads_from(&b, "replica").await > before {
             break;
         }
         assert!(Instant::now() < deadline, "B never read the replica");
