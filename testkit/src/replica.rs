@@ -187,6 +187,36 @@ impl PostgresPair {
         );
     }
 
+    /// Every message of `room` as the primary holds it, read with SQL rather than through
+    /// banter: `(seq, username, content, client_id)` by seq.
+    pub async fn stored_messages(&self, room: &str) -> Vec<(u64, String, String, String)> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            seq: i64,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            username: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            content: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            client_id: String,
+        }
+        let mut conn = AsyncPgConnection::establish(&self.primary_url())
+            .await
+            .expect("connect to the primary");
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT seq, username, content, COALESCE(client_id, '') AS client_id \
+             FROM messages WHERE room = $1 ORDER BY seq",
+        )
+        .bind::<diesel::sql_types::Text, _>(room)
+        .load(&mut conn)
+        .await
+        .expect("read the messages");
+        rows.into_iter()
+            .map(|r| (r.seq as u64, r.username, r.content, r.client_id))
+            .collect()
+    }
+
     /// Kills the primary at once and starts it again (a crash and recovery); the replica
     /// reconnects by itself.
     pub fn restart_primary(&self) {

@@ -288,33 +288,17 @@ async fn cut_mid_frame(node: std::net::SocketAddr, marker: &str) {
     drop(stream);
 }
 
-/// Every message of `room` in the store, by seq, through `node`'s REST API.
-async fn stored(node: &TestServer, room: &str) -> BTreeMap<u64, (String, String, String)> {
-    let mut all = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page = get_json(
-            node,
-            &format!("/api/rooms/{room}/messages?after={after}&limit=200"),
-        )
-        .await;
-        let messages = page["messages"].as_array().cloned().unwrap_or_default();
-        for m in &messages {
-            let seq = m["seq"].as_u64().unwrap_or(0);
-            all.insert(
-                seq,
-                (
-                    m["content"].as_str().unwrap_or_default().to_owned(),
-                    m["username"].as_str().unwrap_or_default().to_owned(),
-                    m["client_id"].as_str().unwrap_or_default().to_owned(),
-                ),
-            );
-            after = after.max(seq);
-        }
-        if page["has_more"] != true || messages.is_empty() {
-            return all;
-        }
-    }
+/// Every message of `room` in the database, by seq, read with SQL (not through banter):
+/// `seq → (content, username, client_id)`.
+async fn stored(
+    pair: &banter_testkit::PostgresPair,
+    room: &str,
+) -> BTreeMap<u64, (String, String, String)> {
+    pair.stored_messages(room)
+        .await
+        .into_iter()
+        .map(|(seq, username, content, client_id)| (seq, (content, username, client_id)))
+        .collect()
 }
 
 /// The checker: every anomaly found, by kind.
@@ -611,7 +595,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
     let reader = servers[0].as_ref().expect("running");
     let mut store = BTreeMap::new();
     for room in ROOMS {
-        store.insert(room, stored(reader, room).await);
+        store.insert(room, stored(&pair, room).await);
     }
     let anomalies = check(&histories, &store, &cut_markers);
 
