@@ -30,6 +30,8 @@ const ROOMS: [&str; 3] = ["alpha", "beta", "gamma"];
 const CLIENTS: usize = 6;
 /// A post not acknowledged within this is resent (after a reconnect).
 const ACK_WAIT: Duration = Duration::from_secs(4);
+/// A message acknowledged this long before a connection closed must have reached it.
+const COMPLETENESS_MARGIN: Duration = Duration::from_secs(5);
 
 /// A small deterministic generator (xorshift64*): the schedule is replayable from its seed.
 struct Dice(u64);
@@ -56,6 +58,7 @@ struct Session {
     after: u64,
     shown: Vec<(u64, String)>,
     ended: String,
+    ended_at: Instant,
 }
 
 /// What one client did and saw.
@@ -63,7 +66,7 @@ struct Session {
 struct ClientHistory {
     sessions: Vec<Session>,
     /// client_id → (seq, content) as acknowledged (the echo or a `duplicate` frame).
-    acked: BTreeMap<String, (u64, String)>,
+    acked: BTreeMap<String, (u64, String, Instant)>,
     /// Acknowledgements whose content differs from what was sent.
     altered: Vec<String>,
     /// Posts sent again after a failure, by client_id.
@@ -126,6 +129,7 @@ async fn client_loop(
             after: last_seen,
             shown: Vec::new(),
             ended: String::new(),
+            ended_at: Instant::now(),
         };
         // A post not acknowledged on the last connection goes again, with its client id.
         if let Some((client_id, _, sent)) = &mut pending {
@@ -198,7 +202,7 @@ async fn client_loop(
                                 .altered
                                 .push(format!("{client_id}: sent {sent:?}, echoed {content:?}"));
                         }
-                        history.acked.insert(client_id, (seq, sent));
+                        history.acked.insert(client_id, (seq, sent, Instant::now()));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -213,7 +217,7 @@ async fn client_loop(
                                 .altered
                                 .push(format!("{client_id}: sent {sent:?}, original {content:?}"));
                         }
-                        history.acked.insert(client_id, (seq, sent));
+                        history.acked.insert(client_id, (seq, sent, Instant::now()));
                     }
                 }
                 // `unavailable`: not stored; the same client id goes again shortly.
@@ -227,6 +231,7 @@ async fn client_loop(
             }
         };
         session.ended = ended;
+        session.ended_at = Instant::now();
         history.sessions.push(session);
     }
     history
@@ -242,7 +247,8 @@ impl Session {
 impl ClientHistory {
     fn to_json(&self) -> Value {
         json!({"sessions": self.sessions.iter().map(Session::to_json).collect::<Vec<_>>(),
-               "acked": self.acked, "resends": self.resends,
+               "acked": self.acked.iter().map(|(id, (seq, content, _))| (id.clone(), (*seq, content.clone()))).collect::<BTreeMap<_, _>>(),
+               "resends": self.resends,
                "refused_connects": self.refused_connects, "altered": self.altered})
     }
 }
@@ -301,6 +307,17 @@ async fn stored(
         .collect()
 }
 
+/// The room a client id was posted in: ids are `c<client>-<n>` and client `c` posts in
+/// `ROOMS[c % 3]`.
+fn room_of(client_id: &str) -> &'static str {
+    let client = client_id
+        .get(1..)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(0);
+    ROOMS[client % ROOMS.len()]
+}
+
 /// The checker: every anomaly found, by kind.
 fn check(
     histories: &[ClientHistory],
@@ -341,19 +358,42 @@ fn check(
         for altered in &history.altered {
             report("acknowledged with other content", altered.clone());
         }
-        for (client_id, (seq, content)) in &history.acked {
-            let room = ROOMS[client_id[1..]
-                .split('-')
-                .next()
-                .and_then(|c| c.parse::<usize>().ok())
-                .unwrap_or(0)
-                % ROOMS.len()];
+        for (client_id, (seq, content, _)) in &history.acked {
+            let room = room_of(client_id);
             match store.get(room).and_then(|m| m.get(seq)) {
                 Some((stored, _, stored_id)) if stored == content && stored_id == client_id => {}
                 other => report(
                     "acknowledged but not stored",
                     format!("{client_id} acked at {room}/{seq}, store has {other:?}"),
                 ),
+            }
+        }
+        // A connection open to the end saw everything acknowledged in its room well before
+        // the end (a feed that silently stalled would otherwise pass as a reconnect-free run).
+        for session in history.sessions.iter().filter(|s| s.ended == "stopped") {
+            let seen = session
+                .shown
+                .iter()
+                .map(|(seq, _)| *seq)
+                .max()
+                .unwrap_or(0)
+                .max(session.after);
+            for other in histories {
+                for (client_id, (seq, _, at)) in &other.acked {
+                    let room = room_of(client_id);
+                    if room == session.room
+                        && *at + COMPLETENESS_MARGIN <= session.ended_at
+                        && *seq > seen
+                    {
+                        report(
+                            "not delivered to an open connection",
+                            format!(
+                                "client {} on node {} in {room} never saw {client_id} at seq {seq}",
+                                session.client, session.node
+                            ),
+                        );
+                    }
+                }
             }
         }
         for session in &history.sessions {
