@@ -174,17 +174,7 @@ impl PostgresPair {
 
     /// Kills the replica at once (`pg_ctl stop -m immediate`).
     pub fn kill_replica(&self) {
-        self.run_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                path_str(&self.dir.join("replica")),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        self.pg_ctl_stop("replica");
     }
 
     /// Every message of `room` as the primary holds it, read with SQL rather than through
@@ -220,17 +210,7 @@ impl PostgresPair {
     /// Kills the primary at once and starts it again (a crash and recovery); the replica
     /// reconnects by itself.
     pub fn restart_primary(&self) {
-        self.run_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                path_str(&self.dir.join("primary")),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        self.pg_ctl_stop("primary");
         self.pg_ctl_start("primary");
     }
 
@@ -267,15 +247,35 @@ impl PostgresPair {
         );
     }
 
-    fn run_pg(&self, tool: &str, args: &[&str]) {
+    /// `tool` from the PostgreSQL binaries, run as `postgres` when this process is root.
+    fn pg_command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
         } else {
-            Command::new(&program)
-        };
+            Command::new(program)
+        }
+    }
+
+    /// Stops one server at once (`-m immediate`: a crash, as far as it knows).
+    fn pg_ctl_stop(&self, which: &str) {
+        self.run_pg(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&self.dir.join(which)),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    fn run_pg(&self, tool: &str, args: &[&str]) {
+        let mut command = self.pg_command(tool);
         command.args(args).current_dir(&self.dir);
         let output = command.output().expect("run a PostgreSQL tool");
         if !output.status.success() {
@@ -304,15 +304,8 @@ impl Drop for PostgresPair {
         for which in ["replica", "primary"] {
             let data = self.dir.join(which);
             if data.join("postmaster.pid").exists() {
-                let program = self.bin.join("pg_ctl");
-                let mut command = if self.as_postgres {
-                    let mut c = Command::new("runuser");
-                    c.args(["-u", "postgres", "--"]).arg(&program);
-                    c
-                } else {
-                    Command::new(&program)
-                };
-                let _ = command
+                let _ = self
+                    .pg_command("pg_ctl")
                     .args(["-D", path_str(&data), "-m", "immediate", "-w", "stop"])
                     .output();
             }
