@@ -116,11 +116,6 @@ pub struct ReadReplicaConfig {
     pub max_lag: Duration,
 }
 
-impl ReadReplicaConfig {
-    /// The contract's default `--replica-max-lag`.
-    pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(1);
-}
-
 impl StoreConfig {
     pub fn new(url: DatabaseUrl) -> Self {
         let writers = match url {
@@ -399,16 +394,10 @@ macro_rules! routed_read {
 }
 
 impl Store {
-    /// Records a committed write of `room` in the fence (only needed with a replica).
-    fn wrote(&self, room: &RoomName) {
-        if self.inner.replica.is_some() {
-            self.inner.fence.touch(room);
-        }
-    }
-
-    /// Records what a read answered by the primary alone showed (`None`: every room), so
-    /// that no later read of this node from the replica shows less.
-    fn shown_from_primary(&self, room: Option<&RoomName>) {
+    /// Records what a committed write or a read answered by the primary showed (`None`: every
+    /// room), so that no later read of this node from the replica shows less. Only needed
+    /// with a replica.
+    fn shown(&self, room: Option<&RoomName>) {
         if self.inner.replica.is_some() {
             self.inner.fence.shown(room);
         }
@@ -464,7 +453,7 @@ impl MessageStore for Store {
         let room = self.inner.replica.as_ref().map(|_| request.room.clone());
         let decided = change::change(&self.inner.pools, request).await?;
         if let Some(room) = &room {
-            self.wrote(room);
+            self.shown(Some(room));
         }
         metrics::histogram!("banter_store_seconds").record(started.elapsed().as_secs_f64());
         Ok(decided)
@@ -508,13 +497,13 @@ impl MessageStore for Store {
         seq: Seq,
     ) -> Result<ReadMark, StoreError> {
         let mark = reading::mark_read(&self.inner.pools, room, user, seq).await?;
-        self.wrote(room);
+        self.shown(Some(room));
         Ok(mark)
     }
 
     async fn read_position(&self, room: &RoomName, user: &Username) -> Result<Seq, StoreError> {
         let seq = reading::read_position(&self.inner.pools, room, user).await?;
-        self.shown_from_primary(Some(room));
+        self.shown(Some(room));
         Ok(seq)
     }
 
@@ -530,7 +519,7 @@ impl MessageStore for Store {
         creator: &Username,
     ) -> Result<bool, StoreError> {
         let created = access::create_private_room(&self.inner.pools, room, creator).await?;
-        self.wrote(room);
+        self.shown(Some(room));
         Ok(created)
     }
 
@@ -547,7 +536,7 @@ impl MessageStore for Store {
         member: bool,
     ) -> Result<bool, StoreError> {
         let changed = access::set_member(&self.inner.pools, room, user, member).await?;
-        self.wrote(room);
+        self.shown(Some(room));
         Ok(changed)
     }
 

@@ -407,10 +407,6 @@ impl<B> FencedBroadcaster<B> {
     pub fn new(inner: B, fence: Option<ReadFence>) -> Self {
         Self { inner, fence }
     }
-
-    pub fn inner(&self) -> &B {
-        &self.inner
-    }
 }
 
 /// A subscription whose events pass through a [`ReadFence`].
