@@ -5,9 +5,10 @@
 //! here decides chat behaviour; it only chooses and connects parts.
 //!
 //! May depend on every banter crate, clap, humantime (durations in flags), tracing-subscriber,
-//! tokio and anyhow.
+//! tokio, anyhow, metrics (the heap gauges) and jemalloc (the allocator).
 
 mod config;
+mod heap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +120,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.http_settings()?;
     let read_replica = args.read_replica()?;
     let metrics = match install_metrics() {
-        Ok(handle) => Some(handle),
+        Ok(handle) => {
+            heap::spawn_heap_gauges();
+            Some(handle)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "metrics are off");
             None
