@@ -83,8 +83,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BANTER_REPLICA_MAX_LAG", default_value = "1s", value_parser = parse_duration)]
     pub replica_max_lag: Duration,
 
-    /// Where events and presence live: `memory` (one node) or `redis://host:port[/db]`
-    /// (several nodes sharing one Redis and one Postgres database are one service).
+    /// Where events and presence live: `memory` (one node), `redis://host:port[/db]` (several
+    /// nodes sharing one Redis and one Postgres database are one service) or
+    /// `redis-cluster://host:port[,host:port…]` (the same on a Redis Cluster, any of its nodes).
     #[arg(long, env = "BANTER_BROKER", default_value = "memory", value_parser = Broker::parse)]
     pub broker: Broker,
 
@@ -229,12 +230,16 @@ impl Broker {
     fn parse(raw: &str) -> Result<Self, String> {
         if raw == "memory" {
             Ok(Broker::Memory)
-        } else if raw.starts_with("redis://") {
+        } else if raw.starts_with("redis://")
+            || raw.starts_with(banter_adapter_redis::CLUSTER_SCHEME)
+        {
             Ok(Broker::Redis(raw.to_owned()))
         } else if raw.starts_with("rediss://") {
             Err("TLS to Redis (rediss://) is not built in; use redis:// on a trusted network or a TLS tunnel".to_owned())
         } else {
-            Err(format!("expected `memory` or `redis://…`, got {raw:?}"))
+            Err(format!(
+                "expected `memory`, `redis://…` or `redis-cluster://…`, got {raw:?}"
+            ))
         }
     }
 }
@@ -516,6 +521,12 @@ mod tests {
             assert_eq!(parsed.is_ok(), ok, "--redis-timeout {raw}");
         }
         assert!(Cli::try_parse_from(["banter", "serve", "--broker", "rediss://x"]).is_err());
+        let cluster = "redis-cluster://127.0.0.1:7000,127.0.0.1:7001";
+        let cli = Cli::try_parse_from(["banter", "serve", "--broker", cluster]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.broker, Broker::Redis(cluster.to_owned()));
         for bad in ["", "has space", "ünï", &"x".repeat(65)] {
             assert!(
                 Cli::try_parse_from(["banter", "serve", "--redis-namespace", bad]).is_err(),

@@ -7,7 +7,8 @@
 //! Redis tests get a namespace of their own ([`unique_namespace`]) on the server that
 //! [`redis_url`] checked, and a [`TcpProxy`] to make a broker disappear.
 //!
-//! [`PostgresPair`] starts a primary and a streaming replica of the test's own.
+//! [`PostgresPair`] starts a primary and a streaming replica of the test's own,
+//! [`RedisCluster`] a Redis Cluster.
 //!
 //! The ports' contract suites live in [`contract`]: generic over the port traits, run against
 //! every adapter and against the application's fakes.
@@ -19,9 +20,11 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
 
 pub mod contract;
+mod redis_cluster;
 mod redis_server;
 mod replica;
 
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use replica::PostgresPair;
 

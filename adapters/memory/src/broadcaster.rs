@@ -91,6 +91,12 @@ impl MemoryBroadcaster {
     pub fn close_all(&self) {
         lock(&self.rooms).clear();
     }
+
+    /// Ends every subscription to `room`, as [`close_all`](Self::close_all) does for all rooms:
+    /// for a broker that lost that one room's upstream.
+    pub fn close_room(&self, room: &RoomName) {
+        lock(&self.rooms).remove(room);
+    }
 }
 
 impl Default for MemoryBroadcaster {

@@ -1,7 +1,7 @@
 //! The [`EventBroadcaster`] port over Redis pub/sub.
 //!
-//! Every event, also one for this node's own subscribers, goes out with `PUBLISH` on the
-//! room's channel (as a [`crate::wire::RedisEvent`]) and comes back through this node's one
+//! Every event, also one for this node's own subscribers, goes out with `PUBLISH` (`SPUBLISH`
+//! on a Redis Cluster, to the shard that owns the room) on the room's channel (as a [`crate::wire::RedisEvent`]) and comes back through this node's one
 //! subscribe connection ([`link`]), which hands it to the in-memory fan-out. So all nodes see
 //! a room's events in the one order Redis delivered them, and an event is encoded to a client
 //! frame once per node.
@@ -15,16 +15,17 @@ mod link;
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::kept::KeptMessages;
+pub(crate) use self::link::LinkTo;
+use self::link::SubscribeLink;
+use crate::commands::Commands;
+use crate::keys::{Keys, Topology};
+use crate::{RedisAdapterError, RedisConfig, timed, wire};
 use banter_adapter_memory::MemorySubscription;
 use banter_domain::ports::{
     BroadcastError, EventBroadcaster, EventSubscription, SubscriptionError,
 };
 use banter_domain::{EventEnvelope, RoomEvent, RoomName};
-use redis::aio::ConnectionManager;
-
-use self::kept::KeptMessages;
-use self::link::SubscribeLink;
-use crate::{RedisAdapterError, RedisConfig, room_channel, timed, wire};
 
 impl From<RedisAdapterError> for BroadcastError {
     fn from(e: RedisAdapterError) -> Self {
@@ -34,11 +35,12 @@ impl From<RedisAdapterError> for BroadcastError {
     }
 }
 
-/// The command connection, for `PUBLISH` and `PING`.
+/// The command connection, for `PUBLISH` (or `SPUBLISH`) and `PING`.
 #[derive(Clone)]
 struct Publisher {
-    commands: ConnectionManager,
+    commands: Commands,
     command_timeout: Duration,
+    topology: Topology,
 }
 
 impl Publisher {
@@ -46,10 +48,13 @@ impl Publisher {
         let mut commands = self.commands.clone();
         let _receivers: i64 = timed(
             self.command_timeout,
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async(&mut commands),
+            redis::cmd(match self.topology {
+                Topology::Single => "PUBLISH",
+                Topology::Cluster => "SPUBLISH",
+            })
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut commands),
         )
         .await?;
         Ok(())
@@ -57,19 +62,14 @@ impl Publisher {
 
     async fn ping(&self) -> Result<(), RedisAdapterError> {
         let mut commands = self.commands.clone();
-        let _: String = timed(
-            self.command_timeout,
-            redis::cmd("PING").query_async(&mut commands),
-        )
-        .await?;
-        Ok(())
+        timed(self.command_timeout, commands.ping()).await
     }
 }
 
 /// The [`EventBroadcaster`] for several nodes. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisBroadcaster {
-    namespace: Arc<str>,
+    keys: Arc<Keys>,
     publisher: Publisher,
     link: Arc<SubscribeLink>,
     kept: Arc<KeptMessages>,
@@ -78,7 +78,7 @@ pub struct RedisBroadcaster {
 impl std::fmt::Debug for RedisBroadcaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroadcaster")
-            .field("namespace", &self.namespace)
+            .field("namespace", &self.keys.namespace())
             .finish_non_exhaustive()
     }
 }
@@ -96,20 +96,17 @@ impl EventSubscription for RedisSubscription {
 }
 
 impl RedisBroadcaster {
-    pub(crate) fn new(
-        client: redis::Client,
-        commands: ConnectionManager,
-        config: &RedisConfig,
-    ) -> Self {
+    pub(crate) fn new(link: LinkTo, commands: Commands, config: &RedisConfig, keys: Keys) -> Self {
         let publisher = Publisher {
             commands,
             command_timeout: config.command_timeout,
+            topology: keys.topology(),
         };
         Self {
-            namespace: Arc::from(config.namespace.as_str()),
+            keys: Arc::new(keys.clone()),
             link: Arc::new(SubscribeLink::new(
-                client,
-                config.namespace.clone(),
+                link,
+                keys,
                 config.command_timeout,
                 config.outbound_queue,
             )),
@@ -156,7 +153,7 @@ impl EventBroadcaster for RedisBroadcaster {
         let payload = wire::encode(&event).map_err(|e| BroadcastError::Unavailable {
             reason: format!("cannot encode the event: {e}"),
         })?;
-        let channel = room_channel(&self.namespace, event.room().as_str());
+        let channel = self.keys.channel(event.room().as_str());
         // Changes are kept like messages: both are stored, ordered and filled by the feeds.
         // So are the ends of access to a private room: they must reach every node (a repeat
         // only closes what is closed already).

@@ -1,8 +1,8 @@
 //! # banter-adapter-redis
 //!
 //! The adapters that make several `banter` nodes one chat service: the [`RedisBroadcaster`]
-//! (events travel between nodes over Redis pub/sub, one channel per room, and inside a node
-//! through the in-memory fan-out) and the [`RedisPresence`] registry (people online, counted
+//! (events travel between nodes over Redis pub/sub, one channel per room — a shard channel on a
+//! Redis Cluster — and inside a node through the in-memory fan-out) and the [`RedisPresence`] registry (people online, counted
 //! across nodes by Lua scripts that also announce joins and leaves, with per-node heartbeats so
 //! the users of a node that dies are removed).
 //!
@@ -13,6 +13,9 @@
 //! client, tokio, serde and serde_json, metrics (the facade) and tracing.
 
 mod broadcaster;
+mod cluster_scripts;
+mod commands;
+mod keys;
 mod node_book;
 mod presence;
 mod scripts;
@@ -23,11 +26,18 @@ use std::time::Duration;
 pub use broadcaster::{RedisBroadcaster, RedisSubscription};
 pub use presence::RedisPresence;
 
+use commands::Commands;
+use keys::{Keys, Topology};
+
 /// What can go wrong talking to Redis. Mapped to the ports' `Unavailable` errors.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisAdapterError {
     #[error("invalid Redis URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error(
+        "the namespace {0:?} cannot be used on a Redis Cluster: it may not contain '{{' or '}}'"
+    )]
+    InvalidNamespace(String),
     #[error("cannot reach Redis: {0}")]
     Connect(String),
     #[error("Redis command failed: {0}")]
@@ -45,7 +55,8 @@ pub enum RedisAdapterError {
 /// How a node connects to the shared Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]` for one server, or `redis-cluster://host:port[,host:port…]`
+    /// for a Redis Cluster (any of its nodes; the rest are discovered).
     pub url: String,
     /// Prefix of every key and channel, so several banter services can share one Redis.
     pub namespace: String,
@@ -90,36 +101,119 @@ fn new_node_id() -> String {
     format!("{:x}-{:016x}", std::process::id(), random)
 }
 
-/// Connects both adapters to one Redis: the broadcaster and the presence registry share the
-/// command connection and the namespace, so presence announcements reach the broadcaster's
-/// subscribers.
+/// The scheme of a Redis Cluster URL.
+pub const CLUSTER_SCHEME: &str = "redis-cluster://";
+
+/// The seed nodes of a `redis-cluster://h:p[,h:p…]` URL as `redis://h:p` URLs, or `None` for
+/// a one-server URL.
+fn cluster_seeds(url: &str) -> Result<Option<Vec<String>>, RedisAdapterError> {
+    let Some(list) = url.strip_prefix(CLUSTER_SCHEME) else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| RedisAdapterError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let list = list.trim_end_matches('/');
+    let seeds = list
+        .split(',')
+        .map(|node| {
+            let node = node.trim();
+            let valid = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if valid {
+                Ok(format!("redis://{node}"))
+            } else {
+                Err(invalid("expected redis-cluster://host:port[,host:port…]"))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(seeds))
+}
+
+/// A cluster client; with `pushes`, speaking RESP3 and handing the servers' pushes (sharded
+/// messages, unsubscribes, disconnections) to that channel.
+fn cluster_client(
+    seeds: &[String],
+    command_timeout: Duration,
+    pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> Result<redis::cluster::ClusterClient, RedisAdapterError> {
+    // A failover takes the cluster a few seconds (cluster-node-timeout plus an election):
+    // commands retry with backoff across it, each within the command timeout overall.
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .retries(5)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .connection_timeout(command_timeout)
+        .response_timeout(command_timeout);
+    if let Some(pushes) = pushes {
+        builder = builder
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes);
+    }
+    builder.build().map_err(|e| RedisAdapterError::InvalidUrl {
+        url: seeds.join(","),
+        reason: e.to_string(),
+    })
+}
+
+/// Connects both adapters to one Redis or one Redis Cluster: the broadcaster and the presence
+/// registry share the command connection and the namespace, so presence announcements reach
+/// the broadcaster's subscribers.
 ///
 /// # Errors
 /// [`RedisAdapterError`] when the URL is invalid or Redis does not answer.
 pub async fn connect(
     config: RedisConfig,
 ) -> Result<(RedisBroadcaster, RedisPresence), RedisAdapterError> {
-    let client =
-        redis::Client::open(config.url.as_str()).map_err(|e| RedisAdapterError::InvalidUrl {
-            url: config.url.clone(),
-            reason: e.to_string(),
-        })?;
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.command_timeout))
-        .set_response_timeout(Some(config.command_timeout));
-    let commands = tokio::time::timeout(
-        config.command_timeout,
-        client.get_connection_manager_with_config(manager_config),
-    )
-    .await
-    .map_err(|_| RedisAdapterError::Timeout(config.command_timeout))?
-    .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+    let limit = config.command_timeout;
+    let (commands, link, keys) = match cluster_seeds(&config.url)? {
+        Some(seeds) => {
+            if config.namespace.contains(['{', '}']) {
+                return Err(RedisAdapterError::InvalidNamespace(config.namespace));
+            }
+            let client = cluster_client(&seeds, limit, None)?;
+            let commands = tokio::time::timeout(limit, client.get_async_connection())
+                .await
+                .map_err(|_| RedisAdapterError::Timeout(limit))?
+                .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+            (
+                Commands::Cluster(commands),
+                broadcaster::LinkTo::Cluster(seeds),
+                Keys::new(&config.namespace, Topology::Cluster),
+            )
+        }
+        None => {
+            let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+                RedisAdapterError::InvalidUrl {
+                    url: config.url.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(limit))
+                .set_response_timeout(Some(limit));
+            let commands = tokio::time::timeout(
+                limit,
+                client.get_connection_manager_with_config(manager_config),
+            )
+            .await
+            .map_err(|_| RedisAdapterError::Timeout(limit))?
+            .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+            (
+                Commands::Single(commands),
+                broadcaster::LinkTo::Single(client),
+                Keys::new(&config.namespace, Topology::Single),
+            )
+        }
+    };
     let templates =
         wire::script_templates().map_err(|e| RedisAdapterError::Templates(e.to_string()))?;
     describe_metrics();
-    let broadcaster = RedisBroadcaster::new(client, commands.clone(), &config);
+    let broadcaster = RedisBroadcaster::new(link, commands.clone(), &config, keys.clone());
     broadcaster.connect_link().await?;
-    let presence = RedisPresence::new(commands, &config, templates);
+    let presence = RedisPresence::new(commands, &config, keys, templates);
     presence.heartbeat_now().await?;
     Ok((broadcaster, presence))
 }
@@ -165,7 +259,34 @@ async fn timed<T>(
         .map_err(RedisAdapterError::from)
 }
 
-/// The pub/sub channel of a room.
-fn room_channel(namespace: &str, room: &str) -> String {
-    format!("{namespace}:room:{room}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_lists_its_seed_nodes() {
+        assert_eq!(cluster_seeds("redis://127.0.0.1:6379/2").ok(), Some(None));
+        assert_eq!(
+            cluster_seeds("redis-cluster://127.0.0.1:7000,localhost:7001/").ok(),
+            Some(Some(vec![
+                "redis://127.0.0.1:7000".to_owned(),
+                "redis://localhost:7001".to_owned()
+            ]))
+        );
+        for bad in [
+            "redis-cluster://",
+            "redis-cluster://host",
+            "redis-cluster://host:port",
+            "redis-cluster://:7000",
+            "redis-cluster://h:7000,",
+        ] {
+            assert!(
+                matches!(
+                    cluster_seeds(bad),
+                    Err(RedisAdapterError::InvalidUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -16,14 +16,18 @@
 //! at once instead of each waiting out the command timeout (a post ends its poster's typing,
 //! and must not hang on a Redis that hangs); the heartbeats find out when Redis is back.
 
+mod cluster;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use banter_domain::ports::{PresenceError, PresenceRegistry};
 use banter_domain::{OccupiedRoom, OnlinePage, PresenceChange, RoomName, Username};
-use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 
+use crate::commands::Commands;
+use crate::keys::{Keys, Topology};
 use crate::node_book::{Key, NodeBook, Resync};
 use crate::scripts::{
     CONNECT_SCRIPT, ChangeAnswer, DISCONNECT_SCRIPT, END_TYPING_SCRIPT, HEARTBEAT_SCRIPT,
@@ -43,8 +47,11 @@ impl From<RedisAdapterError> for PresenceError {
 const RESTORE_CHUNK: usize = 500;
 
 struct Shared {
-    namespace: String,
+    keys: Keys,
     node_id: String,
+    /// Cluster: how many times the cluster forgot this node; its connections are counted under
+    /// `<node id>.<incarnation>` (see [`crate::cluster_scripts`]).
+    incarnation: AtomicU64,
     /// The event templates the announcing scripts fill in (see [`crate::wire`]).
     templates: String,
     dead_after: Duration,
@@ -59,13 +66,13 @@ struct Shared {
 #[derive(Clone)]
 pub struct RedisPresence {
     shared: Arc<Shared>,
-    commands: ConnectionManager,
+    commands: Commands,
 }
 
 impl std::fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisPresence")
-            .field("namespace", &self.shared.namespace)
+            .field("namespace", &self.shared.keys.namespace())
             .field("node_id", &self.shared.node_id)
             .finish_non_exhaustive()
     }
@@ -88,14 +95,16 @@ fn lex_after(name: Option<&str>) -> String {
 impl RedisPresence {
     /// `templates`: the events the scripts announce, from [`crate::wire::script_templates`].
     pub(crate) fn new(
-        commands: ConnectionManager,
+        commands: Commands,
         config: &RedisConfig,
+        keys: Keys,
         templates: String,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                namespace: config.namespace.clone(),
+                keys,
                 node_id: config.node_id.clone(),
+                incarnation: AtomicU64::new(0),
                 templates,
                 dead_after: config.dead_after,
                 command_timeout: config.command_timeout,
@@ -120,7 +129,7 @@ impl RedisPresence {
     fn announcing<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         invocation
-            .arg(&self.shared.namespace)
+            .arg(self.shared.keys.namespace())
             .arg(&self.shared.templates)
             .arg(&self.shared.node_id);
         invocation
@@ -129,41 +138,64 @@ impl RedisPresence {
     /// Refreshes this node, removes dead ones, and puts this node's connections back if Redis
     /// had forgotten it.
     pub(crate) async fn heartbeat_now(&self) -> Result<(), RedisAdapterError> {
-        let mut commands = self.commands.clone();
-        let dead_after_ms = u64::try_from(self.shared.dead_after.as_millis()).unwrap_or(u64::MAX);
-        let answer: Result<Vec<i64>, _> = timed(
-            self.shared.command_timeout,
-            self.announcing(&HEARTBEAT_SCRIPT)
-                .arg(dead_after_ms)
-                .invoke_async(&mut commands),
-        )
-        .await;
-        let (known, swept) = match answer.as_deref() {
-            Ok([known, swept]) => (*known == 1, *swept),
-            Ok(other) => {
-                return Err(RedisAdapterError::Protocol(format!(
-                    "heartbeat answered {other:?}"
-                )));
-            }
-            Err(_) => {
-                self.book().heartbeat_failed(Instant::now());
-                return answer.map(|_| ());
+        let beat = match self.shared.keys.topology() {
+            Topology::Single => self.single_heartbeat().await,
+            Topology::Cluster => self.cluster_heartbeat().await,
+        };
+        let beat = match beat {
+            Ok(beat) => beat,
+            Err(e) => {
+                if !matches!(e, RedisAdapterError::Protocol(_)) {
+                    self.book().heartbeat_failed(Instant::now());
+                }
+                return Err(e);
             }
         };
+        let resync = self.book().heartbeat_answered(beat.known);
+        match resync {
+            Resync::Nothing => {}
+            Resync::Unsynced => self.restore(false).await?,
+            Resync::Everything => self.restore(true).await?,
+        }
+        // Cluster: dead nodes are swept after this node's own counts are back, so that its
+        // users, counted under an older incarnation too, do not flicker out and in.
+        let mut swept = beat.swept;
+        for node in &beat.to_sweep {
+            swept += self.sweep(node, true).await?;
+        }
         if swept > 0 {
-            metrics::counter!("banter_presence_swept_total")
-                .increment(u64::try_from(swept).unwrap_or(0));
+            metrics::counter!("banter_presence_swept_total").increment(swept);
             tracing::warn!(
                 connections = swept,
                 "removed the users of nodes that stopped sending heartbeats"
             );
         }
-        let resync = self.book().heartbeat_answered(known);
-        match resync {
-            Resync::Nothing => Ok(()),
-            Resync::Unsynced => self.restore(false).await,
-            Resync::Everything => self.restore(true).await,
+        Ok(())
+    }
+
+    async fn single_heartbeat(&self) -> Result<Beat, RedisAdapterError> {
+        let mut commands = self.commands.clone();
+        let answer: Vec<i64> = timed(
+            self.shared.command_timeout,
+            self.announcing(&HEARTBEAT_SCRIPT)
+                .arg(self.dead_after_ms())
+                .invoke_async(&mut commands),
+        )
+        .await?;
+        match answer.as_slice() {
+            [known, swept] => Ok(Beat {
+                known: *known == 1,
+                swept: u64::try_from(*swept).unwrap_or(0),
+                to_sweep: Vec::new(),
+            }),
+            other => Err(RedisAdapterError::Protocol(format!(
+                "heartbeat answered {other:?}"
+            ))),
         }
+    }
+
+    fn dead_after_ms(&self) -> u64 {
+        u64::try_from(self.shared.dead_after.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Sends this node's counts as absolute values: all of them when Redis forgot the node,
@@ -186,6 +218,9 @@ impl RedisPresence {
     }
 
     async fn send_counts(&self, entries: &[(Key, u32)]) -> Result<(), RedisAdapterError> {
+        if self.shared.keys.topology() == Topology::Cluster {
+            return self.cluster_send_counts(entries).await;
+        }
         let mut commands = self.commands.clone();
         for chunk in entries.chunks(RESTORE_CHUNK) {
             let mut invocation = self.announcing(&RESTORE_SCRIPT);
@@ -207,12 +242,17 @@ impl RedisPresence {
     /// # Errors
     /// [`RedisAdapterError`] when Redis does not answer.
     pub async fn leave_cluster(&self) -> Result<(), RedisAdapterError> {
-        let mut commands = self.commands.clone();
-        let _: i64 = timed(
-            self.shared.command_timeout,
-            self.announcing(&LEAVE_SCRIPT).invoke_async(&mut commands),
-        )
-        .await?;
+        match self.shared.keys.topology() {
+            Topology::Single => {
+                let mut commands = self.commands.clone();
+                let _: i64 = timed(
+                    self.shared.command_timeout,
+                    self.announcing(&LEAVE_SCRIPT).invoke_async(&mut commands),
+                )
+                .await?;
+            }
+            Topology::Cluster => self.cluster_leave().await?,
+        }
         self.book().left_cluster();
         Ok(())
     }
@@ -244,6 +284,24 @@ impl RedisPresence {
         key: Key,
     ) -> Result<PresenceChange, RedisAdapterError> {
         let _shared = self.shared.restoring.read().await;
+        let answer = match self.shared.keys.topology() {
+            Topology::Single => self.single_change(connecting, &key).await,
+            Topology::Cluster => self.cluster_change(connecting, &key).await,
+        };
+        let mut book = self.book();
+        match (&answer, connecting) {
+            (Ok(answer), true) => book.connect_heard(key, answer.node_registered),
+            (Err(_), true) => book.connect_unheard(key),
+            (heard, false) => book.disconnected(key, heard.is_ok()),
+        }
+        answer.map(|answer| answer.change)
+    }
+
+    async fn single_change(
+        &self,
+        connecting: bool,
+        (room, user): &Key,
+    ) -> Result<ChangeAnswer, RedisAdapterError> {
         let script = if connecting {
             &*CONNECT_SCRIPT
         } else {
@@ -253,20 +311,23 @@ impl RedisPresence {
         let answer = timed(
             self.shared.command_timeout,
             self.announcing(script)
-                .arg(key.0.as_str())
-                .arg(key.1.as_str())
+                .arg(room.as_str())
+                .arg(user.as_str())
                 .invoke_async::<Vec<i64>>(&mut commands),
         )
-        .await;
-        let answer = answer.and_then(|answer| ChangeAnswer::read(&answer));
-        let mut book = self.book();
-        match (&answer, connecting) {
-            (Ok(answer), true) => book.connect_heard(key, answer.node_registered),
-            (Err(_), true) => book.connect_unheard(key),
-            (heard, false) => book.disconnected(key, heard.is_ok()),
-        }
-        answer.map(|answer| answer.change)
+        .await?;
+        ChangeAnswer::read(&answer)
     }
+}
+
+/// What a heartbeat found.
+struct Beat {
+    /// Redis knew this node (else it forgot it, or swept it).
+    known: bool,
+    /// Connections of dead nodes the heartbeat removed itself.
+    swept: u64,
+    /// Cluster: dead nodes whose rooms are still to sweep.
+    to_sweep: Vec<String>,
 }
 
 impl PresenceRegistry for RedisPresence {
@@ -298,8 +359,7 @@ impl PresenceRegistry for RedisPresence {
         let answer: Vec<redis::Value> = timed(
             self.shared.command_timeout,
             ONLINE_SCRIPT
-                .arg(&self.shared.namespace)
-                .arg(room.as_str())
+                .key(self.shared.keys.online(room.as_str()))
                 .arg(lex_after(after.map(Username::as_str)))
                 .arg(limit.saturating_add(1))
                 .invoke_async(&mut commands),
@@ -329,11 +389,14 @@ impl PresenceRegistry for RedisPresence {
         after: Option<&RoomName>,
         limit: usize,
     ) -> Result<Vec<OccupiedRoom>, PresenceError> {
+        if self.shared.keys.topology() == Topology::Cluster {
+            return Ok(self.cluster_occupied(after, limit).await?);
+        }
         let mut commands = self.commands.clone();
         let answer: Vec<(String, u64)> = timed(
             self.shared.command_timeout,
             OCCUPIED_SCRIPT
-                .arg(&self.shared.namespace)
+                .arg(self.shared.keys.namespace())
                 .arg(lex_after(after.map(RoomName::as_str)))
                 .arg(limit)
                 .invoke_async(&mut commands),
@@ -369,8 +432,8 @@ impl PresenceRegistry for RedisPresence {
         let answer: Result<i64, _> = timed(
             self.shared.command_timeout,
             SET_TYPING_SCRIPT
-                .arg(&self.shared.namespace)
-                .arg(room.as_str())
+                .key(self.shared.keys.typing(room.as_str()))
+                .key(self.shared.keys.typing_by(room.as_str()))
                 .arg(user.as_str())
                 .arg(ttl_ms)
                 .arg(&self.shared.node_id)
@@ -386,8 +449,8 @@ impl PresenceRegistry for RedisPresence {
         let answer: i64 = timed(
             self.shared.command_timeout,
             END_TYPING_SCRIPT
-                .arg(&self.shared.namespace)
-                .arg(room.as_str())
+                .key(self.shared.keys.typing(room.as_str()))
+                .key(self.shared.keys.typing_by(room.as_str()))
                 .arg(user.as_str())
                 .arg(&self.shared.node_id)
                 .invoke_async(&mut commands),
@@ -401,8 +464,7 @@ impl PresenceRegistry for RedisPresence {
         let names: Vec<String> = timed(
             self.shared.command_timeout,
             TYPING_SCRIPT
-                .arg(&self.shared.namespace)
-                .arg(room.as_str())
+                .key(self.shared.keys.typing(room.as_str()))
                 .invoke_async(&mut commands),
         )
         .await?;

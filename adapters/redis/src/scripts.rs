@@ -17,8 +17,9 @@
 //! their second argument and only paste names and counts into them: the payload's shape is
 //! defined in Rust alone.
 //!
-//! Keys are built inside the scripts, so Redis Cluster is not supported (one server or a
-//! primary with replicas is).
+//! These scripts build the node-level keys inside, so they serve one server (or a primary with
+//! replicas) only; a Redis Cluster runs [`crate::cluster_scripts`] instead. The typing and
+//! online scripts take their keys as `KEYS` and serve both ([`crate::keys::Keys`] names them).
 
 use std::sync::LazyLock;
 
@@ -228,13 +229,22 @@ remove_node(ARGV[3], false)
 return 0
 "#;
 
-/// ARGV: namespace, room, user, listed for (ms; 0 when they stopped typing), node. Returns 1
-/// when the user was listed (not lapsed) before. A listing remembers the node that refreshed it
-/// last, which alone announces its lapse (see END_TYPING).
+/// The clock of the server that runs the script (on a cluster, the room's shard: every script
+/// that reads or writes a room's typing list runs there).
+const CLOCK: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
+/// KEYS: typing, typing-by ([`crate::keys::Keys::room`]). ARGV: user, listed for (ms; 0 when
+/// they stopped typing), node. Returns 1 when the user was listed (not lapsed) before. A
+/// listing remembers the node that refreshed it last, which alone announces its lapse (see
+/// END_TYPING). Both topologies.
 const SET_TYPING: &str = r#"
-local room, user, ttl, node = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local key = P .. ':typing:' .. room
-local owners = P .. ':typing-by:' .. room
+local key, owners = KEYS[1], KEYS[2]
+local user, ttl, node = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local listed_until = tonumber(redis.call('ZSCORE', key, user))
 local was_listed = 0
@@ -258,13 +268,12 @@ end
 return was_listed
 "#;
 
-/// ARGV: namespace, room, user, node. The node's indicator for the user lapsed: ends the
-/// listing and returns 1 if this node refreshed it last; returns 0 (and leaves the listing to
-/// its owner) if another node did, or if it was ended already (a post, a stop).
+/// KEYS: typing, typing-by. ARGV: user, node. The node's indicator for the user lapsed: ends
+/// the listing and returns 1 if this node refreshed it last; returns 0 (and leaves the listing
+/// to its owner) if another node did, or if it was ended already (a post, a stop).
 const END_TYPING: &str = r#"
-local room, user, node = ARGV[2], ARGV[3], ARGV[4]
-local key = P .. ':typing:' .. room
-local owners = P .. ':typing-by:' .. room
+local key, owners = KEYS[1], KEYS[2]
+local user, node = ARGV[1], ARGV[2]
 local owner = redis.call('HGET', owners, user)
 if owner ~= node then
   return 0
@@ -274,17 +283,15 @@ redis.call('HDEL', owners, user)
 return 1
 "#;
 
-/// ARGV: namespace, room. Returns the typists whose listing has not lapsed.
+/// KEYS: typing. Returns the typists whose listing has not lapsed.
 const TYPING: &str = r#"
-local key = P .. ':typing:' .. ARGV[2]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms())
-return redis.call('ZRANGE', key, 0, -1)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms())
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 "#;
 
-/// ARGV: namespace, room, lex start (`-` or `(name`), count. Returns `{online count, names…}`.
+/// KEYS: online. ARGV: lex start (`-` or `(name`), count. Returns `{online count, names…}`.
 const ONLINE: &str = r#"
-local P, room, start, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local online = P .. ':online:' .. room
+local online, start, count = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local names = redis.call('ZRANGEBYLEX', online, start, '+', 'LIMIT', 0, count)
 table.insert(names, 1, redis.call('ZCARD', online))
 return names
@@ -301,8 +308,8 @@ end
 return out
 "#;
 
-fn with_base(body: &str) -> Script {
-    Script::new(&format!("{BASE}{body}"))
+fn with_clock(body: &str) -> Script {
+    Script::new(&format!("{CLOCK}{body}"))
 }
 
 fn announcing(body: &str) -> Script {
@@ -314,9 +321,9 @@ pub(crate) static DISCONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| announc
 pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(HEARTBEAT));
 pub(crate) static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(RESTORE));
 pub(crate) static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(LEAVE));
-pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(SET_TYPING));
-pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(TYPING));
-pub(crate) static END_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_base(END_TYPING));
+pub(crate) static SET_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_clock(SET_TYPING));
+pub(crate) static TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_clock(TYPING));
+pub(crate) static END_TYPING_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(END_TYPING));
 pub(crate) static ONLINE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ONLINE));
 pub(crate) static OCCUPIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPIED));
 

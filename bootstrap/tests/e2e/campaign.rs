@@ -11,8 +11,11 @@
 //! operations, faults and anomalies by kind. On an anomaly the history is saved as JSON for
 //! replay and the test fails.
 //!
-//! `BANTER_CAMPAIGN_SECONDS` (default 30) sets the length of the faulty phase and
-//! `BANTER_CAMPAIGN_SEED` replays a schedule.
+//! A second campaign runs the same workload and checker on a Redis Cluster with a replica per
+//! primary, killing the primary that serves a room so that its replica takes over.
+//!
+//! `BANTER_CAMPAIGN_SECONDS` (default 30, 20 on the cluster) sets the length of the faulty
+//! phase and `BANTER_CAMPAIGN_SEED` replays a schedule.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -84,6 +87,7 @@ struct Faults {
     postgres_restarted: u32,
     replica_restarted: u32,
     cut_mid_frame: u32,
+    primaries_failed_over: u32,
     log: Vec<String>,
 }
 
@@ -446,20 +450,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         url: pair.primary_url(),
         dir: None,
     };
-    let seconds: u64 = std::env::var("BANTER_CAMPAIGN_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    let seed: u64 = std::env::var("BANTER_CAMPAIGN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
+    let (seconds, seed) = settings(30);
     let mut dice = Dice(seed);
     // Each node reaches Redis through a proxy of its own, so Redis can hang for everyone
     // (all frozen) or one node can be cut off from it (a partition) while the others are not.
@@ -497,16 +488,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            tokio::spawn(client_loop(
-                c,
-                Arc::clone(&addresses),
-                Arc::clone(&stop),
-                Arc::clone(&stopping),
-            ))
-        })
-        .collect();
+    let clients = start_clients(&addresses, &stop, &stopping);
 
     // The faults: each kind at least once, in a random order, at random moments.
     let faults = Arc::new(Mutex::new(Faults::default()));
@@ -620,6 +602,255 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
             tokio::time::sleep(wait).await;
         }
     }
+    let reader = servers[0].as_ref().expect("running");
+    let run = Run {
+        seed,
+        seconds,
+        clients,
+        stop,
+        stopping,
+        reader,
+        pair: &pair,
+        cut_markers,
+    };
+    let posts = finish(run, &faults).await;
+    let faults = faults.lock().unwrap();
+    assert!(posts > 0, "the workload posted nothing");
+    assert!(
+        faults.killed > 0
+            && faults.paused > 0
+            && faults.redis_frozen > 0
+            && faults.partitioned > 0
+            && faults.redis_restarted > 0
+            && faults.postgres_restarted > 0
+            && faults.replica_restarted > 0
+            && faults.cut_mid_frame > 0,
+        "every kind of fault was injected"
+    );
+}
+
+/// The faulty phase's length (`BANTER_CAMPAIGN_SECONDS`, else `default_seconds`) and the seed
+/// (`BANTER_CAMPAIGN_SEED`, else from the clock).
+fn settings(default_seconds: u64) -> (u64, u64) {
+    let seconds: u64 = std::env::var("BANTER_CAMPAIGN_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_seconds);
+    let seed: u64 = std::env::var("BANTER_CAMPAIGN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    (seconds, seed)
+}
+
+/// Starts the clients, each on its own task.
+fn start_clients(
+    addresses: &Arc<Vec<std::net::SocketAddr>>,
+    stop: &Arc<tokio::sync::Notify>,
+    stopping: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<ClientHistory>> {
+    (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(client_loop(
+                c,
+                Arc::clone(addresses),
+                Arc::clone(stop),
+                Arc::clone(stopping),
+            ))
+        })
+        .collect()
+}
+
+/// The same workload on a Redis Cluster with a replica per primary (`redis-cluster://`): the
+/// primary serving a room is killed and its replica takes over while clients post (twice when
+/// the rooms span two shards), besides a node killed and restarted, a node paused past its
+/// heartbeat and a client cut mid-frame. The checker holds the histories to the same promises:
+/// no client is shown a gap, whatever the failover cost its node's subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_primary_failing_over_under_the_workload_keeps_every_promise() {
+    let Some(pair) = tokio::task::spawn_blocking(banter_testkit::PostgresPair::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let Some(redis) = tokio::task::spawn_blocking(|| banter_testkit::RedisCluster::start(3, 1))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let broker = redis.url();
+    let redis = Arc::new(Mutex::new(redis));
+    let database = Database {
+        url: pair.primary_url(),
+        dir: None,
+    };
+    let (seconds, seed) = settings(20);
+    let mut dice = Dice(seed);
+    let args = ["--broker", broker.as_str(), "--rate-limit", "off"];
+    let mut servers: Vec<Option<TestServer>> = Vec::new();
+    for _ in 0..NODES {
+        servers.push(Some(TestServer::start_on(&database, &args, &[]).await));
+    }
+    let addresses: Arc<Vec<std::net::SocketAddr>> = Arc::new(
+        servers
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.addr).expect("started"))
+            .collect(),
+    );
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = start_clients(&addresses, &stop, &stopping);
+
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    // 0 failover, 1 node killed, 2 node paused, 3 cut mid-frame; two failovers.
+    let mut schedule: Vec<u8> = vec![0, 0, 1, 2, 3];
+    for i in (1..schedule.len()).rev() {
+        let j = dice.below(i as u64 + 1) as usize;
+        schedule.swap(i, j);
+    }
+    // Shards whose replica was promoted have none left to fail over to.
+    let mut promoted = BTreeSet::new();
+    let started = Instant::now();
+    let slot = Duration::from_secs(seconds) / schedule.len() as u32;
+    let mut cut_markers = Vec::new();
+    for (i, kind) in schedule.iter().enumerate() {
+        let node = dice.below(NODES as u64) as usize;
+        tokio::time::sleep(Duration::from_millis(300 + dice.below(700))).await;
+        let at = started.elapsed().as_secs_f32();
+        match kind {
+            0 => {
+                let redis = Arc::clone(&redis);
+                let first = dice.below(ROOMS.len() as u64) as usize;
+                let promoted_now = promoted.clone();
+                let failed_over = tokio::task::spawn_blocking(move || {
+                    let mut redis = redis.lock().unwrap();
+                    let room = (0..ROOMS.len())
+                        .map(|k| ROOMS[(first + k) % ROOMS.len()])
+                        .find(|room| {
+                            !promoted_now
+                                .contains(&redis.master_of(&format!("banter:{{{room}}}:events")))
+                        })?;
+                    let key = format!("banter:{{{room}}}:events");
+                    let killed = redis.kill_master_of(&key);
+                    Some((room, killed, redis.master_of(&key)))
+                })
+                .await
+                .unwrap();
+                let mut f = faults.lock().unwrap();
+                match failed_over {
+                    Some((room, killed, now)) => {
+                        promoted.insert(now);
+                        f.primaries_failed_over += 1;
+                        f.log.push(format!(
+                            "{at:.1}s: the Redis primary of {room} (port {killed}) killed; port {now} took over"
+                        ));
+                    }
+                    None => f.log.push(format!(
+                        "{at:.1}s: no shard with a replica left to fail over"
+                    )),
+                }
+            }
+            1 => {
+                let server = servers[node].take().expect("running");
+                server.kill();
+                tokio::time::sleep(Duration::from_millis(500 + dice.below(1000))).await;
+                servers[node] = Some(
+                    TestServer::start_listening(
+                        &database,
+                        &addresses[node].to_string(),
+                        &args,
+                        &[],
+                    )
+                    .await,
+                );
+                let mut f = faults.lock().unwrap();
+                f.killed += 1;
+                f.log
+                    .push(format!("{at:.1}s: node {node} killed and restarted"));
+            }
+            2 => {
+                let server = servers[node].as_ref().expect("running");
+                server.signal("STOP");
+                tokio::time::sleep(Duration::from_millis(5_500 + dice.below(1500))).await;
+                server.signal("CONT");
+                let mut f = faults.lock().unwrap();
+                f.paused += 1;
+                f.log
+                    .push(format!("{at:.1}s: node {node} paused past a heartbeat"));
+            }
+            _ => {
+                let marker = format!("cut-{i}");
+                cut_mid_frame(addresses[node], &marker).await;
+                cut_markers.push(marker);
+                let mut f = faults.lock().unwrap();
+                f.cut_mid_frame += 1;
+                f.log.push(format!(
+                    "{at:.1}s: a client's TCP cut mid-frame on node {node}"
+                ));
+            }
+        }
+        let next = slot * (i as u32 + 1);
+        if let Some(wait) = next.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let reader = servers[0].as_ref().expect("running");
+    let run = Run {
+        seed,
+        seconds,
+        clients,
+        stop,
+        stopping,
+        reader,
+        pair: &pair,
+        cut_markers,
+    };
+    let posts = finish(run, &faults).await;
+    let faults = faults.lock().unwrap();
+    assert!(posts > 0, "the workload posted nothing");
+    assert!(
+        faults.primaries_failed_over > 0
+            && faults.killed > 0
+            && faults.paused > 0
+            && faults.cut_mid_frame > 0,
+        "every kind of fault was injected"
+    );
+}
+
+/// What a campaign run hands its checker.
+struct Run<'a> {
+    seed: u64,
+    seconds: u64,
+    clients: Vec<tokio::task::JoinHandle<ClientHistory>>,
+    stop: Arc<tokio::sync::Notify>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    reader: &'a TestServer,
+    pair: &'a banter_testkit::PostgresPair,
+    cut_markers: Vec<String>,
+}
+
+/// Lets the clients finish their last posts and stops them, checks every history against the
+/// store, waits for presence to heal, prints the summary and the fault log, and fails on any
+/// anomaly (saving the history for replay). Returns how many posts were acknowledged.
+async fn finish(run: Run<'_>, faults: &Mutex<Faults>) -> usize {
+    let Run {
+        seed,
+        seconds,
+        clients,
+        stop,
+        stopping,
+        reader,
+        pair,
+        cut_markers,
+    } = run;
     // Heal, let the clients finish their last posts, and stop them.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -632,10 +863,9 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         }
     }
 
-    let reader = servers[0].as_ref().expect("running");
     let mut store = BTreeMap::new();
     for room in ROOMS {
-        store.insert(room, stored(&pair, room).await);
+        store.insert(room, stored(pair, room).await);
     }
     let anomalies = check(&histories, &store, &cut_markers);
 
@@ -671,7 +901,8 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         "campaign seed {seed}, {seconds} s: {posts} posts acknowledged ({resends} resends), \
          {stored_total} stored, {shown} deliveries over {sessions} connections; faults: \
          {} kills, {} pauses, {} Redis freezes, {} partitions from Redis, {} Redis restarts, \
-         {} Postgres restarts, {} replica restarts, {} cuts mid-frame; anomalies: {}",
+         {} Postgres restarts, {} replica restarts, {} cuts mid-frame, {} Redis Cluster \
+         primaries failed over; anomalies: {}",
         faults.killed,
         faults.paused,
         faults.redis_frozen,
@@ -680,6 +911,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         faults.postgres_restarted,
         faults.replica_restarted,
         faults.cut_mid_frame,
+        faults.primaries_failed_over,
         if anomalies.is_empty() && presence_left.is_empty() {
             "none".to_owned()
         } else {
@@ -709,16 +941,5 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
             path.display()
         );
     }
-    assert!(posts > 0, "the workload posted nothing");
-    assert!(
-        faults.killed > 0
-            && faults.paused > 0
-            && faults.redis_frozen > 0
-            && faults.partitioned > 0
-            && faults.redis_restarted > 0
-            && faults.postgres_restarted > 0
-            && faults.replica_restarted > 0
-            && faults.cut_mid_frame > 0,
-        "every kind of fault was injected"
-    );
+    posts
 }

@@ -2,8 +2,10 @@
 //! chat service (CONTRACT, "Command line"): guarantees 1–4 across nodes, and the users of a
 //! node that dies disappear from `online` within 30 seconds.
 //!
-//! Every test gets its own Postgres database and Redis namespace. Without Postgres or Redis the
-//! tests skip with a notice, unless `BANTER_REQUIRE_SERVICES=1` (CI), where they fail.
+//! Every test gets its own Postgres database and Redis namespace. The tests marked
+//! `on_both_brokers!` run twice: on one Redis and on a Redis Cluster (`redis-cluster://`, three
+//! primaries started by the test binary). Without Postgres or Redis the tests skip with a
+//! notice, unless `BANTER_REQUIRE_SERVICES=1` (CI), where they fail.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,16 @@ pub(crate) struct Cluster {
 impl Cluster {
     pub(crate) async fn new(tag: &str) -> Option<Cluster> {
         let broker = banter_testkit::redis_url().await?;
+        Self::with_broker(broker, tag).await
+    }
+
+    /// The nodes share a Redis Cluster (the test binary's, three primaries).
+    pub(crate) async fn on_redis_cluster(tag: &str) -> Option<Cluster> {
+        let broker = tokio::task::block_in_place(banter_testkit::RedisCluster::shared)?.url();
+        Self::with_broker(broker, tag).await
+    }
+
+    async fn with_broker(broker: String, tag: &str) -> Option<Cluster> {
         let database = banter_testkit::TestDatabase::create().await?;
         Some(Cluster {
             database,
@@ -84,6 +96,28 @@ impl Cluster {
     }
 }
 
+/// Declares tests `$name::on_redis` and `$name::on_redis_cluster`, each running the body
+/// `async fn $name(cluster: Cluster)` on nodes sharing that broker.
+macro_rules! on_both_brokers {
+    ($name:ident, $tag:literal) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_redis() {
+                if let Some(cluster) = super::Cluster::new($tag).await {
+                    super::$name(cluster).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_redis_cluster() {
+                if let Some(cluster) = super::Cluster::on_redis_cluster($tag).await {
+                    super::$name(cluster).await;
+                }
+            }
+        }
+    };
+}
+
 /// Chat messages until `count` arrived, skipping presence and typing frames.
 async fn messages(client: &mut WsClient, count: usize) -> Vec<Value> {
     let mut got: Vec<Value> = Vec::new();
@@ -104,11 +138,11 @@ async fn presence_frame(client: &mut WsClient) -> Value {
     client.recv_type("presence").await
 }
 
-#[tokio::test]
-async fn messages_posted_on_every_node_reach_every_node_in_order_without_gaps() {
-    let Some(cluster) = Cluster::new("order").await else {
-        return;
-    };
+on_both_brokers!(
+    messages_posted_on_every_node_reach_every_node_in_order_without_gaps,
+    "order"
+);
+async fn messages_posted_on_every_node_reach_every_node_in_order_without_gaps(cluster: Cluster) {
     let nodes = [
         cluster.node().await,
         cluster.node().await,
@@ -175,11 +209,8 @@ async fn messages_posted_on_every_node_reach_every_node_in_order_without_gaps() 
     assert_eq!(history["messages"].as_array().unwrap().len(), total);
 }
 
-#[tokio::test]
-async fn presence_counts_people_across_nodes() {
-    let Some(cluster) = Cluster::new("presence").await else {
-        return;
-    };
+on_both_brokers!(presence_counts_people_across_nodes, "presence");
+async fn presence_counts_people_across_nodes(cluster: Cluster) {
     let (n0, n1, n2) = (
         cluster.node().await,
         cluster.node().await,
@@ -216,11 +247,8 @@ async fn presence_counts_people_across_nodes() {
     assert_eq!(presence["online"], json!(["bob"]));
 }
 
-#[tokio::test]
-async fn a_resend_to_another_node_is_recognised() {
-    let Some(cluster) = Cluster::new("resend").await else {
-        return;
-    };
+on_both_brokers!(a_resend_to_another_node_is_recognised, "resend");
+async fn a_resend_to_another_node_is_recognised(cluster: Cluster) {
     let (n0, n1, n2) = (
         cluster.node().await,
         cluster.node().await,
@@ -284,11 +312,11 @@ async fn typing_reaches_other_nodes_and_expires() {
     assert_eq!(presence["typing"], json!([]));
 }
 
-#[tokio::test]
-async fn a_post_from_one_tab_ends_typing_in_a_tab_on_another_node() {
-    let Some(cluster) = Cluster::new("typing-tabs").await else {
-        return;
-    };
+on_both_brokers!(
+    a_post_from_one_tab_ends_typing_in_a_tab_on_another_node,
+    "typing-tabs"
+);
+async fn a_post_from_one_tab_ends_typing_in_a_tab_on_another_node(cluster: Cluster) {
     let (n0, n1) = (cluster.node().await, cluster.node().await);
     let (mut alice, _) = connect(&n0, "general", "alice", "").await;
     let (mut bob_typing, _) = connect(&n1, "general", "bob", "").await;
@@ -327,15 +355,12 @@ async fn a_post_from_one_tab_ends_typing_in_a_tab_on_another_node() {
     assert_eq!(presence["typing"], json!([]));
 }
 
+on_both_brokers!(two_tabs_on_two_nodes_are_one_typer, "typing-one");
 /// Two tabs of one user are one typer (guarantee 4's rule for presence, applied to typing by
 /// the contract): with the tabs on two nodes, the second tab's typing announces nothing new,
 /// and a post ends it with exactly one `false` — no second one when the other node's entry
 /// would have lapsed.
-#[tokio::test]
-async fn two_tabs_on_two_nodes_are_one_typer() {
-    let Some(cluster) = Cluster::new("typing-one").await else {
-        return;
-    };
+async fn two_tabs_on_two_nodes_are_one_typer(cluster: Cluster) {
     let (n0, n1) = (cluster.node().await, cluster.node().await);
     let (mut alice, _) = connect(&n0, "general", "alice", "").await;
     let (mut bob_one, _) = connect(&n1, "general", "bob", "").await;
@@ -364,11 +389,11 @@ async fn two_tabs_on_two_nodes_are_one_typer() {
     assert_eq!(unexpected, None, "bob's typing had already ended");
 }
 
-#[tokio::test]
-async fn the_users_of_a_killed_node_disappear_within_30_seconds() {
-    let Some(cluster) = Cluster::new("killed").await else {
-        return;
-    };
+on_both_brokers!(
+    the_users_of_a_killed_node_disappear_within_30_seconds,
+    "killed"
+);
+async fn the_users_of_a_killed_node_disappear_within_30_seconds(cluster: Cluster) {
     let survivor = cluster.node().await;
     let doomed = cluster.node().await;
     let (mut bob, _) = connect(&survivor, "general", "bob", "").await;

@@ -2,11 +2,15 @@
 //!
 //! The link subscribes to a room's channel when the node's first subscriber to it arrives, and
 //! unsubscribes lazily, when an event arrives for a room nobody on the node follows any more.
+//! On one server it is one connection (`SUBSCRIBE`); on a Redis Cluster it is a RESP3 cluster
+//! connection whose shard channels (`SSUBSCRIBE`) go to the shards that own their rooms.
 //!
-//! When the link breaks (its stream ends, a ping goes unanswered, a subscribe fails), events
-//! may have been missed and nobody would notice until the next message of the room: every
-//! subscription is closed instead (the connections close and the clients resume from the store
-//! with `after`), the old link's dispatcher is stopped, and the next subscribe opens a new link.
+//! When the link breaks (its stream ends, one of its connections closes, a ping goes
+//! unanswered, a subscribe fails), events may have been missed and nobody would notice until
+//! the next message of the room: every subscription is closed instead (the connections close
+//! and the clients resume from the store with `after`), the old link's dispatcher is stopped,
+//! and the next subscribe opens a new link. When a cluster ends one room's subscription on its
+//! own (the room's slot moved, or its shard failed over), only that room's subscriptions close.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,17 +20,111 @@ use banter_adapter_memory::{MemoryBroadcaster, MemorySubscription};
 use banter_domain::RoomName;
 use banter_domain::ports::{BroadcastError, EventBroadcaster};
 use futures_util::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
+use futures_util::stream::BoxStream;
+use redis::aio::PubSubSink;
+use redis::cluster_async::ClusterConnection;
+use redis::{Msg, PushInfo, PushKind};
 
-use crate::{RedisAdapterError, room_channel, timed, wire};
+use crate::keys::Keys;
+use crate::{RedisAdapterError, cluster_client, timed, wire};
+
+/// Where the link connects.
+pub(crate) enum LinkTo {
+    Single(redis::Client),
+    /// The cluster's seed nodes.
+    Cluster(Vec<String>),
+}
+
+/// What comes up the link.
+enum Incoming {
+    Message(Msg),
+    /// The server ended a channel's subscription on its own.
+    Unsubscribed(String),
+    /// A connection of the link closed.
+    Lost(&'static str),
+}
+
+/// The link's command side, for subscribing and pinging.
+#[derive(Clone)]
+enum Upstream {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Upstream {
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(channel).await,
+            Self::Cluster(connection) => connection.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(channel).await,
+            Self::Cluster(connection) => connection.sunsubscribe(channel).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.ping::<redis::Value>().await.map(drop),
+            Self::Cluster(connection) => crate::commands::ping_one_primary(connection).await,
+        }
+    }
+}
+
+/// Opens a link: its command side and what comes up it, ending with [`Incoming::Lost`].
+async fn open(
+    to: &LinkTo,
+    limit: Duration,
+) -> Result<(Upstream, BoxStream<'static, Incoming>), RedisAdapterError> {
+    let lost = |why| futures_util::stream::once(std::future::ready(Incoming::Lost(why)));
+    match to {
+        LinkTo::Single(client) => {
+            let pubsub = timed(limit, client.get_async_pubsub()).await?;
+            let (sink, stream) = pubsub.split();
+            let incoming = stream
+                .map(Incoming::Message)
+                .chain(lost("the connection closed"));
+            Ok((Upstream::Single(sink), incoming.boxed()))
+        }
+        LinkTo::Cluster(seeds) => {
+            let (pushes, received) = tokio::sync::mpsc::unbounded_channel();
+            let client = cluster_client(seeds, limit, Some(pushes))?;
+            let connection = timed(limit, client.get_async_connection()).await?;
+            let incoming = futures_util::stream::unfold(received, |mut received| async move {
+                received.recv().await.map(|push| (push, received))
+            })
+            .filter_map(|push| std::future::ready(incoming_push(push)))
+            .chain(lost("the cluster connection closed"));
+            Ok((Upstream::Cluster(connection), incoming.boxed()))
+        }
+    }
+}
+
+/// A cluster's push, as the dispatcher sees it; `None` for what it ignores (confirmations).
+fn incoming_push(push: PushInfo) -> Option<Incoming> {
+    match push.kind {
+        PushKind::SMessage | PushKind::Message => Msg::from_push_info(push).map(Incoming::Message),
+        PushKind::SUnsubscribe => match push.data.first() {
+            Some(redis::Value::BulkString(channel)) => Some(Incoming::Unsubscribed(
+                String::from_utf8_lossy(channel).into_owned(),
+            )),
+            _ => None,
+        },
+        PushKind::Disconnection => Some(Incoming::Lost("a connection to the cluster closed")),
+        _ => None,
+    }
+}
 
 /// How often an idle link is pinged, so a half-open connection is noticed.
 const LINK_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The link and the local subscribers it feeds.
 pub(super) struct SubscribeLink {
-    client: redis::Client,
-    namespace: String,
+    to: LinkTo,
+    keys: Keys,
     command_timeout: Duration,
     local: MemoryBroadcaster,
     /// Held while the link or its subscriptions change, and while the dispatcher decides to
@@ -37,7 +135,7 @@ pub(super) struct SubscribeLink {
 /// The subscribe connection and the rooms it follows.
 #[derive(Default)]
 struct Link {
-    sink: Option<PubSubSink>,
+    sink: Option<Upstream>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
     subscribed: HashSet<RoomName>,
     /// Counts links, so a dispatcher of a broken link cannot tear down its successor.
@@ -66,14 +164,14 @@ impl Link {
 
 impl SubscribeLink {
     pub(super) fn new(
-        client: redis::Client,
-        namespace: String,
+        to: LinkTo,
+        keys: Keys,
         command_timeout: Duration,
         outbound_queue: usize,
     ) -> Self {
         Self {
-            client,
-            namespace,
+            to,
+            keys,
             command_timeout,
             local: MemoryBroadcaster::new(outbound_queue),
             link: tokio::sync::Mutex::new(Link::default()),
@@ -101,7 +199,7 @@ impl SubscribeLink {
         let local = self.local.subscribe(room).await?;
         let mut link = self.link.lock().await;
         if !link.subscribed.contains(room) {
-            let channel = room_channel(&self.namespace, room.as_str());
+            let channel = self.keys.channel(room.as_str());
             let sink = self.ensure_link(&mut link).await?;
             if let Err(e) = timed(self.command_timeout, sink.subscribe(&channel)).await {
                 // A link that cannot subscribe is broken; the next subscriber opens a new one.
@@ -116,10 +214,9 @@ impl SubscribeLink {
     async fn ensure_link<'a>(
         self: &Arc<Self>,
         link: &'a mut Link,
-    ) -> Result<&'a mut PubSubSink, RedisAdapterError> {
+    ) -> Result<&'a mut Upstream, RedisAdapterError> {
         if link.sink.is_none() {
-            let pubsub = timed(self.command_timeout, self.client.get_async_pubsub()).await?;
-            let (sink, stream) = pubsub.split();
+            let (sink, stream) = open(&self.to, self.command_timeout).await?;
             link.generation += 1;
             link.subscribed.clear();
             link.dispatcher = Some(tokio::spawn(dispatch(
@@ -150,7 +247,7 @@ impl SubscribeLink {
         let Some(sink) = link.sink.as_mut() else {
             return;
         };
-        let channel = room_channel(&self.namespace, room.as_str());
+        let channel = self.keys.channel(room.as_str());
         // Forgotten whatever the outcome: an UNSUBSCRIBE that timed out may still run later, so
         // the next subscriber must send SUBSCRIBE again (which is harmless if it did not).
         let outcome = timed(self.command_timeout, sink.unsubscribe(&channel)).await;
@@ -159,39 +256,52 @@ impl SubscribeLink {
             tracing::debug!(%room, error = %e, "unsubscribe failed");
         }
     }
+
+    /// The server ended `room`'s subscription (a cluster whose slot moved or whose shard failed
+    /// over): events may have been missed, so the room's local subscriptions close and its next
+    /// subscriber subscribes again. A confirmation of this node's own unsubscribe finds the room
+    /// forgotten already and changes nothing.
+    async fn lost_room(&self, room: &RoomName, generation: u64) {
+        let mut link = self.link.lock().await;
+        if link.generation == generation && link.subscribed.remove(room) {
+            self.local.close_room(room);
+            metrics::counter!("banter_redis_room_losses_total").increment(1);
+            tracing::warn!(%room, "Redis ended the room's subscription; closed its subscriptions here");
+        }
+    }
 }
 
 /// Hands events from the link to this node's subscribers until the link breaks.
 async fn dispatch(
     this: Arc<SubscribeLink>,
-    mut pinger: PubSubSink,
-    mut stream: PubSubStream,
+    mut pinger: Upstream,
+    mut incoming: BoxStream<'static, Incoming>,
     generation: u64,
 ) {
-    let prefix = room_channel(&this.namespace, "");
     let mut ping = tokio::time::interval(LINK_PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         let message = tokio::select! {
-            message = stream.next() => match message {
-                Some(message) => message,
+            next = incoming.next() => match next {
+                Some(Incoming::Message(message)) => message,
+                Some(Incoming::Unsubscribed(channel)) => {
+                    if let Some(room) = this.keys.room_of_channel(&channel) {
+                        this.lost_room(&room, generation).await;
+                    }
+                    continue;
+                }
+                Some(Incoming::Lost(why)) => break why,
                 None => break "the connection closed",
             },
             _ = ping.tick() => {
                 // A half-open connection never ends the stream; an unanswered ping does.
-                let answered: Result<redis::Value, _> =
-                    timed(this.command_timeout, pinger.ping()).await;
-                if answered.is_err() {
+                if timed(this.command_timeout, pinger.ping()).await.is_err() {
                     break "a ping went unanswered";
                 }
                 continue;
             }
         };
-        let Some(room) = message
-            .get_channel_name()
-            .strip_prefix(&prefix)
-            .and_then(|name| RoomName::parse(name).ok())
-        else {
+        let Some(room) = this.keys.room_of_channel(message.get_channel_name()) else {
             continue;
         };
         if this.local.has_subscribers(&room) {
