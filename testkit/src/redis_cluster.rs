@@ -211,6 +211,57 @@ impl RedisCluster {
         port
     }
 
+    /// Gives the slot of `key` to another primary (`CLUSTER SETSLOT … NODE`, told to every
+    /// primary, the new owner first), as a resharding does for an empty slot. Returns the old
+    /// and the new owner's ports.
+    pub fn move_slot_of(&self, key: &str) -> (u16, u16) {
+        let from = self.master_of(key);
+        let masters: Vec<u16> = self
+            .ports()
+            .into_iter()
+            .filter(|&port| {
+                sync_connection(port).is_ok_and(|mut c| {
+                    redis::cmd("ROLE")
+                        .query::<Vec<redis::Value>>(&mut c)
+                        .is_ok_and(|role| {
+                            matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+                        })
+                })
+            })
+            .collect();
+        let to = *masters
+            .iter()
+            .find(|&&port| port != from)
+            .expect("another primary");
+        let mut target = sync_connection(to).expect("the new owner answers");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut target)
+            .expect("CLUSTER KEYSLOT");
+        let id: String = redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut target)
+            .expect("CLUSTER MYID");
+        let order = std::iter::once(to).chain(masters.iter().copied().filter(|&p| p != to));
+        for port in order {
+            let mut connection = sync_connection(port).expect("a primary answers");
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&id)
+                .query(&mut connection)
+                .expect("CLUSTER SETSLOT … NODE");
+        }
+        wait_for("every node to agree on the slot's owner", || {
+            masters.iter().all(|&port| {
+                sync_connection(port).is_ok_and(|mut c| master_of_slot(&mut c, slot) == Some(to))
+            })
+        });
+        (from, to)
+    }
+
     fn wait_until_settled(&self) {
         for node in &self.nodes {
             wait_for(&format!("node {} to see the cluster ok", node.port), || {

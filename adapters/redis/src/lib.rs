@@ -230,6 +230,10 @@ fn describe_metrics() {
         "Times the pub/sub link was lost (this node's WebSockets were closed with 1001)."
     );
     describe_counter!(
+        "banter_redis_room_losses_total",
+        "Times a Redis Cluster ended one room's shard subscription on its own (that room's local subscriptions were closed)."
+    );
+    describe_counter!(
         "banter_presence_swept_total",
         "Connections of dead nodes removed from presence by this node's heartbeats."
     );
@@ -245,6 +249,7 @@ fn describe_metrics() {
     metrics::gauge!("banter_redis_unsent_messages").set(0.0);
     metrics::counter!("banter_redis_unsent_dropped_total").increment(0);
     metrics::counter!("banter_redis_link_losses_total").increment(0);
+    metrics::counter!("banter_redis_room_losses_total").increment(0);
     metrics::counter!("banter_presence_swept_total").increment(0);
 }
 

@@ -284,6 +284,50 @@ async fn leaving_removes_the_nodes_users_on_every_shard() {
     );
 }
 
+/// A slot handed to another primary (a resharding): the shard that gave it up ends the shard
+/// subscriptions of its channels on its own. The node closes that room's subscriptions only (the
+/// clients resume from the store); the other rooms keep flowing, and the moved room can be
+/// followed again on its new shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_slot_closes_only_its_rooms_subscriptions() {
+    let Some(cluster) = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let fixture = OnCluster::on(&cluster, "c-moved");
+    let (node, _) = fixture.node().await;
+    let (other, _) = fixture.node().await;
+    let mut moving = node.subscribe(&room("moving")).await.unwrap();
+    let mut staying = node.subscribe(&room("staying")).await.unwrap();
+    other.publish(posted("moving", 1)).await.unwrap();
+    other.publish(posted("staying", 1)).await.unwrap();
+    assert_eq!(seq_of(&next(&mut moving).await), Some(1));
+    assert_eq!(seq_of(&next(&mut staying).await), Some(1));
+
+    let channel = format!("{}:{{moving}}:events", fixture.namespace);
+    let (from, to) = tokio::task::block_in_place(|| cluster.move_slot_of(&channel));
+    let ended = tokio::time::timeout(Duration::from_secs(10), moving.next())
+        .await
+        .expect("the moved room's subscription ends");
+    assert_eq!(
+        ended.unwrap_err(),
+        SubscriptionError::Closed,
+        "slot moved from {from} to {to}"
+    );
+    other.publish(posted("staying", 2)).await.unwrap();
+    assert_eq!(
+        seq_of(&next(&mut staying).await),
+        Some(2),
+        "the other room was not touched"
+    );
+    let mut again = node.subscribe(&room("moving")).await.unwrap();
+    other.publish(posted("moving", 2)).await.unwrap();
+    assert_eq!(seq_of(&next(&mut again).await), Some(2));
+    assert!(node.is_linked().await, "the link itself stayed up");
+}
+
 /// A primary killed while a node publishes a room's messages and another follows them: the
 /// follower never skips a message silently. Its subscription delivers them in order with no
 /// gap, and if the failover cost it events it ends instead (the transport then closes the
