@@ -177,13 +177,18 @@ impl ServeArgs {
         else {
             return Ok(None);
         };
+        let is_postgres = |url: &str| {
+            matches!(
+                banter_adapter_storage::DatabaseUrl::parse(url),
+                Ok(banter_adapter_storage::DatabaseUrl::Postgres { .. })
+            )
+        };
         anyhow::ensure!(
-            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            is_postgres(url),
             "--database-read-url must be a postgres:// URL"
         );
         anyhow::ensure!(
-            self.database.database_url.starts_with("postgres://")
-                || self.database.database_url.starts_with("postgresql://"),
+            is_postgres(&self.database.database_url),
             "--database-read-url needs a postgres:// --database-url (a replica of it)"
         );
         Ok(Some(ReadReplicaConfig {
