@@ -24,7 +24,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// The room scripts' prelude. KEYS: users, online, typing, typing-by, channel (then what the
+use crate::scripts::{CLOCK, FILL};
+
+/// The room scripts' prelude (after [`FILL`]). KEYS: users, online, typing, typing-by, channel (then what the
 /// script adds); ARGV[1]: the event templates, ARGV[2]: the room.
 ///
 /// `add_user`/`drop_user` answer `{1 joined | 2 left | 0 unchanged, online count}`.
@@ -33,13 +35,7 @@ local users, online, typing, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local T = cjson.decode(ARGV[1])
 local room = ARGV[2]
 local function announce(name, user, count)
-  local values = { room = cjson.encode(room), user = cjson.encode(user) }
-  if count then values.count = string.format('%d', count) end
-  local parts, out = T[name], {}
-  for i = 1, #parts do
-    if i % 2 == 1 then out[i] = parts[i] else out[i] = values[parts[i]] end
-  end
-  redis.call('SPUBLISH', channel, table.concat(out))
+  redis.call('SPUBLISH', channel, fill(T, name, room, user, count))
 end
 local function add_user(user, n)
   local total = redis.call('HINCRBY', users, user, n)
@@ -133,17 +129,13 @@ redis.call('DEL', KEYS[6])
 return {removed, redis.call('ZCARD', online)}
 "#;
 
-/// The index scripts' prelude: the index shard's clock, and `claim`. KEYS[1]: nodes, KEYS[2]:
+/// The index scripts' prelude (after [`CLOCK`], the index shard's clock): `claim`. KEYS[1]: nodes, KEYS[2]:
 /// sweeping; `prefix` the index slot's key prefix.
 ///
 /// `claim` takes a node out of the registry and moves its rooms onto its sweep list (merged
 /// with one a sweeper left unfinished). The keys it builds carry the index's hash tag, so they
 /// are in the script's slot.
 const INDEX: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 local function claim(prefix, node)
   redis.call('ZREM', KEYS[1], node)
   local rooms = prefix .. 'node:' .. node .. ':rooms'
@@ -209,11 +201,11 @@ return 0
 "#;
 
 fn room(body: &str) -> Script {
-    Script::new(&format!("{ROOM}{body}"))
+    Script::new(&format!("{FILL}{ROOM}{body}"))
 }
 
 fn index(body: &str) -> Script {
-    Script::new(&format!("{INDEX}{body}"))
+    Script::new(&format!("{CLOCK}{INDEX}{body}"))
 }
 
 pub(crate) static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| room(CONNECT));

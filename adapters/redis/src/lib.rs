@@ -174,10 +174,7 @@ pub async fn connect(
                 return Err(RedisAdapterError::InvalidNamespace(config.namespace));
             }
             let client = cluster_client(&seeds, limit, None)?;
-            let commands = tokio::time::timeout(limit, client.get_async_connection())
-                .await
-                .map_err(|_| RedisAdapterError::Timeout(limit))?
-                .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+            let commands = open_within(limit, client.get_async_connection()).await?;
             (
                 Commands::Cluster(commands),
                 broadcaster::LinkTo::Cluster(seeds),
@@ -194,13 +191,11 @@ pub async fn connect(
             let manager_config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(limit))
                 .set_response_timeout(Some(limit));
-            let commands = tokio::time::timeout(
+            let commands = open_within(
                 limit,
                 client.get_connection_manager_with_config(manager_config),
             )
-            .await
-            .map_err(|_| RedisAdapterError::Timeout(limit))?
-            .map_err(|e| RedisAdapterError::Connect(e.to_string()))?;
+            .await?;
             (
                 Commands::Single(commands),
                 broadcaster::LinkTo::Single(client),
@@ -251,6 +246,18 @@ fn describe_metrics() {
     metrics::counter!("banter_redis_link_losses_total").increment(0);
     metrics::counter!("banter_redis_room_losses_total").increment(0);
     metrics::counter!("banter_presence_swept_total").increment(0);
+}
+
+/// Opens a connection within `limit`: [`RedisAdapterError::Timeout`] or
+/// [`RedisAdapterError::Connect`] when it cannot.
+async fn open_within<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, redis::RedisError>>,
+) -> Result<T, RedisAdapterError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| RedisAdapterError::Timeout(limit))?
+        .map_err(|e| RedisAdapterError::Connect(e.to_string()))
 }
 
 /// Runs `future` with the command timeout.

@@ -28,13 +28,23 @@ use redis::Script;
 
 use crate::RedisAdapterError;
 
-/// The namespace and the clock, prepended to every script that changes presence or reads the
-/// clock.
+/// The namespace, prepended to every one-server script that changes presence.
 const BASE: &str = r#"
 local P = ARGV[1]
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+/// Pastes names and counts into an event template of [`crate::wire::script_templates`]
+/// (`T`, decoded): the payload's shape stays defined in Rust alone. Shared by both
+/// topologies' announcing scripts.
+pub(crate) const FILL: &str = r#"
+local function fill(T, name, room, user, count)
+  local values = { room = cjson.encode(room), user = cjson.encode(user) }
+  if count then values.count = string.format('%d', count) end
+  local parts, out = T[name], {}
+  for i = 1, #parts do
+    if i % 2 == 1 then out[i] = parts[i] else out[i] = values[parts[i]] end
+  end
+  return table.concat(out)
 end
 "#;
 
@@ -47,13 +57,7 @@ const ANNOUNCING: &str = r#"
 local T = cjson.decode(ARGV[2])
 -- Publishes the event of template `name` (join, leave or typing_stopped) on the room's channel.
 local function announce(name, room, user, count)
-  local values = { room = cjson.encode(room), user = cjson.encode(user) }
-  if count then values.count = string.format('%d', count) end
-  local parts, out = T[name], {}
-  for i = 1, #parts do
-    if i % 2 == 1 then out[i] = parts[i] else out[i] = values[parts[i]] end
-  end
-  redis.call('PUBLISH', P .. ':room:' .. room, table.concat(out))
+  redis.call('PUBLISH', P .. ':room:' .. room, fill(T, name, room, user, count))
 end
 local function add_user(room, user, n)
   local total = redis.call('HINCRBY', P .. ':users:' .. room, user, n)
@@ -229,9 +233,9 @@ remove_node(ARGV[3], false)
 return 0
 "#;
 
-/// The clock of the server that runs the script (on a cluster, the room's shard: every script
-/// that reads or writes a room's typing list runs there).
-const CLOCK: &str = r#"
+/// The clock of the server that runs the script (on a cluster, the shard of the keys it is
+/// given: every script that reads or writes a room's typing list runs on the room's).
+pub(crate) const CLOCK: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -313,7 +317,7 @@ fn with_clock(body: &str) -> Script {
 }
 
 fn announcing(body: &str) -> Script {
-    Script::new(&format!("{BASE}{ANNOUNCING}{body}"))
+    Script::new(&format!("{BASE}{CLOCK}{FILL}{ANNOUNCING}{body}"))
 }
 
 pub(crate) static CONNECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| announcing(CONNECT));

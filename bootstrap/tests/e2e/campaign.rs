@@ -472,19 +472,11 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
             "--database-read-url",
             replica_url.as_str(),
         ]
+        .map(str::to_owned)
+        .to_vec()
     };
-    let mut servers: Vec<Option<TestServer>> = Vec::new();
-    for node in 0..NODES {
-        servers.push(Some(
-            TestServer::start_on(&database, &args(node), &[]).await,
-        ));
-    }
-    let addresses: Arc<Vec<std::net::SocketAddr>> = Arc::new(
-        servers
-            .iter()
-            .map(|s| s.as_ref().map(|s| s.addr).expect("started"))
-            .collect(),
-    );
+    let mut fleet = Fleet::start(&database, (0..NODES).map(args).collect()).await;
+    let addresses = Arc::clone(&fleet.addresses);
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -496,10 +488,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
     while schedule.len() < (seconds / 5).max(8) as usize {
         schedule.push(dice.below(8) as u8);
     }
-    for i in (1..schedule.len()).rev() {
-        let j = dice.below(i as u64 + 1) as usize;
-        schedule.swap(i, j);
-    }
+    shuffle(&mut schedule, &mut dice);
     let started = Instant::now();
     let slot = Duration::from_secs(seconds) / schedule.len() as u32;
     let mut cut_markers = Vec::new();
@@ -509,67 +498,61 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
         let at = started.elapsed().as_secs_f32();
         match kind {
             0 => {
-                let server = servers[node].take().expect("running");
-                server.kill();
-                tokio::time::sleep(Duration::from_millis(500 + dice.below(1000))).await;
-                servers[node] = Some(
-                    TestServer::start_listening(
-                        &database,
-                        &addresses[node].to_string(),
-                        &args(node),
-                        &[],
-                    )
-                    .await,
+                fleet.kill_and_restart(node, &mut dice).await;
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.killed,
+                    format!("node {node} killed and restarted"),
                 );
-                let mut f = faults.lock().unwrap();
-                f.killed += 1;
-                f.log
-                    .push(format!("{at:.1}s: node {node} killed and restarted"));
             }
             1 => {
-                let server = servers[node].as_ref().expect("running");
-                server.signal("STOP");
-                tokio::time::sleep(Duration::from_millis(5_500 + dice.below(1500))).await;
-                server.signal("CONT");
-                let mut f = faults.lock().unwrap();
-                f.paused += 1;
-                f.log
-                    .push(format!("{at:.1}s: node {node} paused past a heartbeat"));
+                fleet.pause(node, &mut dice).await;
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.paused,
+                    format!("node {node} paused past a heartbeat"),
+                );
             }
             2 => {
                 proxies.iter().for_each(banter_testkit::TcpProxy::freeze);
                 tokio::time::sleep(Duration::from_millis(1_000 + dice.below(2000))).await;
                 proxies.iter().for_each(banter_testkit::TcpProxy::thaw);
-                let mut f = faults.lock().unwrap();
-                f.redis_frozen += 1;
-                f.log.push(format!("{at:.1}s: Redis frozen"));
+                record(&faults, at, |f| &mut f.redis_frozen, "Redis frozen");
             }
             4 => {
                 redis.restart().await;
-                let mut f = faults.lock().unwrap();
-                f.redis_restarted += 1;
-                f.log
-                    .push(format!("{at:.1}s: Redis restarted, every key lost"));
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.redis_restarted,
+                    "Redis restarted, every key lost",
+                );
             }
             5 => {
                 let pair = Arc::clone(&pair);
                 tokio::task::spawn_blocking(move || pair.restart_primary())
                     .await
                     .unwrap();
-                let mut f = faults.lock().unwrap();
-                f.postgres_restarted += 1;
-                f.log
-                    .push(format!("{at:.1}s: Postgres crashed and restarted"));
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.postgres_restarted,
+                    "Postgres crashed and restarted",
+                );
             }
             6 => {
                 // Longer than --redis-timeout (3 s): the node counts its link as lost.
                 proxies[node].freeze();
                 tokio::time::sleep(Duration::from_millis(3_500 + dice.below(3000))).await;
                 proxies[node].thaw();
-                let mut f = faults.lock().unwrap();
-                f.partitioned += 1;
-                f.log
-                    .push(format!("{at:.1}s: node {node} cut off from Redis"));
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.partitioned,
+                    format!("node {node} cut off from Redis"),
+                );
             }
             7 => {
                 let pair = Arc::clone(&pair);
@@ -581,20 +564,23 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
                 })
                 .await
                 .unwrap();
-                let mut f = faults.lock().unwrap();
-                f.replica_restarted += 1;
-                f.log
-                    .push(format!("{at:.1}s: the read replica killed and restarted"));
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.replica_restarted,
+                    "the read replica killed and restarted",
+                );
             }
             _ => {
                 let marker = format!("cut-{i}");
                 cut_mid_frame(addresses[node], &marker).await;
                 cut_markers.push(marker);
-                let mut f = faults.lock().unwrap();
-                f.cut_mid_frame += 1;
-                f.log.push(format!(
-                    "{at:.1}s: a client's TCP cut mid-frame on node {node}"
-                ));
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.cut_mid_frame,
+                    format!("a client's TCP cut mid-frame on node {node}"),
+                );
             }
         }
         let next = slot * (i as u32 + 1);
@@ -602,7 +588,7 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
             tokio::time::sleep(wait).await;
         }
     }
-    let reader = servers[0].as_ref().expect("running");
+    let reader = fleet.reader();
     let run = Run {
         seed,
         seconds,
@@ -627,6 +613,83 @@ async fn a_randomized_workload_under_faults_keeps_every_promise() {
             && faults.cut_mid_frame > 0,
         "every kind of fault was injected"
     );
+}
+
+/// The campaign's banter nodes, each restarted on its own address with its own flags.
+struct Fleet<'a> {
+    database: &'a Database,
+    args: Vec<Vec<String>>,
+    servers: Vec<Option<TestServer>>,
+    addresses: Arc<Vec<std::net::SocketAddr>>,
+}
+
+impl<'a> Fleet<'a> {
+    /// Starts one node per entry of `args`.
+    async fn start(database: &'a Database, args: Vec<Vec<String>>) -> Fleet<'a> {
+        let mut servers = Vec::new();
+        for flags in &args {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            servers.push(Some(TestServer::start_on(database, &flags, &[]).await));
+        }
+        let addresses = Arc::new(
+            servers
+                .iter()
+                .map(|s| s.as_ref().map(|s| s.addr).expect("started"))
+                .collect(),
+        );
+        Fleet {
+            database,
+            args,
+            servers,
+            addresses,
+        }
+    }
+
+    fn server(&self, node: usize) -> &TestServer {
+        self.servers[node].as_ref().expect("running")
+    }
+
+    /// The node that answers the checker's reads.
+    fn reader(&self) -> &TestServer {
+        self.server(0)
+    }
+
+    /// SIGKILL, and a new process on the same address 0.5–1.5 s later.
+    async fn kill_and_restart(&mut self, node: usize, dice: &mut Dice) {
+        self.servers[node].take().expect("running").kill();
+        tokio::time::sleep(Duration::from_millis(500 + dice.below(1000))).await;
+        let flags: Vec<&str> = self.args[node].iter().map(String::as_str).collect();
+        let address = self.addresses[node].to_string();
+        self.servers[node] =
+            Some(TestServer::start_listening(self.database, &address, &flags, &[]).await);
+    }
+
+    /// SIGSTOP for 5.5–7 s, longer than a heartbeat, then SIGCONT.
+    async fn pause(&self, node: usize, dice: &mut Dice) {
+        self.server(node).signal("STOP");
+        tokio::time::sleep(Duration::from_millis(5_500 + dice.below(1500))).await;
+        self.server(node).signal("CONT");
+    }
+}
+
+/// Shuffles a fault schedule (Fisher–Yates, from the seed).
+fn shuffle(schedule: &mut [u8], dice: &mut Dice) {
+    for i in (1..schedule.len()).rev() {
+        let j = dice.below(i as u64 + 1) as usize;
+        schedule.swap(i, j);
+    }
+}
+
+/// Counts a fault of one kind and logs it with its moment.
+fn record(
+    faults: &Mutex<Faults>,
+    at: f32,
+    kind: impl FnOnce(&mut Faults) -> &mut u32,
+    what: impl std::fmt::Display,
+) {
+    let mut f = faults.lock().unwrap();
+    *kind(&mut f) += 1;
+    f.log.push(format!("{at:.1}s: {what}"));
 }
 
 /// The faulty phase's length (`BANTER_CAMPAIGN_SECONDS`, else `default_seconds`) and the seed
@@ -694,17 +757,11 @@ async fn a_redis_cluster_primary_failing_over_under_the_workload_keeps_every_pro
     };
     let (seconds, seed) = settings(20);
     let mut dice = Dice(seed);
-    let args = ["--broker", broker.as_str(), "--rate-limit", "off"];
-    let mut servers: Vec<Option<TestServer>> = Vec::new();
-    for _ in 0..NODES {
-        servers.push(Some(TestServer::start_on(&database, &args, &[]).await));
-    }
-    let addresses: Arc<Vec<std::net::SocketAddr>> = Arc::new(
-        servers
-            .iter()
-            .map(|s| s.as_ref().map(|s| s.addr).expect("started"))
-            .collect(),
-    );
+    let args: Vec<String> = ["--broker", &broker, "--rate-limit", "off"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut fleet = Fleet::start(&database, vec![args; NODES]).await;
+    let addresses = Arc::clone(&fleet.addresses);
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = start_clients(&addresses, &stop, &stopping);
@@ -712,10 +769,7 @@ async fn a_redis_cluster_primary_failing_over_under_the_workload_keeps_every_pro
     let faults = Arc::new(Mutex::new(Faults::default()));
     // 0 failover, 1 node killed, 2 node paused, 3 cut mid-frame; two failovers.
     let mut schedule: Vec<u8> = vec![0, 0, 1, 2, 3];
-    for i in (1..schedule.len()).rev() {
-        let j = dice.below(i as u64 + 1) as usize;
-        schedule.swap(i, j);
-    }
+    shuffle(&mut schedule, &mut dice);
     // Shards whose replica was promoted have none left to fail over to.
     let mut promoted = BTreeSet::new();
     let started = Instant::now();
@@ -759,42 +813,33 @@ async fn a_redis_cluster_primary_failing_over_under_the_workload_keeps_every_pro
                 }
             }
             1 => {
-                let server = servers[node].take().expect("running");
-                server.kill();
-                tokio::time::sleep(Duration::from_millis(500 + dice.below(1000))).await;
-                servers[node] = Some(
-                    TestServer::start_listening(
-                        &database,
-                        &addresses[node].to_string(),
-                        &args,
-                        &[],
-                    )
-                    .await,
+                fleet.kill_and_restart(node, &mut dice).await;
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.killed,
+                    format!("node {node} killed and restarted"),
                 );
-                let mut f = faults.lock().unwrap();
-                f.killed += 1;
-                f.log
-                    .push(format!("{at:.1}s: node {node} killed and restarted"));
             }
             2 => {
-                let server = servers[node].as_ref().expect("running");
-                server.signal("STOP");
-                tokio::time::sleep(Duration::from_millis(5_500 + dice.below(1500))).await;
-                server.signal("CONT");
-                let mut f = faults.lock().unwrap();
-                f.paused += 1;
-                f.log
-                    .push(format!("{at:.1}s: node {node} paused past a heartbeat"));
+                fleet.pause(node, &mut dice).await;
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.paused,
+                    format!("node {node} paused past a heartbeat"),
+                );
             }
             _ => {
                 let marker = format!("cut-{i}");
                 cut_mid_frame(addresses[node], &marker).await;
                 cut_markers.push(marker);
-                let mut f = faults.lock().unwrap();
-                f.cut_mid_frame += 1;
-                f.log.push(format!(
-                    "{at:.1}s: a client's TCP cut mid-frame on node {node}"
-                ));
+                record(
+                    &faults,
+                    at,
+                    |f| &mut f.cut_mid_frame,
+                    format!("a client's TCP cut mid-frame on node {node}"),
+                );
             }
         }
         let next = slot * (i as u32 + 1);
@@ -802,7 +847,7 @@ async fn a_redis_cluster_primary_failing_over_under_the_workload_keeps_every_pro
             tokio::time::sleep(wait).await;
         }
     }
-    let reader = servers[0].as_ref().expect("running");
+    let reader = fleet.reader();
     let run = Run {
         seed,
         seconds,

@@ -26,7 +26,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Msg, PushInfo, PushKind};
 
 use crate::keys::Keys;
-use crate::{RedisAdapterError, cluster_client, timed, wire};
+use crate::{RedisAdapterError, cluster_client, open_within, timed, wire};
 
 /// Where the link connects.
 pub(crate) enum LinkTo {
@@ -82,7 +82,7 @@ async fn open(
     let lost = |why| futures_util::stream::once(std::future::ready(Incoming::Lost(why)));
     match to {
         LinkTo::Single(client) => {
-            let pubsub = timed(limit, client.get_async_pubsub()).await?;
+            let pubsub = open_within(limit, client.get_async_pubsub()).await?;
             let (sink, stream) = pubsub.split();
             let incoming = stream
                 .map(Incoming::Message)
@@ -92,7 +92,7 @@ async fn open(
         LinkTo::Cluster(seeds) => {
             let (pushes, received) = tokio::sync::mpsc::unbounded_channel();
             let client = cluster_client(seeds, limit, Some(pushes))?;
-            let connection = timed(limit, client.get_async_connection()).await?;
+            let connection = open_within(limit, client.get_async_connection()).await?;
             let incoming = futures_util::stream::unfold(received, |mut received| async move {
                 received.recv().await.map(|push| (push, received))
             })

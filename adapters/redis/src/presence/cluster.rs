@@ -41,6 +41,34 @@ impl RedisPresence {
         invocation
     }
 
+    /// An index script with the keys both take first: the registry and the sweeps under way.
+    fn index_script<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.shared.keys.nodes())
+            .key(self.shared.keys.sweeping());
+        invocation
+    }
+
+    /// Runs one plain command within the command timeout.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, RedisAdapterError> {
+        let mut commands = self.commands.clone();
+        timed(
+            self.shared.command_timeout,
+            command.query_async(&mut commands),
+        )
+        .await
+    }
+
+    /// How many are online in `room`, from the room's own sorted set.
+    async fn online_count(&self, room: &str) -> Result<u64, RedisAdapterError> {
+        self.query(redis::cmd("ZCARD").arg(self.shared.keys.online(room)))
+            .await
+    }
+
     /// Records the rooms in the node's list (before counting anything there) and registers
     /// the node if the registry did not hold it. Returns whether it had to.
     async fn register(&self, node: &str, rooms: &[&str]) -> Result<bool, RedisAdapterError> {
@@ -82,9 +110,7 @@ impl RedisPresence {
         let mut commands = self.commands.clone();
         let answer: Vec<redis::Value> = timed(
             self.shared.command_timeout,
-            HEARTBEAT_SCRIPT
-                .key(keys.nodes())
-                .key(keys.sweeping())
+            self.index_script(&HEARTBEAT_SCRIPT)
                 .arg(&node)
                 .arg(self.dead_after_ms())
                 .arg(keys.index_prefix())
@@ -120,11 +146,7 @@ impl RedisPresence {
         let list = keys.sweep(node);
         let mut commands = self.commands.clone();
         let limit = self.shared.command_timeout;
-        let rooms: Vec<String> = timed(
-            limit,
-            redis::cmd("SMEMBERS").arg(&list).query_async(&mut commands),
-        )
-        .await?;
+        let rooms: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(&list)).await?;
         let mut removed = 0;
         for room in &rooms {
             let answer: Vec<i64> = timed(
@@ -159,50 +181,24 @@ impl RedisPresence {
     /// someone came meanwhile. A join lists its room after its room script ran, and this checks
     /// the count again after unlisting: whichever runs last, an occupied room stays listed.
     async fn unlist_if_empty(&self, room: &str) -> Result<(), RedisAdapterError> {
-        let keys = &self.shared.keys;
-        let mut commands = self.commands.clone();
-        let limit = self.shared.command_timeout;
-        let online = keys.online(room);
-        let count = |mut commands: crate::commands::Commands| {
-            let online = online.clone();
-            async move {
-                timed(
-                    limit,
-                    redis::cmd("ZCARD")
-                        .arg(online)
-                        .query_async::<u64>(&mut commands),
-                )
-                .await
-            }
-        };
-        if count(commands.clone()).await? > 0 {
+        if self.online_count(room).await? > 0 {
             return Ok(());
         }
-        let _: i64 = timed(
-            limit,
-            redis::cmd("ZREM")
-                .arg(keys.occupied())
-                .arg(room)
-                .query_async(&mut commands),
-        )
-        .await?;
-        if count(commands.clone()).await? > 0 {
+        let occupied = self.shared.keys.occupied();
+        let _: i64 = self
+            .query(redis::cmd("ZREM").arg(&occupied).arg(room))
+            .await?;
+        if self.online_count(room).await? > 0 {
             self.list_occupied(room).await?;
         }
         Ok(())
     }
 
     async fn list_occupied(&self, room: &str) -> Result<(), RedisAdapterError> {
-        let mut commands = self.commands.clone();
-        let _: i64 = timed(
-            self.shared.command_timeout,
-            redis::cmd("ZADD")
-                .arg(self.shared.keys.occupied())
-                .arg(0)
-                .arg(room)
-                .query_async(&mut commands),
-        )
-        .await?;
+        let occupied = self.shared.keys.occupied();
+        let _: i64 = self
+            .query(redis::cmd("ZADD").arg(&occupied).arg(0).arg(room))
+            .await?;
         Ok(())
     }
 
@@ -294,9 +290,7 @@ impl RedisPresence {
         let mut commands = self.commands.clone();
         let _: i64 = timed(
             self.shared.command_timeout,
-            CLAIM_SCRIPT
-                .key(keys.nodes())
-                .key(keys.sweeping())
+            self.index_script(&CLAIM_SCRIPT)
                 .arg(&node)
                 .arg(keys.index_prefix())
                 .invoke_async(&mut commands),
@@ -312,32 +306,24 @@ impl RedisPresence {
         after: Option<&RoomName>,
         limit: usize,
     ) -> Result<Vec<OccupiedRoom>, RedisAdapterError> {
-        let keys = &self.shared.keys;
-        let mut commands = self.commands.clone();
+        let occupied = self.shared.keys.occupied();
         let mut start = lex_after(after.map(RoomName::as_str));
         let mut rooms = Vec::new();
         while rooms.len() < limit {
             let batch = (limit - rooms.len()).max(16);
-            let names: Vec<String> = timed(
-                self.shared.command_timeout,
-                redis::cmd("ZRANGEBYLEX")
-                    .arg(keys.occupied())
-                    .arg(&start)
-                    .arg("+")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(batch)
-                    .query_async(&mut commands),
-            )
-            .await?;
-            for name in &names {
-                let online_count: u64 = timed(
-                    self.shared.command_timeout,
-                    redis::cmd("ZCARD")
-                        .arg(keys.online(name))
-                        .query_async(&mut commands),
+            let names: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(&occupied)
+                        .arg(&start)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(batch),
                 )
                 .await?;
+            for name in &names {
+                let online_count = self.online_count(name).await?;
                 if online_count > 0 && rooms.len() < limit {
                     let room = RoomName::parse(name)
                         .map_err(|e| protocol(format!("stored room {name:?}: {e}")))?;
