@@ -151,6 +151,8 @@ impl RedisPresence {
                 return Err(e);
             }
         };
+        // One server: the heartbeat script swept already, whatever happens next.
+        count_swept(beat.swept);
         let resync = self.book().heartbeat_answered(beat.known);
         match resync {
             Resync::Nothing => {}
@@ -159,16 +161,8 @@ impl RedisPresence {
         }
         // Cluster: dead nodes are swept after this node's own counts are back, so that its
         // users, counted under an older incarnation too, do not flicker out and in.
-        let mut swept = beat.swept;
         for node in &beat.to_sweep {
-            swept += self.sweep(node, true).await?;
-        }
-        if swept > 0 {
-            metrics::counter!("banter_presence_swept_total").increment(swept);
-            tracing::warn!(
-                connections = swept,
-                "removed the users of nodes that stopped sending heartbeats"
-            );
+            count_swept(self.sweep(node, true).await?);
         }
         Ok(())
     }
@@ -317,6 +311,17 @@ impl RedisPresence {
         )
         .await?;
         ChangeAnswer::read(&answer)
+    }
+}
+
+/// Counts and logs the connections of dead nodes a sweep removed.
+fn count_swept(connections: u64) {
+    if connections > 0 {
+        metrics::counter!("banter_presence_swept_total").increment(connections);
+        tracing::warn!(
+            connections,
+            "removed the users of nodes that stopped sending heartbeats"
+        );
     }
 }
 
